@@ -1,0 +1,69 @@
+//! `herd.toml` → validated [`Config`].
+//!
+//! Loading runs in two stages. Serde reads the text into the structs of `raw.rs`, rejecting
+//! unknown keys and wrong types; then `validate.rs` checks values and fills defaults, collecting
+//! every problem. Either way a failure is a [`ConfigErrors`] whose entries name the file, the
+//! line and the key, and herd refuses to start.
+
+pub mod model;
+pub mod raw;
+pub mod source;
+mod validate;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use model::{Config, LogSettings, Readiness, ReadyMode, RestartPolicy, ServiceSpec};
+pub use source::{ConfigError, ConfigErrors, KeyPath, Source};
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let source = Arc::new(Source::read(path)?);
+    parse(source)
+}
+
+/// Parses and validates config text that was already read.
+pub fn parse(source: Arc<Source>) -> Result<Config, ConfigErrors> {
+    let raw = deserialize(&source).map_err(|e| ConfigErrors(vec![e]))?;
+    validate::validate(source, raw).map_err(ConfigErrors)
+}
+
+/// The data directory a config file names, read leniently: CLI commands that only talk to a
+/// running herd use this, so they work even while the file has an unrelated error.
+pub fn data_dir_of(path: &Path) -> std::path::PathBuf {
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    let named = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("data_dir")?.as_str().map(str::to_string));
+    base.join(named.as_deref().unwrap_or(".herd"))
+}
+
+fn deserialize(source: &Source) -> Result<raw::RawConfig, ConfigError> {
+    let de = toml::Deserializer::parse(&source.text).map_err(|e| syntax_error(source, &e))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let mut err = syntax_error(source, &inner);
+        if path != "." && !path.is_empty() {
+            err.key = Some(path);
+        }
+        err
+    })
+}
+
+fn syntax_error(source: &Source, e: &toml::de::Error) -> ConfigError {
+    ConfigError {
+        file: source.path.clone(),
+        line: e.span().map(|s| source.line_of(s.start)),
+        key: None,
+        message: e.message().trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! The validated configuration: what the rest of herd consumes.
+//!
+//! Every value here has passed validation, carries its defaults filled in, and has paths
+//! resolved against the config file's directory. Types are plain data; the [`Source`] they were
+//! read from stays attached so later failures (a port already in use) can still name a line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::source::Source;
+
+/// A loaded and validated `herd.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from, kept to locate keys in later error messages.
+    pub source: Arc<Source>,
+    /// Absolute data directory (control socket, logs).
+    pub data_dir: PathBuf,
+    /// Log file rotation.
+    pub logs: LogSettings,
+    /// Services in file order.
+    pub services: Vec<ServiceSpec>,
+}
+
+impl Config {
+    /// The service named `name`, if any.
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// Rotation of per-service log files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Rotate when the live file reaches this many bytes.
+    pub max_size: u64,
+    /// Rotated files kept beside the live one.
+    pub keep: u32,
+}
+
+/// One service: a command run as a cluster of instances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    /// Unique name.
+    pub name: String,
+    /// Index of this service's `[[service]]` table in the file, for error locations.
+    pub index: usize,
+    /// The program, resolved to a path when it was found in `PATH`, and its arguments.
+    pub command: Vec<String>,
+    /// Number of instances (slots); `"max"` has already been turned into the core count.
+    pub instances: usize,
+    /// The shared listening address, if the service has one.
+    pub listen: Option<SocketAddr>,
+    /// Absolute working directory.
+    pub cwd: PathBuf,
+    /// Extra environment for the instances.
+    pub env: BTreeMap<String, String>,
+    /// Crash restart policy.
+    pub restart: RestartPolicy,
+    /// Restart an instance above this resident set size, in bytes.
+    pub max_memory: Option<u64>,
+    /// Time between SIGTERM and SIGKILL when stopping an instance.
+    pub kill_timeout: Duration,
+    /// How readiness is detected.
+    pub ready: Readiness,
+}
+
+/// Exponential backoff with jitter, and an upper bound on restarts per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// First delay after a crash.
+    pub initial_backoff: Duration,
+    /// Upper bound of the doubling delay.
+    pub max_backoff: Duration,
+    /// Restarts allowed within `window` before the instance is marked errored.
+    pub max_restarts: u32,
+    /// Sliding window for `max_restarts`.
+    pub window: Duration,
+    /// Uptime after which the backoff starts over.
+    pub min_uptime: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            max_restarts: 10,
+            window: Duration::from_secs(60),
+            min_uptime: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How herd learns that a new instance can take traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// The detection method.
+    pub mode: ReadyMode,
+    /// Deadline for a starting instance.
+    pub timeout: Duration,
+}
+
+/// Readiness detection methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyMode {
+    /// The instance accepts on the shared socket (seen in `/proc`). Services without a `listen`
+    /// address are ready as soon as they are spawned.
+    Listen,
+    /// The instance writes `READY=1` to the pipe at `HERD_READY_FD`.
+    Notify,
+}

@@ -1,0 +1,183 @@
+//! Config text, key paths, and errors that point into the text.
+//!
+//! A [`KeyPath`] (`service[1].restart.window`) names a key the way a user reads the file;
+//! [`Source::locate`] turns it into a line number by walking a span-preserving parse of the same
+//! text. Errors from both loading stages become [`ConfigError`]s that render as
+//! `herd.toml:12: service[1].restart.window: not a duration: "5 parsecs"`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+
+/// The text of a config file and where it came from.
+#[derive(Debug)]
+pub struct Source {
+    /// The path as given by the user (shown in messages).
+    pub path: PathBuf,
+    /// The file's contents.
+    pub text: String,
+}
+
+/// One step of a [`KeyPath`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// A table key.
+    Key(String),
+    /// An array index.
+    Index(usize),
+}
+
+/// A path to a key, such as `service[0].listen`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPath(pub Vec<Segment>);
+
+impl KeyPath {
+    /// The path of the `index`th `[[service]]` table.
+    pub fn service(index: usize) -> Self {
+        KeyPath(vec![Segment::Key("service".into()), Segment::Index(index)])
+    }
+
+    /// This path extended by `key`.
+    pub fn key(&self, key: &str) -> Self {
+        let mut p = self.0.clone();
+        p.push(Segment::Key(key.to_string()));
+        KeyPath(p)
+    }
+
+    /// This path extended by an array index.
+    pub fn index(&self, i: usize) -> Self {
+        let mut p = self.0.clone();
+        p.push(Segment::Index(i));
+        KeyPath(p)
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, seg) in self.0.iter().enumerate() {
+            match seg {
+                Segment::Key(k) if n == 0 => write!(f, "{k}")?,
+                Segment::Key(k) => write!(f, ".{k}")?,
+                Segment::Index(i) => write!(f, "[{i}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Source {
+    /// Reads `path`.
+    pub fn read(path: &Path) -> Result<Self, ConfigErrors> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Source {
+                path: path.to_path_buf(),
+                text,
+            }),
+            Err(e) => Err(ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                key: None,
+                message: format!("cannot read config file: {e}"),
+            }])),
+        }
+    }
+
+    /// The 1-based line of byte `offset`.
+    pub fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// The line where the key at `path` is written, or the nearest enclosing key that is
+    /// (a missing key is reported at its table's header).
+    pub fn locate(&self, path: &KeyPath) -> Option<usize> {
+        let doc = DeTable::parse(&self.text).ok()?;
+        let mut best = None;
+        let mut table: Option<&DeTable<'_>> = Some(doc.get_ref());
+        let mut value: Option<&DeValue<'_>> = None;
+        for seg in &path.0 {
+            match seg {
+                Segment::Key(k) => {
+                    let t = match (table, value) {
+                        (Some(t), _) => t,
+                        (None, Some(DeValue::Table(t))) => t,
+                        _ => break,
+                    };
+                    let Some((key, val)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k)
+                    else {
+                        break;
+                    };
+                    best = Some(key.span().start);
+                    table = None;
+                    value = Some(val.get_ref());
+                }
+                Segment::Index(i) => {
+                    let Some(item) = value.and_then(|v| v.get(*i)) else {
+                        break;
+                    };
+                    best = Some(item.span().start);
+                    table = None;
+                    value = Some(item.get_ref());
+                }
+            }
+        }
+        best.map(|offset| self.line_of(offset))
+    }
+
+    /// An error at `path` with `message`.
+    pub fn error(&self, path: &KeyPath, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.path.clone(),
+            line: self.locate(path),
+            key: Some(path.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, when the problem can be placed.
+    pub line: Option<usize>,
+    /// The key path, when the problem belongs to a key.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a config file; loading reports them all at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! Unit tests for both loading stages: good files load with defaults filled in, and every kind of
+//! bad file is refused with the right line and key.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+fn load_str(text: &str) -> Result<Config, ConfigErrors> {
+    parse(Arc::new(Source {
+        path: PathBuf::from("/tmp/herd.toml"),
+        text: text.to_string(),
+    }))
+}
+
+fn single_error(text: &str) -> ConfigError {
+    let errs = load_str(text).expect_err("config should be refused");
+    assert_eq!(errs.0.len(), 1, "expected one error, got: {errs}");
+    errs.0.into_iter().next().unwrap()
+}
+
+#[test]
+fn minimal_service_gets_defaults() {
+    let c = load_str("[[service]]\nname = \"a\"\ncommand = [\"sh\", \"-c\", \"true\"]\n").unwrap();
+    let s = &c.services[0];
+    assert_eq!(s.instances, 1);
+    assert!(
+        s.command[0].ends_with("/sh"),
+        "program resolved: {}",
+        s.command[0]
+    );
+    assert_eq!(s.restart, RestartPolicy::default());
+    assert_eq!(s.kill_timeout, Duration::from_secs(5));
+    assert_eq!(s.ready.mode, ReadyMode::Listen);
+    assert_eq!(c.data_dir, PathBuf::from("/tmp/.herd"));
+}
+
+#[test]
+fn full_service_is_read() {
+    let c = load_str(
+        r#"
+data_dir = "state"
+[logs]
+max_size = "1MB"
+keep = 2
+
+[[service]]
+name = "web"
+command = ["sh", "server.sh"]
+instances = "max"
+listen = "127.0.0.1:0"
+max_memory = "256MB"
+kill_timeout = "2s"
+env = { A = "1" }
+restart = { initial_backoff = "50ms", max_backoff = "1s", max_restarts = 3, window = "10s", min_uptime = "500ms" }
+ready = { mode = "notify", timeout = "3s" }
+"#,
+    )
+    .unwrap();
+    let s = &c.services[0];
+    assert!(s.instances >= 1);
+    assert_eq!(s.listen, Some("127.0.0.1:0".parse().unwrap()));
+    assert_eq!(s.max_memory, Some(256_000_000));
+    assert_eq!(s.restart.max_restarts, 3);
+    assert_eq!(s.restart.min_uptime, Duration::from_millis(500));
+    assert_eq!(s.ready.mode, ReadyMode::Notify);
+    assert_eq!(s.env.get("A").map(String::as_str), Some("1"));
+    assert_eq!(c.logs.keep, 2);
+    assert_eq!(c.data_dir, PathBuf::from("/tmp/state"));
+}
+
+#[test]
+fn unknown_key_names_line_and_table() {
+    let e = single_error("[[service]]\nname = \"a\"\ncommand = [\"true\"]\ninstancez = 2\n");
+    assert_eq!(e.line, Some(4));
+    assert!(e.message.contains("instancez"), "{e}");
+    assert_eq!(e.key.as_deref(), Some("service[0].instancez"));
+}
+
+#[test]
+fn wrong_type_names_line_and_key() {
+    let e = single_error("[[service]]\nname = \"a\"\ncommand = \"true\"\n");
+    assert_eq!(e.line, Some(3));
+    assert_eq!(e.key.as_deref(), Some("service[0].command"));
+    assert!(
+        e.message.contains("sequence") || e.message.contains("array"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_command_is_reported() {
+    let e = single_error("[[service]]\nname = \"a\"\n");
+    assert!(e.message.contains("command"), "{e}");
+    assert_eq!(e.line, Some(1));
+}
+
+#[test]
+fn empty_command_and_bad_values_are_all_reported() {
+    let errs = load_str(
+        "[[service]]\nname = \"a\"\ncommand = []\ninstances = 0\nlisten = \"localhost\"\nkill_timeout = \"soon\"\n",
+    )
+    .unwrap_err();
+    let keys: Vec<_> = errs
+        .0
+        .iter()
+        .map(|e| (e.key.clone().unwrap(), e.line))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("service[0].command".to_string(), Some(3)),
+            ("service[0].instances".to_string(), Some(4)),
+            ("service[0].listen".to_string(), Some(5)),
+            ("service[0].kill_timeout".to_string(), Some(6)),
+        ]
+    );
+    let text = errs.to_string();
+    assert!(
+        text.starts_with("/tmp/herd.toml:3: service[0].command: "),
+        "{text}"
+    );
+}
+
+#[test]
+fn program_not_in_path_is_a_config_error() {
+    let e = single_error("[[service]]\nname = \"a\"\ncommand = [\"no-such-program-herd\"]\n");
+    assert_eq!(e.key.as_deref(), Some("service[0].command"));
+    assert!(e.message.contains("not found"), "{e}");
+}
+
+#[test]
+fn duplicate_names_and_addresses_are_refused() {
+    let errs = load_str(
+        "[[service]]\nname = \"a\"\ncommand = [\"true\"]\nlisten = \"127.0.0.1:9\"\n\
+         [[service]]\nname = \"a\"\ncommand = [\"true\"]\nlisten = \"127.0.0.1:9\"\n",
+    )
+    .unwrap_err();
+    let keys: Vec<_> = errs
+        .0
+        .iter()
+        .map(|e| (e.key.clone().unwrap(), e.line))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("service[1].name".to_string(), Some(6)),
+            ("service[1].listen".to_string(), Some(8)),
+        ]
+    );
+}
+
+#[test]
+fn syntax_error_names_line() {
+    let e = single_error("[[service]]\nname = \"a\ncommand = [\"true\"]\n");
+    assert_eq!(e.line, Some(2));
+}
+
+#[test]
+fn bad_readiness_mode_and_backoff_order() {
+    let errs = load_str(
+        "[[service]]\nname = \"a\"\ncommand = [\"true\"]\n[service.ready]\nmode = \"http\"\n\
+         [service.restart]\ninitial_backoff = \"5s\"\nmax_backoff = \"1s\"\n",
+    )
+    .unwrap_err();
+    let keys: Vec<_> = errs
+        .0
+        .iter()
+        .map(|e| (e.key.clone().unwrap(), e.line))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("service[0].restart.initial_backoff".to_string(), Some(7)),
+            ("service[0].ready.mode".to_string(), Some(5)),
+        ]
+    );
+}
+
+#[test]
+fn key_paths_render_like_the_file() {
+    let p = KeyPath::service(2).key("restart").key("window");
+    assert_eq!(p.to_string(), "service[2].restart.window");
+}

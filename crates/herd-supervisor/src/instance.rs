@@ -1,0 +1,227 @@
+//! One running process of a slot, and the tasks that watch it.
+//!
+//! Starting an instance spawns three kinds of watcher into the slot's task set: an exit watcher
+//! that owns the `Child` and reports its status, pumps that forward stdout and stderr to the
+//! [`LogHub`], and a readiness watcher. Watchers report to the slot actor by message, tagged with
+//! the instance's generation number, so a late message about an old process is recognised and
+//! never confused with its successor in the same slot.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herd_config::{ReadyMode, ServiceSpec};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+
+use crate::logs::{LogHub, LogLine, MAX_LINE, Stream};
+use crate::spawn::{self, Launch};
+use crate::{procfs, readiness};
+
+/// What one service's slots share.
+pub struct Shared {
+    /// Service name.
+    pub name: String,
+    /// The shared listening socket (duplicated above fd 4), if the service listens.
+    pub listener: Option<OwnedFd>,
+    /// Inode of the listening socket, for accept detection.
+    pub socket_inode: u64,
+    /// Port of the listening socket.
+    pub port: Option<u16>,
+    /// Where output goes.
+    pub logs: LogHub,
+}
+
+/// Messages from watchers to the slot actor.
+#[derive(Debug)]
+pub enum Report {
+    /// The process exited; the text says how.
+    Exited {
+        /// Generation of the instance.
+        generation: u64,
+        /// `exit code 1`, `killed by SIGKILL`, …
+        how: String,
+    },
+    /// The instance became ready.
+    Ready {
+        /// Generation of the instance.
+        generation: u64,
+    },
+    /// The instance did not become ready.
+    NotReady {
+        /// Generation of the instance.
+        generation: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A live process in a slot.
+pub struct Instance {
+    /// Generation number, unique within the slot.
+    pub generation: u64,
+    /// Process id (and process group id).
+    pub pid: u32,
+    /// When it was spawned.
+    pub started: Instant,
+    /// Whether it has been seen ready.
+    pub ready: bool,
+    /// Last CPU sample: when, and total ticks then.
+    pub cpu_sample: Option<(Instant, u64)>,
+    /// CPU use over the last interval, percent of one core.
+    pub cpu_percent: f32,
+    /// Resident memory at the last sample.
+    pub rss: u64,
+    readiness: AbortHandle,
+}
+
+impl Instance {
+    /// Spawns the process for `slot` of `spec` and its watchers.
+    pub fn start(
+        shared: &Arc<Shared>,
+        spec: &ServiceSpec,
+        slot: usize,
+        generation: u64,
+        tasks: &mut JoinSet<()>,
+        reports: &mpsc::Sender<Report>,
+    ) -> std::io::Result<Self> {
+        let (ready_rx, ready_tx) = match spec.ready.mode {
+            ReadyMode::Notify => {
+                let (rx, tx) = readiness::pipe()?;
+                (Some(rx), Some(tx))
+            }
+            ReadyMode::Listen => (None, None),
+        };
+        let mut child = spawn::spawn(Launch {
+            spec,
+            slot,
+            listener: shared.listener.as_ref(),
+            port: shared.port,
+            ready_pipe: ready_tx,
+        })?;
+        let pid = child.id().expect("a just-spawned child has a pid");
+
+        if let Some(out) = child.stdout.take() {
+            tasks.spawn(pump(out, shared.clone(), slot, Stream::Out));
+        }
+        if let Some(err) = child.stderr.take() {
+            tasks.spawn(pump(err, shared.clone(), slot, Stream::Err));
+        }
+        let tx = reports.clone();
+        tasks.spawn(async move {
+            let how = match child.wait().await {
+                Ok(status) => describe(status),
+                Err(e) => format!("lost track of the process: {e}"),
+            };
+            let _ = tx.send(Report::Exited { generation, how }).await;
+        });
+
+        let tx = reports.clone();
+        let timeout = spec.ready.timeout;
+        let inode = shared.listener.as_ref().map(|_| shared.socket_inode);
+        let readiness = tasks.spawn(async move {
+            let outcome = match ready_rx {
+                Some(rx) => readiness::notified(rx, timeout).await,
+                None => match inode {
+                    Some(inode) => readiness::accepting(pid, inode, timeout).await,
+                    None => Ok(()),
+                },
+            };
+            let report = match outcome {
+                Ok(()) => Report::Ready { generation },
+                Err(reason) => Report::NotReady { generation, reason },
+            };
+            let _ = tx.send(report).await;
+        });
+
+        Ok(Self {
+            generation,
+            pid,
+            started: Instant::now(),
+            ready: false,
+            cpu_sample: None,
+            cpu_percent: 0.0,
+            rss: 0,
+            readiness,
+        })
+    }
+
+    /// Sends `signal` to the instance's process group.
+    pub fn signal(&self, signal: Signal) {
+        let _ = killpg(Pid::from_raw(self.pid as i32), signal);
+    }
+
+    /// Stops watching readiness (the process has exited).
+    pub fn forget(&self) {
+        self.readiness.abort();
+    }
+
+    /// How long the process has been running.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Refreshes memory and CPU figures from `/proc`.
+    pub fn sample(&mut self) {
+        let now = Instant::now();
+        if let Some(rss) = procfs::rss_bytes(self.pid) {
+            self.rss = rss;
+        }
+        if let Some(ticks) = procfs::cpu_ticks(self.pid) {
+            if let Some((then, before)) = self.cpu_sample {
+                let secs = now.duration_since(then).as_secs_f64();
+                if secs > 0.0 {
+                    let used =
+                        ticks.saturating_sub(before) as f64 / procfs::ticks_per_second() as f64;
+                    self.cpu_percent = (used / secs * 100.0) as f32;
+                }
+            }
+            self.cpu_sample = Some((now, ticks));
+        }
+    }
+}
+
+/// `exit code 3` or `killed by SIGKILL`.
+pub fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("killed by {s}"),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        _ => "ended".to_string(),
+    }
+}
+
+/// Forwards one output stream line by line; a line longer than [`MAX_LINE`] is split.
+async fn pump(reader: impl AsyncRead + Unpin, shared: Arc<Shared>, slot: usize, stream: Stream) {
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        buf.clear();
+        match (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                if buf.last() == Some(&b'\r') {
+                    buf.pop();
+                }
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                shared
+                    .logs
+                    .send(LogLine::now(&shared.name, Some(slot), stream, text))
+                    .await;
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Cluster mode: runs each service of a `herd.toml` as N instances behind one shared socket.
+//!
+//! [`Supervisor::start`] binds every service's `listen` address once (so errors surface before
+//! anything is spawned), then starts one actor per instance slot (`slot.rs`). Instances receive
+//! the socket as fd 3 by systemd socket activation (`spawn.rs`), so they all accept from one
+//! kernel queue and connections wait there while instances come and go. Crashes restart with
+//! backoff (`backoff.rs`), reloads replace slot by slot (`service.rs`), output flows through the
+//! [`LogHub`] (`logs.rs`). Shutdown cancels one token; every slot stops its processes (SIGTERM,
+//! then SIGKILL after `kill_timeout`) and [`Supervisor::shutdown`] returns once all are reaped.
+//!
+//! Instances never outlive herd: they run with `PR_SET_PDEATHSIG = SIGKILL`, in their own
+//! process groups, which herd signals as a whole.
+
+mod backoff;
+mod instance;
+pub mod logs;
+mod procfs;
+mod readiness;
+mod service;
+mod slot;
+mod spawn;
+pub mod status;
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use herd_config::{Config, ConfigError, KeyPath};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio_util::sync::CancellationToken;
+
+pub use logs::{LogHub, LogLine, Stream};
+pub use service::Service;
+pub use status::{InstanceState, InstanceStatus, ServiceStatus};
+
+/// Backlog of shared listening sockets: connections wait here while instances restart.
+const BACKLOG: i32 = 4096;
+
+/// A service's listening socket, bound before anything starts.
+pub struct Bound {
+    fd: OwnedFd,
+    addr: SocketAddr,
+    inode: u64,
+}
+
+/// Binds `addr` as a shared listening socket.
+pub fn bind(addr: SocketAddr) -> std::io::Result<Bound> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Lets herd bind again right after a restart while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    let listener: TcpListener = socket.into();
+    let addr = listener.local_addr()?;
+    let fd = spawn::high_fd(&OwnedFd::from(listener))?;
+    let inode = std::fs::metadata(format!("/proc/self/fd/{}", {
+        use std::os::fd::AsRawFd;
+        fd.as_fd().as_raw_fd()
+    }))?
+    .ino();
+    Ok(Bound { fd, addr, inode })
+}
+
+/// Binds every service's `listen` address; errors name the file, line and key.
+pub fn bind_all(config: &Config) -> Result<Vec<Option<Bound>>, Vec<ConfigError>> {
+    let mut bound = Vec::new();
+    let mut errors = Vec::new();
+    for spec in &config.services {
+        match spec.listen.map(bind) {
+            None => bound.push(None),
+            Some(Ok(b)) => bound.push(Some(b)),
+            Some(Err(e)) => {
+                let path = KeyPath::service(spec.index).key("listen");
+                let addr = spec.listen.expect("mapped above");
+                errors.push(
+                    config
+                        .source
+                        .error(&path, format!("cannot bind {addr}: {e}")),
+                );
+                bound.push(None);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(bound)
+    } else {
+        Err(errors)
+    }
+}
+
+/// All running services.
+pub struct Supervisor {
+    services: Vec<Arc<Service>>,
+    logs: LogHub,
+    cancel: CancellationToken,
+}
+
+impl Supervisor {
+    /// Starts every service of `config` on the sockets from [`bind_all`].
+    pub fn start(config: &Config, sockets: Vec<Option<Bound>>, logs: LogHub) -> Self {
+        let cancel = CancellationToken::new();
+        let services = config
+            .services
+            .iter()
+            .zip(sockets)
+            .map(|(spec, socket)| {
+                let address = socket.as_ref().map(|b| b.addr);
+                let shared = Arc::new(instance::Shared {
+                    name: spec.name.clone(),
+                    port: address.map(|a| a.port()),
+                    socket_inode: socket.as_ref().map_or(0, |b| b.inode),
+                    listener: socket.map(|b| b.fd),
+                    logs: logs.clone(),
+                });
+                Arc::new(Service::start(
+                    shared,
+                    address,
+                    spec.clone(),
+                    cancel.child_token(),
+                ))
+            })
+            .collect();
+        Self {
+            services,
+            logs,
+            cancel,
+        }
+    }
+
+    /// The service named `name`.
+    pub fn service(&self, name: &str) -> Option<Arc<Service>> {
+        self.services.iter().find(|s| s.name() == name).cloned()
+    }
+
+    /// All services in config order.
+    pub fn services(&self) -> &[Arc<Service>] {
+        &self.services
+    }
+
+    /// Where instance output goes.
+    pub fn logs(&self) -> &LogHub {
+        &self.logs
+    }
+
+    /// A snapshot of every service.
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        self.services.iter().map(|s| s.status()).collect()
+    }
+
+    /// Stops every instance gracefully and waits until all are reaped.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        for s in &self.services {
+            s.join().await;
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The CLI's side of the control socket.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedReadHalf;
+
+use super::proto::{Reply, Request};
+
+/// An open request: read its replies with [`Replies::next`].
+pub struct Replies {
+    lines: Lines<BufReader<OwnedReadHalf>>,
+    _write: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Replies {
+    /// The next reply, or `None` when herd closed the connection.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Reply>> {
+        match self.lines.next_line().await? {
+            None => Ok(None),
+            Some(line) => Ok(Some(
+                serde_json::from_str(&line).with_context(|| format!("bad reply: {line}"))?,
+            )),
+        }
+    }
+}
+
+/// Sends `request` to the herd whose data directory is `data_dir`.
+pub async fn request(data_dir: &Path, request: &Request) -> anyhow::Result<Replies> {
+    let path = super::socket_path(data_dir);
+    let stream = match UnixStream::connect(&path).await {
+        Ok(s) => s,
+        Err(e) => bail!(
+            "herd is not running here (no answer on {}: {e}); start it with `herd up`",
+            path.display()
+        ),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    Ok(Replies {
+        lines: BufReader::new(read).lines(),
+        _write: write,
+    })
+}
+
+/// Whether a herd answers on `data_dir`'s control socket.
+pub async fn is_running(data_dir: &Path) -> bool {
+    match request(data_dir, &Request::Status).await {
+        Ok(mut r) => matches!(r.next().await, Ok(Some(Reply::Status { .. }))),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,118 @@
+//! The `herd` binary: parses the command line and hands each verb to the building blocks.
+//! `herd up` runs the supervisor; every other verb (but `check`) is a client of the control
+//! socket of a running herd.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+mod cli;
+mod control;
+mod exit;
+mod render;
+mod up;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use control::client;
+use control::proto::{Reply, Request};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HERD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::RUNTIME)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.config.as_path();
+    let data_dir = || herd_config::data_dir_of(config);
+    match cli.command {
+        Command::Up { detach: false } => up::run(config).await,
+        Command::Up { detach: true } => up::detach(config).await,
+        Command::Check => Ok(check(config)),
+        Command::Ls { json } => ls(&data_dir(), json).await,
+        Command::Logs {
+            service,
+            follow,
+            lines,
+        } => {
+            let req = Request::Logs {
+                service,
+                lines,
+                follow,
+            };
+            stream(&data_dir(), &req).await
+        }
+        Command::Reload { service } => stream(&data_dir(), &Request::Reload { service }).await,
+        Command::Restart { service } => stream(&data_dir(), &Request::Restart { service }).await,
+        Command::Stop { service } => stream(&data_dir(), &Request::Stop { service }).await,
+        Command::Start { service } => stream(&data_dir(), &Request::Start { service }).await,
+        Command::Down => stream(&data_dir(), &Request::Down).await,
+    }
+}
+
+fn check(config: &Path) -> ExitCode {
+    match herd_config::load(config) {
+        Ok(c) => {
+            let n: usize = c.services.iter().map(|s| s.instances).sum();
+            println!(
+                "{}: ok ({} service(s), {n} instance(s))",
+                config.display(),
+                c.services.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => exit::config_errors(&e),
+    }
+}
+
+async fn ls(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let mut replies = client::request(data_dir, &Request::Status).await?;
+    match replies.next().await? {
+        Some(Reply::Status { services, .. }) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&services)?);
+            } else {
+                print!("{}", render::table(&services));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        other => anyhow::bail!("unexpected reply: {other:?}"),
+    }
+}
+
+/// Prints replies until `Done` (exit 0) or `Error` (exit 1).
+async fn stream(data_dir: &Path, req: &Request) -> anyhow::Result<ExitCode> {
+    let mut replies = client::request(data_dir, req).await?;
+    while let Some(reply) = replies.next().await? {
+        match reply {
+            Reply::Log { line } => println!("{}", line.render()),
+            Reply::Progress { text } => println!("{text}"),
+            Reply::Done => return Ok(ExitCode::SUCCESS),
+            Reply::Error { message } => {
+                eprintln!("error: {message}");
+                return Ok(ExitCode::from(exit::RUNTIME));
+            }
+            Reply::Status { .. } => {}
+        }
+    }
+    anyhow::bail!("herd closed the connection before the operation finished")
+}

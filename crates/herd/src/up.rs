@@ -1,0 +1,172 @@
+//! `herd up`: load, bind, start, serve the control socket, and stop cleanly on a signal.
+//!
+//! Start-up order matters: the config is validated and every listen address bound before any
+//! instance starts, so a bad file or a taken port fails fast and leaves nothing behind.
+//! `-d` re-executes herd in its own session with output to `<data_dir>/herd.log` and returns
+//! once the control socket answers.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use herd_config::ConfigErrors;
+use herd_supervisor::{LogHub, Supervisor};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::control::{self, client, server};
+use crate::exit;
+
+/// Set in the environment of the background herd started by `up -d`.
+const DETACHED: &str = "HERD_DETACHED";
+
+/// Runs herd in the foreground until SIGTERM, SIGINT or `herd down`.
+pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match herd_config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => return Ok(exit::config_errors(&e)),
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    if client::is_running(&config.data_dir).await {
+        eprintln!(
+            "error: herd is already running with data directory {}",
+            config.data_dir.display()
+        );
+        return Ok(ExitCode::from(exit::RUNTIME));
+    }
+    let sockets = match herd_supervisor::bind_all(&config) {
+        Ok(s) => s,
+        Err(errors) => return Ok(exit::config_errors(&ConfigErrors(errors))),
+    };
+    let control_path = control::socket_path(&config.data_dir);
+    let listener = server::bind(&control_path)
+        .with_context(|| format!("cannot bind control socket {}", control_path.display()))?;
+    let pid_path = config.data_dir.join("herd.pid");
+    std::fs::write(&pid_path, format!("{}\n", std::process::id()))?;
+
+    let echo = std::env::var_os(DETACHED).is_none();
+    let (logs, log_thread) =
+        LogHub::start(config.data_dir.join("logs"), config.logs.clone(), echo)?;
+    let supervisor = Arc::new(Supervisor::start(&config, sockets, logs));
+    for s in supervisor.status() {
+        tracing::info!(
+            "{}: {} instance(s){}",
+            s.name,
+            s.instances.len(),
+            s.listen.map(|a| format!(" on {a}")).unwrap_or_default()
+        );
+    }
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let ctx = Arc::new(server::Context {
+        supervisor: supervisor.clone(),
+        config_path: config_path.to_path_buf(),
+        shutdown: shutdown.clone(),
+    });
+    let control_stop = CancellationToken::new();
+    tracker.spawn(server::serve(
+        listener,
+        ctx,
+        control_stop.clone(),
+        tracker.clone(),
+    ));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break }
+            _ = hup.recv() => tracing::info!("SIGHUP ignored; use `herd reload <service>`"),
+            _ = shutdown.cancelled() => { tracing::info!("herd down: stopping"); break }
+        }
+    }
+
+    supervisor.shutdown().await;
+    control_stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    drop(supervisor);
+    let _ = std::fs::remove_file(&control_path);
+    let _ = std::fs::remove_file(&pid_path);
+    // The writer thread ends once the last hub clone is gone, after flushing.
+    let _ = tokio::task::spawn_blocking(move || log_thread.join()).await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herd up -d`: starts a background herd and waits until it answers.
+pub async fn detach(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match herd_config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => return Ok(exit::config_errors(&e)),
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)?;
+    let log_path = config.data_dir.join("herd.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let start_offset = log.metadata()?.len();
+    let exe = std::env::current_exe()?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("--config")
+        .arg(std::path::absolute(config_path)?)
+        .arg("up")
+        .env(DETACHED, "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it detaches the child from our terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if client::is_running(&config.data_dir).await {
+            println!(
+                "herd started in the background (pid {pid}); log: {}",
+                log_path.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read(&log_path).unwrap_or_default();
+            let tail = String::from_utf8_lossy(&text[(start_offset as usize).min(text.len())..]);
+            eprint!("{tail}");
+            eprintln!("error: herd exited during start-up ({status})");
+            return Ok(ExitCode::from(
+                status
+                    .code()
+                    .and_then(|c| u8::try_from(c).ok())
+                    .unwrap_or(exit::RUNTIME),
+            ));
+        }
+        if tokio::time::Instant::now() > deadline {
+            eprintln!(
+                "error: herd did not answer within 60s; see {}",
+                log_path.display()
+            );
+            return Ok(ExitCode::from(exit::RUNTIME));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
