@@ -6,7 +6,8 @@
 //!
 //! Settings (environment): `HELLO_DELAY_MS` (default 100) is the simulated work;
 //! `HELLO_BALLAST_MB` allocates and touches that much memory at start, to show herd's
-//! `max_memory` restarts; `HELLO_DRAIN_MS` (default 500) is how long a stopping instance keeps
+//! `max_memory` restarts; `HELLO_LOG_REQUESTS=1` prints a line as each request arrives;
+//! `HELLO_DRAIN_MS` (default 500) is how long a stopping instance keeps
 //! serving its open connections with `Connection: close` before it closes idle ones.
 //!
 //! Graceful stop on SIGTERM: stop accepting (the other instances keep draining the shared
@@ -34,6 +35,7 @@ use tokio::signal::unix::{SignalKind, signal};
 struct App {
     worker: u64,
     delay: Duration,
+    log_requests: bool,
     draining: AtomicBool,
 }
 
@@ -67,6 +69,9 @@ async fn handle(
         Response::new(Full::new(Bytes::from_static(b"ok\n")))
     } else {
         let trace = trace_id(&req);
+        if app.log_requests {
+            println!("worker {} request {trace}", app.worker);
+        }
         tokio::time::sleep(app.delay).await;
         let body = serde_json::json!({
             "message": "Hello from distributed node",
@@ -108,6 +113,7 @@ async fn main() -> std::io::Result<()> {
     let app = Arc::new(App {
         worker: env_u64("HERD_INSTANCE", 0),
         delay: Duration::from_millis(env_u64("HELLO_DELAY_MS", 100)),
+        log_requests: env_u64("HELLO_LOG_REQUESTS", 0) == 1,
         draining: AtomicBool::new(false),
     });
     let drain = Duration::from_millis(env_u64("HELLO_DRAIN_MS", 500));

@@ -1,0 +1,92 @@
+//! Bad configs: herd refuses to start and names the file, the line and the key.
+
+use std::process::Output;
+
+use crate::util::Herd;
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `herd <verb>` on `config` and expects exit code 2 with `expected` in stderr.
+fn refused(verb: &str, config: &str, expected: &str) {
+    let herd = Herd::prepare(config);
+    let out = herd.cli(&[verb]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{verb}: {err}");
+    let file = herd.config();
+    let want = format!("{}{expected}", file.display());
+    assert!(err.contains(&want), "{verb}: expected {want:?} in:\n{err}");
+    assert!(!herd.data_dir().join("herd.sock").exists());
+}
+
+#[test]
+fn unknown_key_is_refused_with_line_and_key() {
+    let config = "[[service]]\nname = \"a\"\ncommand = [\"true\"]\ninstance = 2\n";
+    refused(
+        "check",
+        config,
+        ":4: service[0].instance: unknown field `instance`",
+    );
+    refused(
+        "up",
+        config,
+        ":4: service[0].instance: unknown field `instance`",
+    );
+}
+
+#[test]
+fn wrong_type_is_refused_with_line_and_key() {
+    let config = "[[service]]\nname = \"a\"\ncommand = [\"true\"]\ninstances = true\n";
+    refused("up", config, ":4: service[0].instances: ");
+}
+
+#[test]
+fn missing_command_is_refused() {
+    refused(
+        "up",
+        "\n[[service]]\nname = \"a\"\n",
+        ":2: service[0]: missing field `command`",
+    );
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let herd = Herd::prepare(
+        "[[service]]\nname = \"a b\"\ncommand = [\"true\"]\ninstances = 0\nkill_timeout = \"x\"\n",
+    );
+    let out = herd.cli(&["check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2));
+    for key in [
+        ":2: service[0].name",
+        ":4: service[0].instances",
+        ":5: service[0].kill_timeout",
+    ] {
+        assert!(err.contains(key), "{key} in {err}");
+    }
+    assert!(err.contains("3 problem(s)"), "{err}");
+}
+
+#[test]
+fn address_in_use_is_refused_with_line_and_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config =
+        format!("[[service]]\nname = \"a\"\ncommand = [\"{{hello}}\"]\n\nlisten = \"{addr}\"\n");
+    refused(
+        "up",
+        &config,
+        &format!(":5: service[0].listen: cannot bind {addr}: "),
+    );
+}
+
+#[test]
+fn a_valid_config_checks_ok() {
+    let herd = Herd::prepare(
+        "[[service]]\nname = \"a\"\ncommand = [\"{hello}\"]\ninstances = 3\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let out = herd.cli(&["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 service(s), 3 instance(s))"));
+}

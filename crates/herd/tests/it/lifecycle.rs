@@ -1,0 +1,136 @@
+//! Stopping herd and its services: graceful SIGTERM, SIGKILL of herd, stop/start, readiness by
+//! notification, and the merged logs.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::util::{Herd, get, process_gone, wait_for};
+
+const SLOW_HELLO: &str = r#"
+[[service]]
+name = "hello"
+command = ["{hello}"]
+instances = 2
+listen = "127.0.0.1:0"
+kill_timeout = "10s"
+env = { HELLO_DELAY_MS = "700", HELLO_LOG_REQUESTS = "1", HELLO_DRAIN_MS = "0" }
+"#;
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_and_leaves_no_child() {
+    let mut herd = Herd::start(SLOW_HELLO);
+    let addr = herd.addr("hello");
+    let pids = herd.pids("hello");
+    let requests: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || get(addr, "/")))
+        .collect();
+    // In flight = accepted by an instance, which prints a line as each request arrives.
+    wait_for("4 requests in flight", Duration::from_secs(5), || {
+        (herd.logs("hello").matches(" request ").count() == 4).then_some(())
+    });
+    herd.signal(Signal::SIGTERM);
+    for r in requests {
+        let r = r.join().unwrap().expect("in-flight request completes");
+        assert_eq!(r.status, 200);
+    }
+    let status = herd.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}: {}", herd.stderr());
+    for pid in pids {
+        assert!(process_gone(pid), "instance {pid} outlived herd");
+    }
+    assert!(!herd.data_dir().join("herd.sock").exists());
+}
+
+#[test]
+fn sigkill_of_herd_takes_every_instance_with_it() {
+    let mut herd = Herd::start(SLOW_HELLO);
+    let pids = herd.pids("hello");
+    assert_eq!(pids.len(), 2);
+    herd.signal(Signal::SIGKILL);
+    herd.wait_exit(Duration::from_secs(5));
+    wait_for("instances to die with herd", Duration::from_secs(5), || {
+        pids.iter().all(|&p| process_gone(p)).then_some(())
+    });
+}
+
+#[test]
+fn stop_and_start_a_service() {
+    let herd = Herd::start(SLOW_HELLO);
+    let pids = herd.pids("hello");
+    let out = herd.cli(&["stop", "hello"]);
+    assert!(out.status.success());
+    assert!(
+        herd.instances("hello")
+            .iter()
+            .all(|i| i["state"] == "stopped")
+    );
+    assert!(pids.iter().all(|&p| process_gone(p)));
+
+    let out = herd.cli(&["start", "hello"]);
+    assert!(out.status.success());
+    herd.wait_all_ready();
+    let new = herd.pids("hello");
+    assert_eq!(new.len(), 2);
+    assert!(new.iter().all(|p| !pids.contains(p)));
+
+    let out = herd.cli(&["stop", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no service named \"nope\""));
+}
+
+#[test]
+fn notify_readiness_waits_for_ready_and_kills_instances_that_never_say_it() {
+    let mut herd = Herd::prepare(
+        r#"
+[[service]]
+name = "notifier"
+command = ["sh", "-c", "echo starting; echo READY=1 >&$HERD_READY_FD; exec sleep 60"]
+ready = { mode = "notify" }
+
+[[service]]
+name = "silent"
+command = ["sleep", "60"]
+ready = { mode = "notify", timeout = "300ms" }
+restart = { initial_backoff = "10ms", max_restarts = 1 }
+"#,
+    );
+    herd.spawn();
+    wait_for("notifier ready", Duration::from_secs(10), || {
+        (herd.instances("notifier")[0]["state"] == "ready").then_some(())
+    });
+    assert_ne!(herd.instances("silent")[0]["state"], "ready");
+    // The silent one is killed at its deadline, restarted once, then errored.
+    wait_for("silent to be errored", Duration::from_secs(10), || {
+        (herd.instances("silent")[0]["state"] == "errored").then_some(())
+    });
+    let logs = herd.logs("silent");
+    assert!(
+        logs.contains("no READY=1 within 300ms; killing it"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn logs_are_merged_prefixed_and_written_to_files() {
+    let herd = Herd::start(SLOW_HELLO);
+    wait_for("both workers logged", Duration::from_secs(5), || {
+        let logs = herd.logs("hello");
+        (logs.contains("hello:0 | worker 0 listening")
+            && logs.contains("hello:1 | worker 1 listening"))
+        .then_some(())
+    });
+    let file = herd.data_dir().join("logs").join("hello.log");
+    wait_for("the log file", Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&file).ok()?;
+        text.contains("hello:1 | worker 1 listening").then_some(())
+    });
+    // Every line starts with an RFC 3339 timestamp.
+    let logs = herd.logs("hello");
+    for line in logs.lines() {
+        assert!(
+            line.len() > 24 && &line[4..5] == "-" && &line[10..11] == "T",
+            "{line}"
+        );
+    }
+}

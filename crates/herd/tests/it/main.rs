@@ -1,0 +1,10 @@
+//! Black-box tests: each starts the real `herd` binary on a config in a temp dir, with
+//! listen addresses on port 0 so the kernel picks free ports.
+
+mod cluster;
+mod config;
+mod control;
+mod lifecycle;
+mod node;
+mod tidy;
+mod util;

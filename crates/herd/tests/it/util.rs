@@ -1,0 +1,321 @@
+//! Tiny helpers for driving the real `herd` binary: a herd in a temp dir, its CLI, polling with
+//! deadlines, and a minimal blocking HTTP/1.1 client (keep-alive aware) for load.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `herd` binary under test.
+pub fn herd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_herd"))
+}
+
+/// The `hello` example binary, built on first use beside `herd`.
+pub fn hello_bin() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let path = herd_bin().with_file_name("hello");
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "hello"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build -p hello");
+        assert!(status.success(), "building the hello example failed");
+    });
+    assert!(path.exists(), "{} missing", path.display());
+    path
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// A herd running `herd up` on a config in its own temp dir; killed when dropped.
+pub struct Herd {
+    /// The temp dir holding herd.toml and the data dir.
+    pub dir: tempfile::TempDir,
+    /// herd's process.
+    pub child: Option<Child>,
+}
+
+impl Herd {
+    /// A temp dir with `config` written as herd.toml; `{hello}` is replaced by the hello binary.
+    pub fn prepare(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = config.replace("{hello}", &hello_bin().to_string_lossy());
+        std::fs::write(dir.path().join("herd.toml"), text).expect("write config");
+        Herd { dir, child: None }
+    }
+
+    /// Writes `config` (placeholders as in [`Herd::prepare`]) and starts herd on it, waiting until
+    /// every instance is ready.
+    pub fn start(config: &str) -> Self {
+        let mut h = Self::prepare(config);
+        h.spawn();
+        h.wait_all_ready();
+        h
+    }
+
+    /// Replaces the config file (for reloads).
+    pub fn rewrite(&self, config: &str) {
+        let text = config.replace("{hello}", &hello_bin().to_string_lossy());
+        std::fs::write(self.config(), text).expect("write config");
+    }
+
+    /// The config file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("herd.toml")
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join(".herd")
+    }
+
+    /// Starts `herd up` without waiting.
+    pub fn spawn(&mut self) {
+        let out = std::fs::File::create(self.dir.path().join("stdout.log")).unwrap();
+        let err = std::fs::File::create(self.dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(herd_bin())
+            .arg("-c")
+            .arg(self.config())
+            .arg("up")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn herd");
+        self.child = Some(child);
+        wait_for("the control socket", Duration::from_secs(20), || {
+            self.try_status()
+        });
+    }
+
+    /// Runs a CLI verb against this herd.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(herd_bin())
+            .arg("-c")
+            .arg(self.config())
+            .args(args)
+            .output()
+            .expect("run herd cli")
+    }
+
+    /// `herd ls --json`, or `None` when herd does not answer.
+    pub fn try_status(&self) -> Option<Vec<Value>> {
+        let out = self.cli(&["ls", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).ok()
+    }
+
+    /// `herd ls --json`.
+    pub fn status(&self) -> Vec<Value> {
+        self.try_status().expect("herd answers ls")
+    }
+
+    /// The instances of `service` as JSON objects.
+    pub fn instances(&self, service: &str) -> Vec<Value> {
+        self.status()
+            .into_iter()
+            .find(|s| s["name"] == service)
+            .map(|s| s["instances"].as_array().unwrap().clone())
+            .unwrap_or_else(|| panic!("no service {service}"))
+    }
+
+    /// Pids of the instances of `service` that have one.
+    pub fn pids(&self, service: &str) -> Vec<u32> {
+        self.instances(service)
+            .iter()
+            .filter_map(|i| i["pid"].as_u64().map(|p| p as u32))
+            .collect()
+    }
+
+    /// Waits until every instance of every service is ready.
+    pub fn wait_all_ready(&self) {
+        wait_for("all instances ready", Duration::from_secs(20), || {
+            let s = self.try_status()?;
+            s.iter()
+                .all(|svc| {
+                    svc["instances"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|i| i["state"] == "ready")
+                })
+                .then_some(())
+        });
+    }
+
+    /// The bound address of `service`.
+    pub fn addr(&self, service: &str) -> SocketAddr {
+        let s = self.status();
+        let svc = s.iter().find(|s| s["name"] == service).expect("service");
+        svc["listen"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// The output of `herd logs` (recent lines) as text.
+    pub fn logs(&self, service: &str) -> String {
+        let out = self.cli(&["logs", service, "-n", "2000"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What herd wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Sends `signal` to herd.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = self.child.as_ref().expect("running").id();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+    }
+
+    /// Waits for herd to exit and returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        wait_for("herd to exit", limit, || child.try_wait().unwrap())
+    }
+}
+
+impl Drop for Herd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A response: status code, headers (lower-cased names) and body.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body text.
+    pub body: String,
+}
+
+impl Response {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// A blocking HTTP/1.1 client on one keep-alive connection, reconnecting when the server closes.
+pub struct Client {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl Client {
+    /// A client for `addr`; connects lazily.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr, conn: None }
+    }
+
+    /// `GET path` with extra `headers`.
+    pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.set_nodelay(true)?;
+            self.conn = Some(BufReader::new(s));
+        }
+        let result = self.exchange(path, headers);
+        match &result {
+            Ok(r) if r.header("connection") != Some("close") => {}
+            _ => self.conn = None,
+        }
+        result
+    }
+
+    fn exchange(&mut self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+        let conn = self.conn.as_mut().expect("connected");
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        conn.get_mut().write_all(req.as_bytes())?;
+        let mut line = String::new();
+        if conn.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            conn.read_line(&mut line)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        conn.read_exact(&mut body)?;
+        Ok(Response {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// One `GET` on a fresh connection.
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    Client::new(addr).get(path, &[("Connection", "close")])
+}
