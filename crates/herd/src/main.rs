@@ -99,19 +99,26 @@ async fn ls(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Prints replies until `Done` (exit 0) or `Error` (exit 1).
+/// Prints replies until `Done` (exit 0) or `Error` (exit 1). A closed stdout (`herd logs | head`)
+/// ends quietly.
 async fn stream(data_dir: &Path, req: &Request) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
     let mut replies = client::request(data_dir, req).await?;
+    let mut stdout = std::io::stdout();
     while let Some(reply) = replies.next().await? {
-        match reply {
-            Reply::Log { line } => println!("{}", line.render()),
-            Reply::Progress { text } => println!("{text}"),
+        let printed = match reply {
+            Reply::Log { line } => writeln!(stdout, "{}", line.render()),
+            Reply::Progress { text } => writeln!(stdout, "{text}"),
             Reply::Done => return Ok(ExitCode::SUCCESS),
             Reply::Error { message } => {
                 eprintln!("error: {message}");
                 return Ok(ExitCode::from(exit::RUNTIME));
             }
-            Reply::Status { .. } => {}
+            Reply::Status { .. } => Ok(()),
+        };
+        match printed.and_then(|()| stdout.flush()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+            other => other?,
         }
     }
     anyhow::bail!("herd closed the connection before the operation finished")

@@ -134,3 +134,84 @@ fn logs_are_merged_prefixed_and_written_to_files() {
         );
     }
 }
+
+#[test]
+fn instances_get_the_socket_activation_environment_and_fd_3() {
+    let mut herd = Herd::prepare(
+        r#"
+[[service]]
+name = "env"
+command = ["sh", "-c", "echo pid=$$ listen_pid=$LISTEN_PID fds=$LISTEN_FDS names=$LISTEN_FDNAMES svc=$HERD_SERVICE inst=$HERD_INSTANCE port=$PORT fd3=$(readlink /proc/$$/fd/3); exec sleep 60"]
+instances = 2
+listen = "127.0.0.1:0"
+"#,
+    );
+    herd.spawn();
+    let port = herd.addr("env").port();
+    let lines = wait_for("both instances to report", Duration::from_secs(10), || {
+        let logs = herd.logs("env");
+        let lines: Vec<String> = logs
+            .lines()
+            .filter(|l| l.contains(" | pid="))
+            .map(String::from)
+            .collect();
+        (lines.len() == 2).then_some(lines)
+    });
+    for line in lines {
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("{k} missing in {line}"))
+                .to_string()
+        };
+        assert_eq!(field("listen_pid"), field("pid"), "{line}");
+        assert_eq!(field("fds"), "1");
+        assert_eq!(field("names"), "env");
+        assert_eq!(field("svc"), "env");
+        assert_eq!(field("port"), port.to_string());
+        assert!(field("fd3").starts_with("socket:["), "{line}");
+        let inst = field("inst");
+        assert!(line.contains(&format!("env:{inst} | ")), "{line}");
+    }
+}
+
+#[test]
+fn logs_follow_prints_new_lines_as_they_come() {
+    let herd = Herd::start(SLOW_HELLO.replace("700", "0").as_str());
+    let mut follow = std::process::Command::new(crate::util::herd_bin())
+        .arg("-c")
+        .arg(herd.config())
+        .args(["logs", "hello", "-f", "-n", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains(" request "))
+    });
+    let addr = herd.addr("hello");
+    // Requests are made until the follower has seen one: it may subscribe after the first.
+    wait_for(
+        "the follower to print a request line",
+        Duration::from_secs(10),
+        || {
+            get(addr, "/").unwrap();
+            reader.is_finished().then_some(())
+        },
+    );
+    let line = reader.join().unwrap().expect("a request line");
+    assert!(
+        line.contains("hello:") && line.contains(" | worker "),
+        "{line}"
+    );
+    // The reader is gone and its pipe closed: the next line ends the follower quietly.
+    let status = wait_for("the follower to end", Duration::from_secs(10), || {
+        get(addr, "/").unwrap();
+        follow.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+}
