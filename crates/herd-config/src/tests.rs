@@ -183,3 +183,40 @@ fn key_paths_render_like_the_file() {
     let p = KeyPath::service(2).key("restart").key("window");
     assert_eq!(p.to_string(), "service[2].restart.window");
 }
+
+#[test]
+fn every_single_character_deletion_is_handled_without_panic_and_located_in_the_file() {
+    let good = r#"data_dir = "d"
+[logs]
+keep = 2
+
+[[service]]
+name = "web"
+command = ["sh", "-c", "true"]
+instances = 2
+listen = "127.0.0.1:0"
+kill_timeout = "2s"
+restart = { initial_backoff = "50ms", max_restarts = 3 }
+ready = { mode = "notify", timeout = "3s" }
+"#;
+    let lines = good.lines().count() + 1;
+    let mut refused = 0;
+    for (i, _) in good.char_indices() {
+        let mut text = good.to_string();
+        text.remove(i);
+        if let Err(errs) = load_str(&text) {
+            refused += 1;
+            assert!(!errs.0.is_empty());
+            for e in &errs.0 {
+                assert!(!e.message.is_empty(), "empty message for deletion at {i}");
+                if let Some(line) = e.line {
+                    assert!((1..=lines).contains(&line), "line {line} out of range: {e}");
+                }
+            }
+        }
+    }
+    assert!(
+        refused > good.len() / 4,
+        "most deletions break the file: {refused}"
+    );
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::util::{Client, Herd, get, wait_for};
+use crate::util::{Client, Herd, get, wait_for, workers_seen};
 
 fn hello(instances: usize, delay_ms: u64, extra: &str) -> String {
     format!(
@@ -33,21 +33,7 @@ fn requests_on_one_port_reach_every_instance() {
     assert_eq!(pids.len(), 2);
     assert_ne!(pids[0], pids[1]);
 
-    let workers: BTreeSet<u64> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                s.spawn(move || {
-                    (0..5)
-                        .map(|_| get(addr, "/").unwrap().json()["worker"].as_u64().unwrap())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+    let workers = workers_seen(addr, 8, 5);
     assert_eq!(workers, BTreeSet::from([0, 1]));
 
     // The trace id comes from traceparent when one is sent.

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::util::{Herd, get};
+use crate::util::{Herd, get, workers_seen};
 
 fn node_available() -> bool {
     std::process::Command::new("node")
@@ -31,18 +31,7 @@ env = {{ HELLO_DELAY_MS = "20", HELLO_DRAIN_MS = "200" }}
         server.display()
     ));
     let addr = herd.addr("node-hello");
-    let workers: BTreeSet<u64> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..6)
-            .map(|_| {
-                s.spawn(move || {
-                    (0..6)
-                        .map(|_| get(addr, "/").unwrap().json()["worker"].as_u64().unwrap())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
+    let workers = workers_seen(addr, 6, 6);
     assert_eq!(workers, BTreeSet::from([0, 1]));
     let before = herd.pids("node-hello");
     let out = herd.cli(&["reload", "node-hello"]);

@@ -1,6 +1,7 @@
 //! Tiny helpers for driving the real `herd` binary: a herd in a temp dir, its CLI, polling with
 //! deadlines, and a minimal blocking HTTP/1.1 client (keep-alive aware) for load.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -318,4 +319,24 @@ impl Client {
 /// One `GET` on a fresh connection.
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     Client::new(addr).get(path, &[("Connection", "close")])
+}
+
+/// The worker ids seen by `threads` concurrent clients making `each` requests on fresh
+/// connections.
+pub fn workers_seen(addr: SocketAddr, threads: usize, each: usize) -> BTreeSet<u64> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(move || {
+                    (0..each)
+                        .map(|_| get(addr, "/").unwrap().json()["worker"].as_u64().unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
 }
