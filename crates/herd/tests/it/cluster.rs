@@ -173,9 +173,11 @@ fn rolling_reload_under_load_fails_no_request() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("hello:1 new pid"), "progress shown: {text}");
     }
+    // Keep the load on after the reloads until thousands of requests have been made in all.
     let after_reloads = ok.load(Ordering::Relaxed);
-    wait_for("load after the reloads", Duration::from_secs(5), || {
-        (ok.load(Ordering::Relaxed) > after_reloads + 200).then_some(())
+    wait_for("load after the reloads", Duration::from_secs(30), || {
+        let n = ok.load(Ordering::Relaxed);
+        (n > after_reloads + 200 && n >= 2000).then_some(())
     });
     stop.store(true, Ordering::Relaxed);
     let errors: Vec<String> = handles
@@ -188,7 +190,6 @@ fn rolling_reload_under_load_fails_no_request() {
         0,
         "failed requests: {errors:?}"
     );
-    assert!(ok.load(Ordering::Relaxed) >= 1000, "only {ok:?} requests");
     let after = herd.pids("hello");
     assert_eq!(after.len(), 2);
     assert!(
