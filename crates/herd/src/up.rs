@@ -26,6 +26,7 @@ const DETACHED: &str = "HERD_DETACHED";
 
 /// Runs herd in the foreground until SIGTERM, SIGINT or `herd down`.
 pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
     let config = match herd_config::load(config_path) {
         Ok(c) => c,
         Err(e) => return Ok(exit::config_errors(&e)),
@@ -67,6 +68,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    tracker.spawn(report_ready(supervisor.clone(), started, shutdown.clone()));
     let ctx = Arc::new(server::Context {
         supervisor: supervisor.clone(),
         config_path: config_path.to_path_buf(),
@@ -103,6 +105,34 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let _ = tokio::task::spawn_blocking(move || log_thread.join()).await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs once when every instance is first ready, with the time since `herd up` began: the
+/// start-up figure (P7) that `bench/` reads.
+async fn report_ready(
+    supervisor: Arc<Supervisor>,
+    started: std::time::Instant,
+    stop: CancellationToken,
+) {
+    use herd_supervisor::InstanceState;
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let status = supervisor.status();
+        let instances = status.iter().flat_map(|s| &s.instances);
+        let total = instances.clone().count();
+        if instances.clone().all(|i| i.state == InstanceState::Ready) {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            tracing::info!("ready: {total} instance(s) in {ms:.1} ms");
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            return;
+        }
+    }
 }
 
 /// `herd up -d`: starts a background herd and waits until it answers.

@@ -32,6 +32,11 @@ fn requests_on_one_port_reach_every_instance() {
     let pids = herd.pids("hello");
     assert_eq!(pids.len(), 2);
     assert_ne!(pids[0], pids[1]);
+    wait_for("the start-up report", Duration::from_secs(5), || {
+        herd.stderr()
+            .contains("ready: 2 instance(s) in ")
+            .then_some(())
+    });
 
     let workers = workers_seen(addr, 8, 5);
     assert_eq!(workers, BTreeSet::from([0, 1]));
