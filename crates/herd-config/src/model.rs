@@ -54,6 +54,8 @@ pub struct ServiceSpec {
     pub instances: usize,
     /// The shared listening address, if the service has one.
     pub listen: Option<SocketAddr>,
+    /// Each instance binds a port of its own, allocated by herd (`port = "auto"`).
+    pub own_port: bool,
     /// Absolute working directory.
     pub cwd: PathBuf,
     /// Extra environment for the instances.
@@ -96,7 +98,7 @@ impl Default for RestartPolicy {
 }
 
 /// How herd learns that a new instance can take traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
     /// The detection method.
     pub mode: ReadyMode,
@@ -105,11 +107,16 @@ pub struct Readiness {
 }
 
 /// Readiness detection methods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadyMode {
-    /// The instance accepts on the shared socket (seen in `/proc`). Services without a `listen`
-    /// address are ready as soon as they are spawned.
+    /// The instance accepts on the shared socket (seen in `/proc`), or on its own port. Services
+    /// with neither are ready as soon as they are spawned.
     Listen,
+    /// `GET path` on the instance's own port answers 2xx.
+    Http {
+        /// The health path.
+        path: String,
+    },
     /// The instance writes `READY=1` to the pipe at `HERD_READY_FD`.
     Notify,
 }

@@ -49,6 +49,10 @@ pub struct RawService {
     /// The one address all instances share, e.g. `"127.0.0.1:8000"`. herd binds it and passes the
     /// socket to every instance as fd 3 (systemd socket activation). Port 0 picks a free port.
     pub listen: Option<String>,
+    /// `"auto"`: for apps that can only bind a port of their own. Each instance gets a free
+    /// loopback port in `PORT` and binds it itself (no shared socket); `herd ls` shows it, and
+    /// the gateway balances over these ports. Excludes `listen`.
+    pub port: Option<String>,
     /// Working directory of the instances, relative to the config file. Default: its directory.
     pub cwd: Option<String>,
     /// Extra environment variables for the instances (herd's own environment is inherited).
@@ -98,8 +102,13 @@ pub struct RawRestart {
 pub struct RawReady {
     /// `"listen"` (default): ready once the instance accepts on the shared socket, seen from
     /// `/proc` (the socket registered in one of its epoll sets, or a thread blocked in accept).
+    /// For `port = "auto"` services, `"listen"` means the instance's port accepts connections.
     /// `"notify"`: ready once the instance writes `READY=1` to the fd named by `HERD_READY_FD`.
+    /// `"http"`: ready once `GET <path>` on the instance's own port answers 2xx; needs
+    /// `port = "auto"`, since on a shared socket a probe cannot choose its instance.
     pub mode: Option<String>,
+    /// The health path probed in `"http"` mode. Default: `"/healthz"`.
+    pub path: Option<String>,
     /// How long a starting instance may take to become ready. Default: `"30s"`.
     pub timeout: Option<String>,
 }

@@ -220,3 +220,40 @@ ready = { mode = "notify", timeout = "3s" }
         "most deletions break the file: {refused}"
     );
 }
+
+#[test]
+fn own_ports_and_http_readiness() {
+    let c = load_str(
+        "[[service]]\nname = \"a\"\ncommand = [\"true\"]\nport = \"auto\"\nready = { mode = \"http\", path = \"/up\" }\n",
+    )
+    .unwrap();
+    assert!(c.services[0].own_port);
+    assert_eq!(
+        c.services[0].ready.mode,
+        ReadyMode::Http { path: "/up".into() }
+    );
+    let errs = load_str(
+        "[[service]]\nname = \"a\"\ncommand = [\"true\"]\nlisten = \"127.0.0.1:0\"\nport = \"auto\"\n\
+         [[service]]\nname = \"b\"\ncommand = [\"true\"]\nready = { mode = \"http\" }\n\
+         [[service]]\nname = \"c\"\ncommand = [\"true\"]\nport = \"auto\"\nready = { mode = \"http\", path = \"up\" }\n",
+    )
+    .unwrap_err();
+    let keys: Vec<_> = errs
+        .0
+        .iter()
+        .map(|e| (e.key.clone().unwrap(), e.line))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("service[0].port".to_string(), Some(5)),
+            ("service[1].ready.mode".to_string(), Some(9)),
+            ("service[2].ready.path".to_string(), Some(14)),
+        ]
+    );
+    assert!(
+        errs.0[1].message.contains("needs port = \"auto\""),
+        "{}",
+        errs.0[1]
+    );
+}

@@ -160,18 +160,59 @@ impl Checker<'_> {
             Duration::from_secs(5),
         );
 
+        let own_port = match raw.port.as_deref() {
+            None => false,
+            Some("auto") if listen.is_some() || raw.listen.is_some() => {
+                self.err(
+                    &at.key("port"),
+                    "a service either shares `listen` or gives each instance its own `port`, not both",
+                );
+                false
+            }
+            Some("auto") => true,
+            Some(other) => {
+                self.err(
+                    &at.key("port"),
+                    format!("unknown port setting {other:?}: use \"auto\""),
+                );
+                false
+            }
+        };
+
         let ready_at = at.key("ready");
         let mode = match raw.ready.mode.as_deref() {
             None | Some("listen") => ReadyMode::Listen,
             Some("notify") => ReadyMode::Notify,
+            Some("http") if !own_port => {
+                self.err(
+                    &ready_at.key("mode"),
+                    "\"http\" readiness needs port = \"auto\": on a shared socket a probe cannot choose its instance; use \"listen\" or \"notify\"",
+                );
+                ReadyMode::Listen
+            }
+            Some("http") => {
+                let path = raw.ready.path.clone().unwrap_or_else(|| "/healthz".into());
+                if !path.starts_with('/') {
+                    self.err(
+                        &ready_at.key("path"),
+                        format!("must start with '/': {path:?}"),
+                    );
+                }
+                ReadyMode::Http { path }
+            }
             Some(other) => {
                 self.err(
                     &ready_at.key("mode"),
-                    format!("unknown readiness mode {other:?}: use \"listen\" or \"notify\""),
+                    format!(
+                        "unknown readiness mode {other:?}: use \"listen\", \"notify\" or \"http\""
+                    ),
                 );
                 ReadyMode::Listen
             }
         };
+        if raw.ready.path.is_some() && !matches!(mode, ReadyMode::Http { .. }) {
+            self.err(&ready_at.key("path"), "only used with mode = \"http\"");
+        }
         let ready = Readiness {
             mode,
             timeout: self.duration(
@@ -193,6 +234,7 @@ impl Checker<'_> {
             command,
             instances,
             listen,
+            own_port,
             cwd,
             env: raw.env,
             restart,

@@ -65,6 +65,8 @@ pub struct Instance {
     pub generation: u64,
     /// Process id (and process group id).
     pub pid: u32,
+    /// The port the instance binds itself (`port = "auto"` services).
+    pub port: Option<u16>,
     /// When it was spawned.
     pub started: Instant,
     /// Whether it has been seen ready.
@@ -93,13 +95,18 @@ impl Instance {
                 let (rx, tx) = readiness::pipe()?;
                 (Some(rx), Some(tx))
             }
-            ReadyMode::Listen => (None, None),
+            _ => (None, None),
+        };
+        let own_port = if spec.own_port {
+            Some(readiness::free_port()?)
+        } else {
+            None
         };
         let mut child = spawn::spawn(Launch {
             spec,
             slot,
             listener: shared.listener.as_ref(),
-            port: shared.port,
+            port: own_port.or(shared.port),
             ready_pipe: ready_tx,
         })?;
         let pid = child.id().expect("a just-spawned child has a pid");
@@ -122,13 +129,16 @@ impl Instance {
         let tx = reports.clone();
         let timeout = spec.ready.timeout;
         let inode = shared.listener.as_ref().map(|_| shared.socket_inode);
+        let mode = spec.ready.mode.clone();
         let readiness = tasks.spawn(async move {
-            let outcome = match ready_rx {
-                Some(rx) => readiness::notified(rx, timeout).await,
-                None => match inode {
-                    Some(inode) => readiness::accepting(pid, inode, timeout).await,
-                    None => Ok(()),
-                },
+            let outcome = match (mode, ready_rx, own_port, inode) {
+                (_, Some(rx), _, _) => readiness::notified(rx, timeout).await,
+                (ReadyMode::Http { path }, _, Some(port), _) => {
+                    readiness::http_ok(port, &path, timeout).await
+                }
+                (_, _, Some(port), _) => readiness::connects(port, timeout).await,
+                (_, _, None, Some(inode)) => readiness::accepting(pid, inode, timeout).await,
+                _ => Ok(()),
             };
             let report = match outcome {
                 Ok(()) => Report::Ready { generation },
@@ -140,6 +150,7 @@ impl Instance {
         Ok(Self {
             generation,
             pid,
+            port: own_port,
             started: Instant::now(),
             ready: false,
             cpu_sample: None,

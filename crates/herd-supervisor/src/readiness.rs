@@ -1,13 +1,19 @@
-//! Readiness detection: accepting on the shared socket, or an explicit `READY=1`.
+//! Readiness detection: accepting on the shared socket or on the instance's own port, a healthy
+//! HTTP answer, or an explicit `READY=1`.
 //!
-//! `listen` mode polls `/proc` (see `procfs.rs`) with a short interval that widens while the
-//! instance boots; `notify` mode reads a pipe whose write end the instance holds at
+//! On a shared socket, `listen` mode polls `/proc` (see `procfs.rs`); with a port of its own the
+//! instance is probed directly, by TCP connect or by `GET <path>`. Polls start fast and widen
+//! while the instance boots. `notify` mode reads a pipe whose write end the instance holds at
 //! `HERD_READY_FD`, the same word systemd's `sd_notify` uses.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::net::unix::pipe;
 use tokio::time::{Instant, sleep, timeout_at};
 
@@ -25,23 +31,90 @@ pub fn pipe() -> std::io::Result<(pipe::Receiver, OwnedFd)> {
     Ok((pipe::Receiver::from_owned_fd(read)?, write))
 }
 
-/// Waits until `pid` accepts on the socket with `inode`, or `limit` passes.
-pub async fn accepting(pid: u32, inode: u64, limit: Duration) -> Result<(), String> {
+/// Polls `check` until it holds or `limit` passes; the error names `what` was not seen.
+async fn poll<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let deadline = Instant::now() + limit;
     let mut interval = Duration::from_millis(2);
     loop {
-        if procfs::is_accepting(pid, inode) {
+        if check().await {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(format!(
-                "not accepting on the shared socket within {}",
+                "{what} within {}",
                 humantime::format_duration(limit)
             ));
         }
         sleep(interval).await;
         interval = (interval * 2).min(Duration::from_millis(25));
     }
+}
+
+/// Waits until `pid` accepts on the socket with `inode`, or `limit` passes.
+pub async fn accepting(pid: u32, inode: u64, limit: Duration) -> Result<(), String> {
+    poll(limit, "not accepting on the shared socket", || async move {
+        procfs::is_accepting(pid, inode)
+    })
+    .await
+}
+
+/// Waits until `127.0.0.1:port` accepts a TCP connection.
+pub async fn connects(port: u16, limit: Duration) -> Result<(), String> {
+    poll(
+        limit,
+        &format!("not accepting on port {port}"),
+        || async move { TcpStream::connect(("127.0.0.1", port)).await.is_ok() },
+    )
+    .await
+}
+
+/// Waits until `GET path` on `127.0.0.1:port` answers 2xx.
+pub async fn http_ok(port: u16, path: &str, limit: Duration) -> Result<(), String> {
+    let what = format!("GET {path} on port {port} did not answer 2xx");
+    poll(limit, &what, || async move {
+        tokio::time::timeout(Duration::from_secs(1), probe(port, path))
+            .await
+            .is_ok_and(|ok| ok)
+    })
+    .await
+}
+
+/// One health request on a fresh connection.
+async fn probe(port: u16, path: &str) -> bool {
+    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    else {
+        return false;
+    };
+    let conn = tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
+        .header("user-agent", "herd-health")
+        .body(Empty::<Bytes>::new());
+    let ok = match request {
+        Ok(req) => sender
+            .send_request(req)
+            .await
+            .is_ok_and(|r| r.status().is_success()),
+        Err(_) => false,
+    };
+    conn.abort();
+    ok
+}
+
+/// A free loopback port for an instance to bind. The port is released before the instance
+/// binds it, so another process could take it in between; the instance then fails to start and
+/// is restarted with a new port.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
 }
 
 /// Waits for a `READY=1` line on `rx`, or `limit`.

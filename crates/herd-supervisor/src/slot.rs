@@ -582,6 +582,7 @@ impl Slot {
         let mut s = self.status.lock().expect("status poisoned");
         s.state = state;
         s.pid = self.current.as_ref().map(|c| c.pid);
+        s.port = self.current.as_ref().and_then(|c| c.port);
         s.uptime_ms = self.current.as_ref().map(|c| c.uptime().as_millis() as u64);
         s.restarts = self.restarts;
         s.cpu_percent = self.current.as_ref().map_or(0.0, |c| c.cpu_percent);

@@ -27,6 +27,8 @@ pub struct InstanceStatus {
     pub id: usize,
     /// Pid of the current process, if one runs.
     pub pid: Option<u32>,
+    /// The current process's own port (`port = "auto"` services).
+    pub port: Option<u16>,
     /// Lifecycle state.
     pub state: InstanceState,
     /// Milliseconds since the current process started.
@@ -47,6 +49,7 @@ impl InstanceStatus {
         Self {
             id,
             pid: None,
+            port: None,
             state: InstanceState::Stopped,
             uptime_ms: None,
             restarts: 0,

@@ -55,7 +55,10 @@ pub fn table(services: &[ServiceStatus]) -> String {
                 i.restarts.to_string(),
                 format!("{:.0}%", i.cpu_percent),
                 memory(i.memory_bytes),
-                s.listen.clone().unwrap_or_else(|| "-".into()),
+                i.port
+                    .map(|p| format!("127.0.0.1:{p}"))
+                    .or_else(|| s.listen.clone())
+                    .unwrap_or_else(|| "-".into()),
             ]);
         }
     }

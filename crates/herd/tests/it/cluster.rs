@@ -261,3 +261,60 @@ env = { HELLO_BALLAST_MB = "64", HELLO_DELAY_MS = "0" }
         "{logs}"
     );
 }
+
+#[test]
+fn instances_with_ports_of_their_own_are_probed_over_http_and_reload() {
+    let mut herd = Herd::prepare(
+        r#"
+[[service]]
+name = "api"
+command = ["{hello}"]
+instances = 2
+port = "auto"
+ready = { mode = "http", path = "/healthz" }
+env = { HELLO_DELAY_MS = "0", HELLO_DRAIN_MS = "0" }
+
+[[service]]
+name = "unhealthy"
+command = ["sleep", "30"]
+port = "auto"
+ready = { mode = "http", timeout = "300ms" }
+restart = { max_restarts = 0 }
+"#,
+    );
+    herd.spawn();
+    wait_for("api ready", Duration::from_secs(10), || {
+        let i = herd.instances("api");
+        i.iter().all(|i| i["state"] == "ready").then_some(())
+    });
+    let answers_as = |inst: &serde_json::Value| {
+        let port = inst["port"].as_u64().expect("an own port") as u16;
+        let r = get(([127, 0, 0, 1], port).into(), "/").unwrap();
+        assert_eq!(r.json()["worker"], inst["id"]);
+    };
+    let before = herd.instances("api");
+    assert_ne!(before[0]["port"], before[1]["port"]);
+    before.iter().for_each(answers_as);
+    let table = String::from_utf8_lossy(&herd.cli(&["ls"]).stdout).into_owned();
+    let port0 = before[0]["port"].as_u64().unwrap();
+    assert!(table.contains(&format!("127.0.0.1:{port0}")), "{table}");
+
+    let out = herd.cli(&["reload", "api"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = herd.instances("api");
+    assert!(after.iter().zip(&before).all(|(a, b)| a["pid"] != b["pid"]));
+    after.iter().for_each(answers_as);
+
+    wait_for(
+        "the unhealthy service to be errored",
+        Duration::from_secs(10),
+        || (herd.instances("unhealthy")[0]["state"] == "errored").then_some(()),
+    );
+    let logs = herd.logs("unhealthy");
+    assert!(logs.contains("GET /healthz on port"), "{logs}");
+    assert!(logs.contains("did not answer 2xx within 300ms"), "{logs}");
+}
