@@ -318,3 +318,58 @@ restart = { max_restarts = 0 }
     assert!(logs.contains("GET /healthz on port"), "{logs}");
     assert!(logs.contains("did not answer 2xx within 300ms"), "{logs}");
 }
+
+#[test]
+fn repeated_kills_never_refuse_a_connection() {
+    let herd = Herd::start(&hello(2, 0, ""));
+    let addr = herd.addr("hello");
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, refused, served) = (stop.clone(), refused.clone(), served.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match std::net::TcpStream::connect(addr) {
+                        Err(_) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(s) => {
+                            drop(s);
+                            if get(addr, "/").is_ok_and(|r| r.status == 200) {
+                                served.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut killed = 0;
+    for round in 0..6 {
+        // Kill whichever instance is up, then wait for the slot to be back before the next.
+        let victim = herd.instances("hello")[round % 2]["pid"].as_u64().unwrap() as u32;
+        kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+        killed += 1;
+        wait_for("the killed instance back", Duration::from_secs(5), || {
+            let i = &herd.instances("hello")[round % 2];
+            (i["state"] == "ready" && i["pid"].as_u64() != Some(victim as u64)).then_some(())
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    clients.into_iter().for_each(|c| c.join().unwrap());
+    assert_eq!(killed, 6);
+    assert_eq!(
+        refused.load(Ordering::Relaxed),
+        0,
+        "the shared socket refused connections"
+    );
+    assert!(served.load(Ordering::Relaxed) > 0);
+    let restarts: u64 = herd
+        .instances("hello")
+        .iter()
+        .map(|i| i["restarts"].as_u64().unwrap())
+        .sum();
+    assert_eq!(restarts, 6);
+}
