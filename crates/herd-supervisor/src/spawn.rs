@@ -9,7 +9,9 @@
 //! happens between fork and exec, which is what makes this safe in a multi-threaded parent.
 //!
 //! The same hook sets `PR_SET_PDEATHSIG` so an instance dies with herd even on SIGKILL, and
-//! checks the parent is still herd to close the race where herd died before the `prctl`.
+//! checks the parent is still herd to close the race where herd died before the `prctl`. The
+//! signal fires when the *thread* that forked exits, so spawns happen on the runtime's worker
+//! threads (slot actors), which live as long as herd, and never from `spawn_blocking`.
 //! Instances run in their own process group so signals reach their children too.
 
 use std::ffi::{CString, OsString};

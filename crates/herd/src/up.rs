@@ -115,21 +115,20 @@ async fn report_ready(
     stop: CancellationToken,
 ) {
     use herd_supervisor::InstanceState;
-    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    // Fine-grained at first (start-up takes milliseconds), coarser if instances take long.
+    let mut delay = Duration::from_millis(1);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(delay) => {}
         }
+        delay = (delay * 2).min(Duration::from_millis(100));
         let status = supervisor.status();
         let instances = status.iter().flat_map(|s| &s.instances);
         let total = instances.clone().count();
         if instances.clone().all(|i| i.state == InstanceState::Ready) {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             tracing::info!("ready: {total} instance(s) in {ms:.1} ms");
-            return;
-        }
-        if started.elapsed() > Duration::from_secs(600) {
             return;
         }
     }
