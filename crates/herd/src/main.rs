@@ -66,7 +66,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restart { service } => stream(&data_dir(), &Request::Restart { service }).await,
         Command::Stop { service } => stream(&data_dir(), &Request::Stop { service }).await,
         Command::Start { service } => stream(&data_dir(), &Request::Start { service }).await,
-        Command::Down => stream(&data_dir(), &Request::Down).await,
+        Command::Down => down(&data_dir()).await,
     }
 }
 
@@ -98,6 +98,19 @@ async fn ls(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
         other => anyhow::bail!("unexpected reply: {other:?}"),
     }
+}
+
+/// Asks herd to stop and waits until it has: every instance stopped and the socket gone.
+async fn down(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let code = stream(data_dir, &Request::Down).await?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    while client::is_running(data_dir).await {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    println!("herd stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints replies until `Done` (exit 0) or `Error` (exit 1). A closed stdout (`herd logs | head`)

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::control::{self, client, server};
-use crate::exit;
+use crate::{exit, render};
+use herd_supervisor::InstanceState;
 
 /// Set in the environment of the background herd started by `up -d`.
 const DETACHED: &str = "HERD_DETACHED";
@@ -134,7 +135,8 @@ async fn report_ready(
     }
 }
 
-/// `herd up -d`: starts a background herd and waits until it answers.
+/// `herd up -d`: starts a background herd and returns once every instance is ready (or one is
+/// errored, or 60 s passed), showing the `herd ls` table.
 pub async fn detach(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = match herd_config::load(config_path) {
         Ok(c) => c,
@@ -170,12 +172,18 @@ pub async fn detach(config_path: &Path) -> anyhow::Result<ExitCode> {
     let pid = child.id().unwrap_or(0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if client::is_running(&config.data_dir).await {
-            println!(
-                "herd started in the background (pid {pid}); log: {}",
-                log_path.display()
-            );
-            return Ok(ExitCode::SUCCESS);
+        if let Some(services) = client::status(&config.data_dir).await {
+            let all = || services.iter().flat_map(|s| &s.instances);
+            let settled = all().all(|i| i.state == InstanceState::Ready)
+                || all().any(|i| i.state == InstanceState::Errored);
+            if settled || tokio::time::Instant::now() > deadline {
+                print!("{}", render::table(&services));
+                println!(
+                    "herd started in the background (pid {pid}); log: {}",
+                    log_path.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
         }
         if let Ok(Some(status)) = child.try_wait() {
             let text = std::fs::read(&log_path).unwrap_or_default();

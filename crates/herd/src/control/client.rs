@@ -7,6 +7,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
 
+use herd_supervisor::ServiceStatus;
+
 use super::proto::{Reply, Request};
 
 /// An open request: read its replies with [`Replies::next`].
@@ -47,10 +49,15 @@ pub async fn request(data_dir: &Path, request: &Request) -> anyhow::Result<Repli
     })
 }
 
+/// The services of the herd on `data_dir`, or `None` when none answers.
+pub async fn status(data_dir: &Path) -> Option<Vec<ServiceStatus>> {
+    match request(data_dir, &Request::Status).await.ok()?.next().await {
+        Ok(Some(Reply::Status { services, .. })) => Some(services),
+        _ => None,
+    }
+}
+
 /// Whether a herd answers on `data_dir`'s control socket.
 pub async fn is_running(data_dir: &Path) -> bool {
-    match request(data_dir, &Request::Status).await {
-        Ok(mut r) => matches!(r.next().await, Ok(Some(Reply::Status { .. }))),
-        Err(_) => false,
-    }
+    status(data_dir).await.is_some()
 }

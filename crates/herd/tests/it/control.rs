@@ -23,8 +23,14 @@ fn detached_herd_answers_the_cli_and_goes_down() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("herd started in the background"));
-    herd.wait_all_ready();
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(shown.contains("herd started in the background"), "{shown}");
+    // `up -d` returns once the instances are ready, and shows them.
+    assert_eq!(
+        shown.lines().filter(|l| l.contains(" ready ")).count(),
+        2,
+        "{shown}"
+    );
 
     let sock = herd.data_dir().join("herd.sock");
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
@@ -49,9 +55,17 @@ fn detached_herd_answers_the_cli_and_goes_down() {
     let pids = herd.pids("hello");
     let out = herd.cli(&["down"]);
     assert!(out.status.success());
-    wait_for("herd and instances gone", Duration::from_secs(10), || {
-        (!sock.exists() && pids.iter().all(|&p| process_gone(p))).then_some(())
-    });
+    assert!(String::from_utf8_lossy(&out.stdout).contains("herd stopped"));
+    // `down` returns once herd has stopped every instance.
+    assert!(
+        pids.iter().all(|&p| process_gone(p)),
+        "instances outlived herd down"
+    );
+    wait_for(
+        "the control socket removed",
+        Duration::from_secs(10),
+        || (!sock.exists()).then_some(()),
+    );
     let out = herd.cli(&["ls"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("herd is not running"));
