@@ -26,7 +26,7 @@ use std::time::Duration;
 pub use breaker::{Breaker, BreakerConfig, BreakerLayer, BreakerState, CircuitBreaker, Permit};
 pub use future::Guarded;
 pub use rate_limit::{RateLimit, RateLimitLayer, TokenBucket};
-pub use retry::{Backoff, RetryPolicy};
+pub use retry::{Backoff, RetryPolicy, retry_budget};
 pub use trip::{Counts, Trip, TripError};
 
 /// The error type of the layers: whatever the inner service failed with, or a [`Rejected`].

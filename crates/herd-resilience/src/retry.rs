@@ -48,6 +48,12 @@ impl Backoff {
     }
 }
 
+/// A budget allowing retries of `percent` of the requests of the last `ttl`, plus `floor` per
+/// second; share one per route or target.
+pub fn retry_budget(ttl: Duration, floor: u32, percent: f32) -> Arc<TpsBudget> {
+    Arc::new(TpsBudget::new(ttl, floor, percent))
+}
+
 /// A `tower::retry::Policy`; clone it per route or target (clones share the budget).
 #[derive(Debug, Clone)]
 pub struct RetryPolicy<C> {
@@ -74,12 +80,6 @@ impl<C> RetryPolicy<C> {
             classify,
             attempt: 0,
         }
-    }
-
-    /// A budget allowing retries of `percent` of recent requests (over `ttl`), plus `floor` per
-    /// second.
-    pub fn budget(ttl: Duration, floor: u32, percent: f32) -> Arc<TpsBudget> {
-        Arc::new(TpsBudget::new(ttl, floor, percent))
     }
 
     /// Retries made so far for this request.
@@ -171,55 +171,42 @@ mod tests {
         );
     }
 
+    /// A service failing `failures` times, wrapped in a retry with `max` retries and a constant
+    /// 10 ms backoff.
+    fn retried(
+        failures: u32,
+        max: Option<u32>,
+        budget: Arc<TpsBudget>,
+    ) -> (
+        Arc<AtomicU32>,
+        impl Service<(), Response = u32, Error = BoxError> + Clone,
+    ) {
+        let (calls, svc) = flaky(failures);
+        let backoff = Backoff::Constant(Duration::from_millis(10));
+        let policy = RetryPolicy::new(max, backoff, budget, is_err);
+        (calls, tower::retry::Retry::new(policy, svc))
+    }
+
     #[tokio::test(start_paused = true)]
     async fn retries_until_success_within_max() {
-        let (calls, svc) = flaky(2);
-        let budget = RetryPolicy::<fn(&Result<u32, BoxError>) -> bool>::budget(
-            Duration::from_secs(10),
-            10,
-            0.2,
-        );
-        let policy = RetryPolicy::new(
-            Some(3),
-            Backoff::Constant(Duration::from_millis(10)),
-            budget,
-            is_err,
-        );
-        let mut retry = tower::retry::Retry::new(policy, svc);
-        assert_eq!(retry.ready().await.unwrap().call(()).await.unwrap(), 2);
+        let budget = retry_budget(Duration::from_secs(10), 10, 0.2);
+        let (calls, retry) = retried(2, Some(3), budget);
+        assert_eq!(retry.oneshot(()).await.unwrap(), 2);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn stops_at_max_retries() {
-        let (calls, svc) = flaky(10);
-        let budget = RetryPolicy::<fn(&Result<u32, BoxError>) -> bool>::budget(
-            Duration::from_secs(10),
-            10,
-            0.2,
-        );
-        let policy = RetryPolicy::new(
-            Some(2),
-            Backoff::Constant(Duration::from_millis(10)),
-            budget,
-            is_err,
-        );
-        let mut retry = tower::retry::Retry::new(policy, svc);
-        assert!(retry.ready().await.unwrap().call(()).await.is_err());
+        let budget = retry_budget(Duration::from_secs(10), 10, 0.2);
+        let (calls, retry) = retried(10, Some(2), budget);
+        assert!(retry.oneshot(()).await.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_empty_budget_stops_retries_even_without_a_maximum() {
-        let (calls, svc) = flaky(1000);
         // No floor and 10 %: ten requests earn one retry between them.
-        let budget = RetryPolicy::<fn(&Result<u32, BoxError>) -> bool>::budget(
-            Duration::from_secs(10),
-            0,
-            0.1,
-        );
-        let policy = RetryPolicy::new(None, Backoff::Constant(Duration::ZERO), budget, is_err);
-        let retry = tower::retry::Retry::new(policy, svc);
+        let (calls, retry) = retried(1000, None, retry_budget(Duration::from_secs(10), 0, 0.1));
         for _ in 0..10 {
             assert!(retry.clone().oneshot(()).await.is_err());
         }
