@@ -6,7 +6,6 @@
 //! the instance's generation number, so a late message about an old process is recognised and
 //! never confused with its successor in the same slot.
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,23 +16,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::logs::{LogHub, LogLine, MAX_LINE, Stream};
+use crate::logs::{LogLine, MAX_LINE, Stream};
+use crate::shared::Shared;
 use crate::spawn::{self, Launch};
 use crate::{procfs, readiness};
-
-/// What one service's slots share.
-pub struct Shared {
-    /// Service name.
-    pub name: String,
-    /// The shared listening socket (duplicated above fd 4), if the service listens.
-    pub listener: Option<OwnedFd>,
-    /// Inode of the listening socket, for accept detection.
-    pub socket_inode: u64,
-    /// Port of the listening socket.
-    pub port: Option<u16>,
-    /// Where output goes.
-    pub logs: LogHub,
-}
 
 /// Messages from watchers to the slot actor.
 #[derive(Debug)]
@@ -106,7 +92,7 @@ impl Instance {
             spec,
             slot,
             listener: shared.listener.as_ref(),
-            port: own_port.or(shared.port),
+            port: own_port.or(shared.port()),
             ready_pipe: ready_tx,
         })?;
         let pid = child.id().expect("a just-spawned child has a pid");

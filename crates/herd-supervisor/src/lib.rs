@@ -17,6 +17,7 @@ pub mod logs;
 mod procfs;
 mod readiness;
 mod service;
+mod shared;
 mod slot;
 mod spawn;
 pub mod status;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use logs::{LogHub, LogLine, Stream};
 pub use service::Service;
+pub use shared::Endpoints;
 pub use status::{InstanceState, InstanceStatus, ServiceStatus};
 
 /// Backlog of shared listening sockets: connections wait here while instances restart.
@@ -106,19 +108,18 @@ impl Supervisor {
             .zip(sockets)
             .map(|(spec, socket)| {
                 let address = socket.as_ref().map(|b| b.addr);
-                let shared = Arc::new(instance::Shared {
-                    name: spec.name.clone(),
-                    port: address.map(|a| a.port()),
-                    socket_inode: socket.as_ref().map_or(0, |b| b.inode),
-                    listener: socket.map(|b| b.fd),
-                    logs: logs.clone(),
-                });
-                Arc::new(Service::start(
-                    shared,
+                let (fd, inode) = match socket {
+                    Some(b) => (Some(b.fd), b.inode),
+                    None => (None, 0),
+                };
+                let shared = Arc::new(shared::Shared::new(
+                    spec.name.clone(),
+                    fd,
+                    inode,
                     address,
-                    spec.clone(),
-                    cancel.child_token(),
-                ))
+                    logs.clone(),
+                ));
+                Arc::new(Service::start(shared, spec.clone(), cancel.child_token()))
             })
             .collect();
         Self {

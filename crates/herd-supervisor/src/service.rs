@@ -4,48 +4,43 @@
 //! over the slot list, so two reloads never interleave; status reads go through a separate
 //! snapshot list and never wait for an operation.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use herd_config::ServiceSpec;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::instance::Shared;
+use crate::shared::{Endpoints, Shared};
 use crate::slot::SlotHandle;
-use crate::status::{InstanceStatus, ServiceStatus};
+use crate::status::ServiceStatus;
 
 /// A running service.
 pub struct Service {
     shared: Arc<Shared>,
-    address: Option<SocketAddr>,
     spec: Mutex<Arc<ServiceSpec>>,
     slots: tokio::sync::Mutex<Vec<SlotHandle>>,
-    views: Mutex<Vec<Arc<Mutex<InstanceStatus>>>>,
     cancel: CancellationToken,
 }
 
 impl Service {
     /// Starts every slot of `spec`.
-    pub(crate) fn start(
-        shared: Arc<Shared>,
-        address: Option<SocketAddr>,
-        spec: ServiceSpec,
-        cancel: CancellationToken,
-    ) -> Self {
+    pub(crate) fn start(shared: Arc<Shared>, spec: ServiceSpec, cancel: CancellationToken) -> Self {
         let spec = Arc::new(spec);
         let slots: Vec<SlotHandle> = (0..spec.instances)
             .map(|i| SlotHandle::spawn(shared.clone(), spec.clone(), i, true, cancel.clone()))
             .collect();
-        let views = slots.iter().map(|s| s.status.clone()).collect();
         Self {
             shared,
-            address,
             spec: Mutex::new(spec),
             slots: tokio::sync::Mutex::new(slots),
-            views: Mutex::new(views),
             cancel,
         }
+    }
+
+    /// The addresses the service can be reached at now, updated as instances become ready or
+    /// are stopped.
+    pub fn endpoints(&self) -> Endpoints {
+        self.shared.endpoints()
     }
 
     /// The service's name.
@@ -60,10 +55,10 @@ impl Service {
 
     /// A snapshot of the service and its slots.
     pub fn status(&self) -> ServiceStatus {
-        let views = self.views.lock().expect("views poisoned");
+        let views = self.shared.views.lock().expect("views poisoned");
         ServiceStatus {
             name: self.shared.name.clone(),
-            listen: self.address.map(|a| a.to_string()),
+            listen: self.shared.address.map(|a| a.to_string()),
             instances: views
                 .iter()
                 .map(|v| v.lock().expect("status poisoned").clone())
@@ -128,17 +123,14 @@ impl Service {
                 self.cancel.clone(),
             );
             slot.start(spec.clone()).await;
-            self.views
-                .lock()
-                .expect("views poisoned")
-                .push(slot.status.clone());
             slots.push(slot);
         }
         while slots.len() > spec.instances {
             let slot = slots.pop().expect("len checked");
             say(format!("{name}:{} removing an instance", slots.len())).await;
             slot.stop().await;
-            self.views.lock().expect("views poisoned").pop();
+            self.shared.views.lock().expect("views poisoned").pop();
+            self.shared.refresh_endpoints();
             // With its command channel closed, a stopped slot actor ends.
             slot.join().await;
         }

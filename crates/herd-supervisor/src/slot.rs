@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::{DelayQueue, delay_queue};
 
 use crate::backoff::{Decision, RestartTracker};
-use crate::instance::{Instance, Report, Shared};
+use crate::instance::{Instance, Report};
+use crate::shared::Shared;
 use crate::status::{InstanceState, InstanceStatus};
 
 /// How often memory and CPU are sampled.
@@ -67,8 +68,6 @@ enum Phase {
 /// The service's handle on one slot actor.
 pub struct SlotHandle {
     commands: mpsc::Sender<Command>,
-    /// The slot's published status.
-    pub status: Arc<Mutex<InstanceStatus>>,
     join: JoinHandle<()>,
 }
 
@@ -84,6 +83,11 @@ impl SlotHandle {
         let (commands, command_rx) = mpsc::channel(8);
         let (reports, report_rx) = mpsc::channel(64);
         let status = Arc::new(Mutex::new(InstanceStatus::new(index)));
+        shared
+            .views
+            .lock()
+            .expect("views poisoned")
+            .push(status.clone());
         let actor = Slot {
             tracker: RestartTracker::new(spec.restart),
             shared,
@@ -105,11 +109,7 @@ impl SlotHandle {
             shutting_down: false,
         };
         let join = tokio::spawn(actor.run(command_rx, report_rx, cancel, run));
-        Self {
-            commands,
-            status,
-            join,
-        }
+        Self { commands, join }
     }
 
     /// Starts a replacement with `spec`; resolves once it is ready and the old one has exited.
@@ -411,6 +411,8 @@ impl Slot {
             old_pid: old.as_ref().map(|o| o.pid),
             new_pid,
         };
+        // Take the old instance out of the endpoint list before it is told to stop.
+        self.publish();
         match old {
             Some(old) => {
                 self.event(format!(
@@ -588,5 +590,7 @@ impl Slot {
         s.cpu_percent = self.current.as_ref().map_or(0.0, |c| c.cpu_percent);
         s.memory_bytes = self.current.as_ref().map_or(0, |c| c.rss);
         s.last_exit.clone_from(&self.last_exit);
+        drop(s);
+        self.shared.refresh_endpoints();
     }
 }

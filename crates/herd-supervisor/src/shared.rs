@@ -1,0 +1,93 @@
+//! What one service's slots share: the socket, the log hub, the slots' status snapshots, and the
+//! list of endpoints the service can be reached at, which the gateway watches.
+//!
+//! Slots publish their status after every event and then call [`Shared::refresh_endpoints`];
+//! the endpoint list changes (and wakes watchers) only when the set of ready addresses does.
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::logs::LogHub;
+use crate::status::{InstanceState, InstanceStatus};
+
+/// Ready addresses of a service, as the gateway balances over them.
+pub type Endpoints = watch::Receiver<Arc<Vec<SocketAddr>>>;
+
+/// What one service's slots share.
+pub struct Shared {
+    /// Service name.
+    pub name: String,
+    /// The shared listening socket (duplicated above fd 4), if the service listens.
+    pub listener: Option<OwnedFd>,
+    /// Inode of the listening socket, for accept detection.
+    pub socket_inode: u64,
+    /// The bound shared address.
+    pub address: Option<SocketAddr>,
+    /// Where output goes.
+    pub logs: LogHub,
+    /// Status snapshots of the slots, in slot order.
+    pub views: Mutex<Vec<Arc<Mutex<InstanceStatus>>>>,
+    endpoints: watch::Sender<Arc<Vec<SocketAddr>>>,
+}
+
+impl Shared {
+    /// State for a service named `name`.
+    pub fn new(
+        name: String,
+        listener: Option<OwnedFd>,
+        socket_inode: u64,
+        address: Option<SocketAddr>,
+        logs: LogHub,
+    ) -> Self {
+        Self {
+            name,
+            listener,
+            socket_inode,
+            address,
+            logs,
+            views: Mutex::new(Vec::new()),
+            endpoints: watch::Sender::new(Arc::new(Vec::new())),
+        }
+    }
+
+    /// The port of the shared socket.
+    pub fn port(&self) -> Option<u16> {
+        self.address.map(|a| a.port())
+    }
+
+    /// A receiver of the service's ready endpoints.
+    pub fn endpoints(&self) -> Endpoints {
+        self.endpoints.subscribe()
+    }
+
+    /// Recomputes the ready endpoints from the slots' snapshots.
+    pub fn refresh_endpoints(&self) {
+        let views = self.views.lock().expect("views poisoned");
+        let mut ready = Vec::new();
+        let mut any_ready = false;
+        for v in views.iter() {
+            let s = v.lock().expect("status poisoned");
+            if s.state == InstanceState::Ready {
+                any_ready = true;
+                if let Some(port) = s.port {
+                    ready.push(SocketAddr::from(([127, 0, 0, 1], port)));
+                }
+            }
+        }
+        drop(views);
+        if let Some(addr) = self.address.filter(|_| any_ready) {
+            ready.push(addr);
+        }
+        self.endpoints.send_if_modified(|current| {
+            if **current == ready {
+                false
+            } else {
+                *current = Arc::new(ready);
+                true
+            }
+        });
+    }
+}
