@@ -5,6 +5,7 @@
 //! every problem. Either way a failure is a [`ConfigErrors`] whose entries name the file, the
 //! line and the key, and herd refuses to start.
 
+mod gateway;
 pub mod model;
 pub mod raw;
 pub mod source;
@@ -13,7 +14,10 @@ mod validate;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use model::{Config, LogSettings, Readiness, ReadyMode, RestartPolicy, ServiceSpec};
+pub use model::{
+    Balance, Config, GatewaySpec, ListenerSpec, LogSettings, Readiness, ReadyMode, RestartPolicy,
+    RouteSpec, ServiceSpec, Target, UpstreamSpec,
+};
 pub use source::{ConfigError, ConfigErrors, KeyPath, Source};
 
 /// Reads, parses and validates the config file at `path`.

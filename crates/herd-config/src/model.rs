@@ -23,6 +23,79 @@ pub struct Config {
     pub logs: LogSettings,
     /// Services in file order.
     pub services: Vec<ServiceSpec>,
+    /// The gateway: listeners, routes and upstreams.
+    pub gateway: GatewaySpec,
+}
+
+/// The gateway's configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GatewaySpec {
+    /// Listeners in file order.
+    pub listeners: Vec<ListenerSpec>,
+    /// Routes in file order; the first match wins.
+    pub routes: Vec<RouteSpec>,
+    /// Upstreams by name.
+    pub upstreams: Vec<UpstreamSpec>,
+}
+
+/// A gateway listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub listen: SocketAddr,
+    /// Index of its `[[gateway.listener]]` table, for error locations.
+    pub index: usize,
+}
+
+/// Where a route sends requests.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The ready instances of a herd service.
+    Service(String),
+    /// A static `[[upstream]]`.
+    Upstream(String),
+}
+
+/// A gateway route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    /// Listener name, or every listener.
+    pub listener: Option<String>,
+    /// Host to match, lower case, without port.
+    pub host: Option<String>,
+    /// Path prefix, always starting with `/`.
+    pub path_prefix: String,
+    /// Methods to match (upper case); empty matches all.
+    pub methods: Vec<String>,
+    /// Destination.
+    pub target: Target,
+    /// Whole-request deadline.
+    pub timeout: Duration,
+}
+
+/// A group of remote endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSpec {
+    /// Name.
+    pub name: String,
+    /// Addresses.
+    pub endpoints: Vec<SocketAddr>,
+    /// Balancing strategy.
+    pub balance: Balance,
+}
+
+/// Load-balancing strategies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Balance {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// The endpoint with the fewest requests in flight (ties broken in turn).
+    LeastRequest,
+    /// The better of two random endpoints by peak-EWMA latency times load.
+    P2cEwma,
 }
 
 impl Config {
@@ -56,6 +129,8 @@ pub struct ServiceSpec {
     pub listen: Option<SocketAddr>,
     /// Each instance binds a port of its own, allocated by herd (`port = "auto"`).
     pub own_port: bool,
+    /// How the gateway balances over the instances.
+    pub balance: Balance,
     /// Absolute working directory.
     pub cwd: PathBuf,
     /// Extra environment for the instances.

@@ -23,6 +23,67 @@ pub struct RawConfig {
     /// The services herd runs, one `[[service]]` table each.
     #[serde(default)]
     pub service: Vec<RawService>,
+    /// The gateway's listeners.
+    #[serde(default)]
+    pub gateway: RawGateway,
+    /// Gateway routes, tried in file order; the first match wins.
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+    /// Groups of remote endpoints a route can lead to.
+    #[serde(default)]
+    pub upstream: Vec<RawUpstream>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// Addresses the gateway accepts HTTP/1.1 and HTTP/2 (h2c) on, one `[[gateway.listener]]`
+    /// each.
+    #[serde(default)]
+    pub listener: Vec<RawListener>,
+}
+
+/// `[[gateway.listener]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// Name routes use to bind to this listener.
+    pub name: String,
+    /// Address to accept on, e.g. `"127.0.0.1:8080"`; port 0 picks a free port.
+    pub listen: String,
+}
+
+/// `[[route]]`: which requests go where.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Only requests on this listener; default: every listener.
+    pub listener: Option<String>,
+    /// Only requests for this host (the `Host` header or `:authority`, port ignored).
+    pub host: Option<String>,
+    /// Only paths starting with this prefix, at a `/` boundary. Default: `"/"`.
+    pub path_prefix: Option<String>,
+    /// Only these methods; default: all.
+    pub methods: Option<Vec<String>>,
+    /// A herd service to send matching requests to (its ready instances).
+    pub service: Option<String>,
+    /// An `[[upstream]]` to send matching requests to.
+    pub upstream: Option<String>,
+    /// Whole-request deadline, answered 504 when passed. Default: `"30s"`.
+    pub timeout: Option<String>,
+}
+
+/// `[[upstream]]`: remote endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Name routes refer to.
+    pub name: String,
+    /// `"host:port"` addresses (IP literals).
+    pub endpoints: Vec<String>,
+    /// `"round_robin"` (default), `"least_request"` or `"p2c_ewma"`.
+    pub balance: Option<String>,
 }
 
 /// `[logs]`: rotation of the per-service log files under `<data_dir>/logs/`.
@@ -49,6 +110,8 @@ pub struct RawService {
     /// The one address all instances share, e.g. `"127.0.0.1:8000"`. herd binds it and passes the
     /// socket to every instance as fd 3 (systemd socket activation). Port 0 picks a free port.
     pub listen: Option<String>,
+    /// How the gateway balances over this service's instances (see `[[upstream]]`).
+    pub balance: Option<String>,
     /// `"auto"`: for apps that can only bind a port of their own. Each instance gets a free
     /// loopback port in `PORT` and binds it itself (no shared socket); `herd ls` shows it, and
     /// the gateway balances over these ports. Excludes `listen`.

@@ -243,3 +243,82 @@ fn own_ports_and_http_readiness() {
     );
     assert!(e.message.contains("needs port = \"auto\""), "{e}");
 }
+
+#[test]
+fn gateway_tables_are_read_and_checked_against_each_other() {
+    let c = load_str(
+        r#"
+[[service]]
+name = "api"
+command = ["true"]
+port = "auto"
+balance = "p2c_ewma"
+
+[[gateway.listener]]
+name = "main"
+listen = "127.0.0.1:0"
+
+[[route]]
+host = "API.example.com"
+path_prefix = "/v1"
+methods = ["get", "HEAD"]
+service = "api"
+timeout = "2s"
+
+[[route]]
+upstream = "legacy"
+
+[[upstream]]
+name = "legacy"
+endpoints = ["10.0.0.1:80", "10.0.0.2:80"]
+balance = "least_request"
+"#,
+    )
+    .unwrap();
+    let g = &c.gateway;
+    assert_eq!(g.listeners[0].name, "main");
+    assert_eq!(g.routes[0].host.as_deref(), Some("api.example.com"));
+    assert_eq!(g.routes[0].methods, vec!["GET", "HEAD"]);
+    assert_eq!(g.routes[0].target, Target::Service("api".into()));
+    assert_eq!(g.routes[0].timeout, Duration::from_secs(2));
+    assert_eq!(g.routes[1].path_prefix, "/");
+    assert_eq!(g.upstreams[0].balance, Balance::LeastRequest);
+    assert_eq!(g.upstreams[0].endpoints.len(), 2);
+    assert_eq!(c.services[0].balance, Balance::P2cEwma);
+
+    let keys = error_keys(
+        r#"[[service]]
+name = "worker"
+command = ["true"]
+[[gateway.listener]]
+name = "main"
+listen = "nowhere"
+[[route]]
+listener = "side"
+service = "worker"
+[[route]]
+upstream = "missing"
+path_prefix = "v1"
+[[route]]
+service = "worker"
+upstream = "also"
+[[upstream]]
+name = "empty"
+endpoints = []
+balance = "random"
+"#,
+    );
+    assert_eq!(
+        keys,
+        vec![
+            ("gateway.listener[0].listen".to_string(), Some(6)),
+            ("upstream[0].endpoints".to_string(), Some(18)),
+            ("upstream[0].balance".to_string(), Some(19)),
+            ("route[0].listener".to_string(), Some(8)),
+            ("route[0].service".to_string(), Some(9)),
+            ("route[1].upstream".to_string(), Some(11)),
+            ("route[1].path_prefix".to_string(), Some(12)),
+            ("route[2]".to_string(), Some(13)),
+        ]
+    );
+}

@@ -11,25 +11,32 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::{Config, LogSettings, Readiness, ReadyMode, RestartPolicy, ServiceSpec};
+use crate::model::{
+    Balance, Config, LogSettings, Readiness, ReadyMode, RestartPolicy, ServiceSpec,
+};
 use crate::raw::{RawConfig, RawInstances, RawService};
 use crate::source::{ConfigError, KeyPath, Source};
 
 /// Most instances one service may ask for; a guard against typos such as `instances = 2000`.
 const MAX_INSTANCES: usize = 1024;
 
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     source: &'a Source,
     base: PathBuf,
     errors: Vec<ConfigError>,
 }
 
 impl Checker<'_> {
-    fn err(&mut self, path: &KeyPath, message: impl Into<String>) {
+    pub(crate) fn err(&mut self, path: &KeyPath, message: impl Into<String>) {
         self.errors.push(self.source.error(path, message));
     }
 
-    fn duration(&mut self, path: &KeyPath, value: Option<&str>, default: Duration) -> Duration {
+    pub(crate) fn duration(
+        &mut self,
+        path: &KeyPath,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Duration {
         match value {
             None => default,
             Some(text) => match humantime::parse_duration(text) {
@@ -42,6 +49,38 @@ impl Checker<'_> {
                     default
                 }
             },
+        }
+    }
+
+    /// A `balance` value: `round_robin` (default), `least_request` or `p2c_ewma`.
+    pub(crate) fn balance(&mut self, path: &KeyPath, value: Option<&str>) -> Balance {
+        match value {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some("least_request") => Balance::LeastRequest,
+            Some("p2c_ewma") => Balance::P2cEwma,
+            Some(other) => {
+                self.err(
+                    path,
+                    format!(
+                        "unknown balancing {other:?}: use \"round_robin\", \"least_request\" or \"p2c_ewma\""
+                    ),
+                );
+                Balance::RoundRobin
+            }
+        }
+    }
+
+    /// An `IP:PORT` address.
+    pub(crate) fn address(&mut self, path: &KeyPath, text: &str) -> Option<SocketAddr> {
+        match text.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    path,
+                    format!("not an address: {text:?}; write IP:PORT, e.g. \"127.0.0.1:8000\""),
+                );
+                None
+            }
         }
     }
 
@@ -118,16 +157,11 @@ impl Checker<'_> {
             }
         };
 
-        let listen = raw.listen.as_deref().and_then(|text| {
-            text.parse::<SocketAddr>()
-                .map_err(|_| {
-                    self.err(
-                        &at.key("listen"),
-                        format!("not an address: {text:?}; write IP:PORT, e.g. \"127.0.0.1:8000\""),
-                    )
-                })
-                .ok()
-        });
+        let listen = raw
+            .listen
+            .as_deref()
+            .and_then(|text| self.address(&at.key("listen"), text));
+        let balance = self.balance(&at.key("balance"), raw.balance.as_deref());
 
         let r = &raw.restart;
         let rp = at.key("restart");
@@ -235,6 +269,7 @@ impl Checker<'_> {
             instances,
             listen,
             own_port,
+            balance,
             cwd,
             env: raw.env,
             restart,
@@ -325,6 +360,7 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
         }
     }
 
+    let gateway = crate::gateway::check(&mut c, raw.gateway, raw.route, raw.upstream, &services);
     let data_dir = c.base.join(raw.data_dir.as_deref().unwrap_or(".herd"));
     if c.errors.is_empty() {
         Ok(Config {
@@ -332,6 +368,7 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
             data_dir,
             logs,
             services,
+            gateway,
         })
     } else {
         Err(c.errors)

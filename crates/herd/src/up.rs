@@ -44,9 +44,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(exit::RUNTIME));
     }
-    let sockets = match herd_supervisor::bind_all(&config) {
-        Ok(s) => s,
-        Err(errors) => return Ok(exit::config_errors(&ConfigErrors(errors))),
+    let (sockets, gateway_sockets) = match (
+        herd_supervisor::bind_all(&config),
+        herd_gateway::bind(&config),
+    ) {
+        (Ok(s), Ok(g)) => (s, g),
+        (s, g) => {
+            let errors = s.err().into_iter().chain(g.err()).flatten().collect();
+            return Ok(exit::config_errors(&ConfigErrors(errors)));
+        }
     };
     let control_path = control::socket_path(&config.data_dir);
     let listener = server::bind(&control_path)
@@ -66,6 +72,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             s.listen.map(|a| format!(" on {a}")).unwrap_or_default()
         );
     }
+
+    let gateway = herd_gateway::Gateway::start(&config, gateway_sockets, |name| {
+        let s = supervisor.service(name)?;
+        Some((s.endpoints(), s.spec().balance))
+    })?;
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -95,6 +106,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // Stop taking requests first, let the open ones finish, then stop the instances.
+    gateway.shutdown().await;
     supervisor.shutdown().await;
     control_stop.cancel();
     tracker.close();

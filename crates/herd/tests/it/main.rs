@@ -4,6 +4,7 @@
 mod cluster;
 mod config;
 mod control;
+mod gateway;
 mod lifecycle;
 mod node;
 mod tidy;

@@ -271,7 +271,10 @@ impl Client {
 
     fn exchange(&mut self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
         let conn = self.conn.as_mut().expect("connected");
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        let mut req = format!("GET {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str(&format!("Host: {}\r\n", self.addr));
+        }
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }

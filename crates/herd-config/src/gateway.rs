@@ -1,0 +1,149 @@
+//! Validation of the gateway's part of `herd.toml`: `[[gateway.listener]]`, `[[route]]` and
+//! `[[upstream]]`, checked against each other and against the services.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::model::{GatewaySpec, ListenerSpec, RouteSpec, ServiceSpec, Target, UpstreamSpec};
+use crate::raw::{RawGateway, RawRoute, RawUpstream};
+use crate::source::KeyPath;
+use crate::validate::Checker;
+
+fn root(key: &str, index: usize) -> KeyPath {
+    KeyPath::default().key(key).index(index)
+}
+
+/// Checks the gateway tables; problems are pushed onto `c`.
+pub(crate) fn check(
+    c: &mut Checker<'_>,
+    raw: RawGateway,
+    routes: Vec<RawRoute>,
+    upstreams: Vec<RawUpstream>,
+    services: &[ServiceSpec],
+) -> GatewaySpec {
+    let mut spec = GatewaySpec::default();
+    let declared_listeners = raw.listener.len();
+    let mut names = HashSet::new();
+    for (index, l) in raw.listener.into_iter().enumerate() {
+        let at = KeyPath::default()
+            .key("gateway")
+            .key("listener")
+            .index(index);
+        if !names.insert(l.name.clone()) {
+            c.err(
+                &at.key("name"),
+                format!("listener {:?} is defined twice", l.name),
+            );
+        }
+        if let Some(listen) = c.address(&at.key("listen"), &l.listen) {
+            spec.listeners.push(ListenerSpec {
+                name: l.name,
+                listen,
+                index,
+            });
+        }
+    }
+
+    let mut upstream_names = HashSet::new();
+    for (index, u) in upstreams.into_iter().enumerate() {
+        let at = root("upstream", index);
+        if !upstream_names.insert(u.name.clone()) {
+            c.err(
+                &at.key("name"),
+                format!("upstream {:?} is defined twice", u.name),
+            );
+        }
+        if u.endpoints.is_empty() {
+            c.err(&at.key("endpoints"), "needs at least one \"IP:PORT\"");
+        }
+        let endpoints = u
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| c.address(&at.key("endpoints").index(i), e))
+            .collect();
+        let balance = c.balance(&at.key("balance"), u.balance.as_deref());
+        spec.upstreams.push(UpstreamSpec {
+            name: u.name,
+            endpoints,
+            balance,
+        });
+    }
+
+    for (index, r) in routes.into_iter().enumerate() {
+        let at = root("route", index);
+        if let Some(l) = &r.listener
+            && !names.contains(l)
+        {
+            c.err(
+                &at.key("listener"),
+                format!("no [[gateway.listener]] named {l:?}"),
+            );
+        }
+        let target = match (r.service, r.upstream) {
+            (Some(s), None) => {
+                if !services.iter().any(|svc| svc.name == s) {
+                    c.err(&at.key("service"), format!("no [[service]] named {s:?}"));
+                } else if services
+                    .iter()
+                    .any(|svc| svc.name == s && svc.listen.is_none() && !svc.own_port)
+                {
+                    c.err(
+                        &at.key("service"),
+                        format!("service {s:?} has neither `listen` nor `port = \"auto\"`"),
+                    );
+                }
+                Target::Service(s)
+            }
+            (None, Some(u)) => {
+                if !upstream_names.contains(&u) {
+                    c.err(&at.key("upstream"), format!("no [[upstream]] named {u:?}"));
+                }
+                Target::Upstream(u)
+            }
+            _ => {
+                c.err(&at, "needs exactly one of `service` or `upstream`");
+                continue;
+            }
+        };
+        let path_prefix = r.path_prefix.unwrap_or_else(|| "/".into());
+        if !path_prefix.starts_with('/') {
+            c.err(
+                &at.key("path_prefix"),
+                format!("must start with '/': {path_prefix:?}"),
+            );
+        }
+        let methods: Vec<String> = r
+            .methods
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
+        if methods
+            .iter()
+            .any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()))
+        {
+            c.err(&at.key("methods"), "methods are words such as \"GET\"");
+        }
+        let timeout = c.duration(
+            &at.key("timeout"),
+            r.timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        spec.routes.push(RouteSpec {
+            listener: r.listener,
+            host: r.host.map(|h| h.to_ascii_lowercase()),
+            path_prefix,
+            methods,
+            target,
+            timeout,
+        });
+    }
+    if !spec.routes.is_empty() && declared_listeners == 0 {
+        c.err(
+            &root("route", 0),
+            "routes need a [[gateway.listener]] to receive requests",
+        );
+    }
+    spec
+}

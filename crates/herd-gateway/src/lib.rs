@@ -1,0 +1,215 @@
+//! The gateway: herd's reverse proxy in front of local instances and remote upstreams.
+//!
+//! ```text
+//! client ─► listener (HTTP/1.1, h2c) ─► route table ─► pool (balancer) ─► endpoint
+//!                                           │                 ▲
+//!                                           │    herd service: ready instances (watch)
+//!                                           │    upstream: static addresses
+//! ```
+//!
+//! [`bind`] binds every listener before anything starts, so a taken port fails start-up with
+//! the config line; [`Gateway::start`] serves them. Pools get their addresses from a watch
+//! channel: for a herd service it is the supervisor's list of ready endpoints, so instances
+//! enter rotation when ready and leave it before they are stopped. Shutdown stops accepting and
+//! lets open connections finish their requests.
+
+mod balance;
+mod proxy;
+mod route;
+mod trace;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herd_config::{Balance, Config, ConfigError, KeyPath, ListenerSpec, Target};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use balance::Pool;
+pub use route::RouteTable;
+pub use trace::TraceContext;
+
+/// Addresses a pool balances over, as a watch channel.
+pub type Addresses = watch::Receiver<Arc<Vec<SocketAddr>>>;
+
+/// How long shutdown waits for open connections to finish.
+const DRAIN: Duration = Duration::from_secs(10);
+/// Deadline for a client to send a request's headers (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bound listener.
+pub struct Bound {
+    spec: ListenerSpec,
+    listener: std::net::TcpListener,
+}
+
+impl Bound {
+    /// The name and the bound address.
+    pub fn address(&self) -> (String, SocketAddr) {
+        let addr = self.listener.local_addr().unwrap_or(self.spec.listen);
+        (self.spec.name.clone(), addr)
+    }
+}
+
+/// Binds every `[[gateway.listener]]`; errors name the file, line and key.
+pub fn bind(config: &Config) -> Result<Vec<Bound>, Vec<ConfigError>> {
+    let mut bound = Vec::new();
+    let mut errors = Vec::new();
+    for spec in &config.gateway.listeners {
+        let result = std::net::TcpListener::bind(spec.listen).and_then(|l| {
+            l.set_nonblocking(true)?;
+            Ok(l)
+        });
+        match result {
+            Ok(listener) => bound.push(Bound {
+                spec: spec.clone(),
+                listener,
+            }),
+            Err(e) => {
+                let at = KeyPath::default()
+                    .key("gateway")
+                    .key("listener")
+                    .index(spec.index)
+                    .key("listen");
+                errors.push(
+                    config
+                        .source
+                        .error(&at, format!("cannot bind {}: {e}", spec.listen)),
+                );
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(bound)
+    } else {
+        Err(errors)
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    /// Keeps static upstreams' address lists alive.
+    _static: Vec<watch::Sender<Arc<Vec<SocketAddr>>>>,
+}
+
+impl Gateway {
+    /// Serves `listeners` with the routes of `config`; `service` gives a herd service's ready
+    /// addresses and balancing.
+    pub fn start(
+        config: &Config,
+        listeners: Vec<Bound>,
+        service: impl Fn(&str) -> Option<(Addresses, Balance)>,
+    ) -> std::io::Result<Self> {
+        let mut pools = HashMap::new();
+        let mut statics = Vec::new();
+        for route in &config.gateway.routes {
+            if pools.contains_key(&route.target) {
+                continue;
+            }
+            let pool = match &route.target {
+                Target::Service(name) => {
+                    let (addrs, balance) = service(name).ok_or_else(|| {
+                        std::io::Error::other(format!("service {name:?} is not running"))
+                    })?;
+                    Pool::new(format!("service {name}"), addrs, balance)
+                }
+                Target::Upstream(name) => {
+                    let u = config
+                        .gateway
+                        .upstreams
+                        .iter()
+                        .find(|u| &u.name == name)
+                        .ok_or_else(|| std::io::Error::other(format!("no upstream {name:?}")))?;
+                    let (tx, rx) = watch::channel(Arc::new(u.endpoints.clone()));
+                    statics.push(tx);
+                    Pool::new(format!("upstream {name}"), rx, u.balance)
+                }
+            };
+            pools.insert(route.target.clone(), Arc::new(pool));
+        }
+        let proxy = Arc::new(proxy::Proxy::new(
+            RouteTable::new(&config.gateway.routes),
+            pools,
+        ));
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        for b in listeners {
+            let (name, addr) = b.address();
+            tracing::info!("gateway listener {name} on {addr}");
+            let listener = TcpListener::from_std(b.listener)?;
+            tasks.spawn(serve(
+                listener,
+                name.into(),
+                proxy.clone(),
+                stop.clone(),
+                tasks.clone(),
+            ));
+        }
+        Ok(Self {
+            stop,
+            tasks,
+            _static: statics,
+        })
+    }
+
+    /// Stops accepting, lets open connections finish (up to a bound), and returns.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(DRAIN + Duration::from_secs(1), self.tasks.wait()).await;
+    }
+}
+
+/// Accepts on one listener until `stop`, then drains its connections.
+async fn serve(
+    listener: TcpListener,
+    name: Arc<str>,
+    proxy: Arc<proxy::Proxy>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("gateway accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let name = name.clone();
+        let svc = service_fn(move |req| proxy.clone().handle(name.clone(), peer, req));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tasks.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("gateway connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+}

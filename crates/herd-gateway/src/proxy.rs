@@ -1,0 +1,288 @@
+//! Forwarding one request: route, choose an endpoint, pass it on with trace context, answer.
+//!
+//! Hop-by-hop headers are removed both ways; `x-request-id`, `traceparent`, `x-forwarded-for`
+//! and `x-forwarded-proto` are set upstream. A request without a body is sent as an empty body,
+//! so when an endpoint refuses the connection (an instance that just stopped), it is sent again
+//! to another endpoint: nothing reached the first one, whatever the method. A request with a
+//! body is sent once. Failures are answered with a short JSON body naming the upstream: 404 no
+//! route, 503 no endpoint, 502 upstream failure, 504 timeout.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use herd_config::Target;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::balance::Pool;
+use crate::route::RouteTable;
+use crate::trace::TraceContext;
+
+/// What goes upstream: the client's body, or an empty one that can be sent again.
+pub type UpBody = Either<Incoming, Empty<Bytes>>;
+/// What goes back to the client: the upstream's body, or herd's own answer.
+pub type DownBody = Either<Incoming, Full<Bytes>>;
+
+/// Endpoints tried for a request whose body allows it, before answering 502.
+const MAX_CONNECT_TRIES: usize = 3;
+
+/// The request path's shared state.
+pub struct Proxy {
+    routes: RouteTable,
+    pools: HashMap<Target, Arc<Pool>>,
+    client: Client<HttpConnector, UpBody>,
+}
+
+/// Headers that describe one connection, never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// herd's own answer: `{"error": ..., "upstream": ...}`.
+fn answer(
+    status: StatusCode,
+    error: &str,
+    upstream: Option<&str>,
+    request_id: &str,
+) -> Response<DownBody> {
+    let body = serde_json::json!({ "error": error, "upstream": upstream, "requestId": request_id });
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        r.headers_mut().insert("x-request-id", v);
+    }
+    r
+}
+
+/// What the access log records about one request.
+struct Outcome<'a> {
+    route: Option<usize>,
+    upstream: Option<&'a str>,
+    endpoint: Option<SocketAddr>,
+    tries: usize,
+}
+
+impl Proxy {
+    /// A proxy over `routes` and the `pools` their targets name.
+    pub fn new(routes: RouteTable, pools: HashMap<Target, Arc<Pool>>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(connector);
+        Self {
+            routes,
+            pools,
+            client,
+        }
+    }
+
+    /// Handles one request that arrived on `listener` from `peer`.
+    pub async fn handle(
+        self: Arc<Self>,
+        listener: Arc<str>,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Result<Response<DownBody>, Infallible> {
+        let started = Instant::now();
+        let trace = TraceContext::from_headers(req.headers());
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let mut outcome = Outcome {
+            route: None,
+            upstream: None,
+            endpoint: None,
+            tries: 0,
+        };
+        let response = self
+            .forward(&listener, peer, req, &trace, &mut outcome)
+            .await;
+        let mut response = response;
+        strip_hop_by_hop(response.headers_mut());
+        if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
+            response.headers_mut().insert("x-request-id", v);
+        }
+        let line = serde_json::json!({
+            "traceId": trace.trace_id,
+            "requestId": trace.request_id,
+            "listener": &*listener,
+            "method": method.as_str(),
+            "path": path,
+            "route": outcome.route,
+            "upstream": outcome.upstream,
+            "endpoint": outcome.endpoint.map(|e| e.to_string()),
+            "status": response.status().as_u16(),
+            "latencyMs": started.elapsed().as_secs_f64() * 1000.0,
+            "tries": outcome.tries,
+        });
+        tracing::info!(target: "herd::access", "{line}");
+        Ok(response)
+    }
+
+    async fn forward<'a>(
+        &'a self,
+        listener: &str,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+        trace: &TraceContext,
+        outcome: &mut Outcome<'a>,
+    ) -> Response<DownBody> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let Some(route) = self
+            .routes
+            .find(listener, host, req.uri().path(), req.method())
+        else {
+            return answer(StatusCode::NOT_FOUND, "no route", None, &trace.request_id);
+        };
+        outcome.route = Some(route.index);
+        let pool = self
+            .pools
+            .get(&route.target)
+            .expect("a pool per route target");
+        outcome.upstream = Some(&pool.name);
+
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(v) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            // HTTP/2 clients send the host as :authority; HTTP/1.1 upstreams need the header.
+            parts.headers.insert(header::HOST, v);
+        }
+        let h = &mut parts.headers;
+        h.insert(
+            "traceparent",
+            HeaderValue::from_str(&trace.child_traceparent()).expect("ascii"),
+        );
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_str(&trace.request_id).expect("checked ascii"),
+        );
+        let forwarded = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {}", peer.ip()),
+            None => peer.ip().to_string(),
+        };
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(&forwarded).expect("ascii"),
+        );
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.as_str().to_string());
+        let mut body = if body.is_end_stream() {
+            None
+        } else {
+            Some(body)
+        };
+
+        let deadline = tokio::time::Instant::now() + route.timeout;
+        let mut tried = Vec::new();
+        loop {
+            let Some(pick) = pool.pick(&tried) else {
+                let error = if tried.is_empty() {
+                    "no ready endpoint"
+                } else {
+                    "every endpoint refused the connection"
+                };
+                let status = if tried.is_empty() {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                return answer(status, error, Some(&pool.name), &trace.request_id);
+            };
+            tried.push(pick.addr);
+            outcome.tries = tried.len();
+            outcome.endpoint = Some(pick.addr);
+            let uri: Uri = format!("http://{}{}", pick.addr, path_and_query)
+                .parse()
+                .expect("valid authority and path");
+            let resend = body.is_none();
+            let mut up = Request::new(match body.take() {
+                Some(b) => Either::Left(b),
+                None => Either::Right(Empty::new()),
+            });
+            *up.method_mut() = parts.method.clone();
+            *up.uri_mut() = uri;
+            *up.headers_mut() = parts.headers.clone();
+            match tokio::time::timeout_at(deadline, self.client.request(up)).await {
+                Err(_) => {
+                    return answer(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream timed out",
+                        Some(&pool.name),
+                        &trace.request_id,
+                    );
+                }
+                Ok(Ok(resp)) => {
+                    pick.observe();
+                    return resp.map(Either::Left);
+                }
+                Ok(Err(e)) if e.is_connect() && resend && tried.len() < MAX_CONNECT_TRIES => {
+                    tracing::debug!(endpoint = %pick.addr, "connect failed, trying another endpoint: {e}");
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %pool.name, endpoint = %pick.addr, "upstream failed: {e:?}");
+                    let reason = if e.is_connect() {
+                        "connection refused"
+                    } else {
+                        "upstream failed"
+                    };
+                    return answer(
+                        StatusCode::BAD_GATEWAY,
+                        reason,
+                        Some(&pool.name),
+                        &trace.request_id,
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The route table: the first `[[route]]` whose listener, host, path prefix and method all
+//! match a request decides where it goes.
+
+use std::time::Duration;
+
+use herd_config::{RouteSpec, Target};
+
+/// A route ready for matching.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Position in the file, shown in access logs as `route[N]`.
+    pub index: usize,
+    listener: Option<String>,
+    host: Option<String>,
+    prefix: String,
+    methods: Vec<http::Method>,
+    /// Destination.
+    pub target: Target,
+    /// Whole-request deadline.
+    pub timeout: Duration,
+}
+
+/// Every route, in order.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Compiles the configured routes.
+    pub fn new(specs: &[RouteSpec]) -> Self {
+        let routes = specs
+            .iter()
+            .enumerate()
+            .map(|(index, r)| Route {
+                index,
+                listener: r.listener.clone(),
+                host: r.host.clone(),
+                prefix: r.path_prefix.trim_end_matches('/').to_string(),
+                methods: r
+                    .methods
+                    .iter()
+                    .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                    .collect(),
+                target: r.target.clone(),
+                timeout: r.timeout,
+            })
+            .collect();
+        Self { routes }
+    }
+
+    /// The route for a request on `listener` with `host` (any case, port allowed), `path` and
+    /// `method`.
+    pub fn find(
+        &self,
+        listener: &str,
+        host: Option<&str>,
+        path: &str,
+        method: &http::Method,
+    ) -> Option<&Route> {
+        let host = host.map(|h| strip_port(h).to_ascii_lowercase());
+        self.routes.iter().find(|r| {
+            r.listener.as_deref().is_none_or(|l| l == listener)
+                && r.host.as_deref().is_none_or(|h| host.as_deref() == Some(h))
+                && prefix_matches(&r.prefix, path)
+                && (r.methods.is_empty() || r.methods.contains(method))
+        })
+    }
+}
+
+/// `host:port` → `host`, keeping IPv6 literals (`[::1]:80` → `[::1]`) whole.
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
+}
+
+/// Whether `path` lies under `prefix` (given without its trailing `/`) at a segment boundary.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(host: Option<&str>, prefix: &str, methods: &[&str], to: &str) -> RouteSpec {
+        RouteSpec {
+            listener: None,
+            host: host.map(String::from),
+            path_prefix: prefix.into(),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            target: Target::Service(to.into()),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn target(
+        t: &RouteTable,
+        host: Option<&str>,
+        path: &str,
+        method: http::Method,
+    ) -> Option<String> {
+        t.find("main", host, path, &method)
+            .map(|r| match &r.target {
+                Target::Service(s) | Target::Upstream(s) => s.clone(),
+            })
+    }
+
+    #[test]
+    fn first_match_wins_on_host_prefix_and_method() {
+        let t = RouteTable::new(&[
+            spec(Some("api.example.com"), "/v1", &["GET"], "api-read"),
+            spec(Some("api.example.com"), "/v1/", &[], "api"),
+            spec(None, "/", &[], "web"),
+        ]);
+        use http::Method;
+        assert_eq!(
+            target(&t, Some("API.example.com:8080"), "/v1/items", Method::GET).as_deref(),
+            Some("api-read")
+        );
+        assert_eq!(
+            target(&t, Some("api.example.com"), "/v1/items", Method::POST).as_deref(),
+            Some("api")
+        );
+        assert_eq!(
+            target(&t, Some("api.example.com"), "/v1", Method::GET).as_deref(),
+            Some("api-read")
+        );
+        assert_eq!(
+            target(&t, Some("api.example.com"), "/v10", Method::GET).as_deref(),
+            Some("web"),
+            "segment boundary"
+        );
+        assert_eq!(
+            target(&t, Some("other"), "/v1/items", Method::GET).as_deref(),
+            Some("web")
+        );
+        assert_eq!(target(&t, None, "/", Method::GET).as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn no_route_without_a_match() {
+        let t = RouteTable::new(&[spec(Some("a"), "/x", &[], "a")]);
+        assert!(
+            t.find("main", Some("a"), "/y", &http::Method::GET)
+                .is_none()
+        );
+        assert!(
+            t.find("main", Some("b"), "/x", &http::Method::GET)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("a.b:80"), "a.b");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("a.b"), "a.b");
+    }
+}

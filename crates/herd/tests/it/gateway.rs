@@ -1,0 +1,183 @@
+//! The gateway in front of herd services and static upstreams: balancing, trace context,
+//! failures answered with JSON, and reloads behind it without failed requests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::util::{Client, Herd, get, wait_for};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Three `port = "auto"` hello instances behind a gateway listener; returns the herd and the
+/// gateway's address.
+fn gateway(delay_ms: u64, extra: &str) -> (Herd, std::net::SocketAddr) {
+    let port = free_port();
+    let herd = Herd::start(&format!(
+        r#"
+[[service]]
+name = "api"
+command = ["{{hello}}"]
+instances = 3
+port = "auto"
+ready = {{ mode = "http" }}
+env = {{ HELLO_DELAY_MS = "{delay_ms}", HELLO_DRAIN_MS = "200" }}
+
+[[gateway.listener]]
+name = "main"
+listen = "127.0.0.1:{port}"
+
+[[route]]
+host = "refused.test"
+upstream = "nowhere"
+
+[[route]]
+path_prefix = "/api"
+service = "api"
+timeout = "300ms"
+
+[[upstream]]
+name = "nowhere"
+endpoints = ["127.0.0.1:1"]
+{extra}
+"#
+    ));
+    (herd, ([127, 0, 0, 1], port).into())
+}
+
+#[test]
+fn round_robin_spreads_requests_evenly_over_ready_instances() {
+    let (_herd, addr) = gateway(0, "");
+    let mut counts: HashMap<u64, usize> = HashMap::new();
+    for _ in 0..30 {
+        let r = get(addr, "/api/hello").unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        *counts
+            .entry(r.json()["worker"].as_u64().unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(counts, HashMap::from([(0, 10), (1, 10), (2, 10)]));
+}
+
+#[test]
+fn trace_context_is_kept_or_created_and_returned() {
+    let (_herd, addr) = gateway(0, "");
+    let mut c = Client::new(addr);
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = c.get("/api", &[("traceparent", tp)]).unwrap();
+    assert_eq!(r.json()["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        r.header("x-request-id"),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+
+    let r = c.get("/api", &[]).unwrap();
+    let trace = r.json()["traceId"].as_str().unwrap().to_string();
+    assert_eq!(trace.len(), 32);
+    assert!(trace.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(r.header("x-request-id"), Some(trace.as_str()));
+
+    let r = c.get("/api", &[("x-request-id", "order-42")]).unwrap();
+    assert_eq!(r.header("x-request-id"), Some("order-42"));
+}
+
+#[test]
+fn failures_are_answered_with_json_naming_the_upstream() {
+    let (_herd, addr) = gateway(1000, "");
+    let mut c = Client::new(addr);
+    let r = c.get("/elsewhere", &[]).unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "no route");
+
+    let r = c.get("/", &[("Host", "refused.test")]).unwrap();
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["upstream"], "upstream nowhere");
+
+    let r = get(addr, "/api/slow").unwrap();
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(r.json()["error"], "upstream timed out");
+    assert_eq!(r.json()["upstream"], "service api");
+}
+
+#[test]
+fn a_rolling_reload_behind_the_gateway_fails_no_request() {
+    let (herd, addr) = gateway(2, "");
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, ok) = (stop.clone(), ok.clone());
+            std::thread::spawn(move || {
+                let mut errors = Vec::new();
+                let mut c = Client::new(addr);
+                while !stop.load(Ordering::Relaxed) {
+                    match c.get("/api", &[]) {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) => errors.push(format!("{} {}", r.status, r.body)),
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    wait_for("load through the gateway", Duration::from_secs(5), || {
+        (ok.load(Ordering::Relaxed) > 200).then_some(())
+    });
+    let before = herd.pids("api");
+    let out = herd.cli(&["reload", "api"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after_reload = ok.load(Ordering::Relaxed);
+    wait_for("load after the reload", Duration::from_secs(10), || {
+        (ok.load(Ordering::Relaxed) > after_reload + 200).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    let errors: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(errors.is_empty(), "failed requests: {errors:?}");
+    assert!(herd.pids("api").iter().all(|p| !before.contains(p)));
+}
+
+#[test]
+fn routes_to_unknown_targets_and_taken_listener_ports_are_config_errors() {
+    let herd = Herd::prepare(
+        "[[gateway.listener]]\nname = \"main\"\nlisten = \"127.0.0.1:0\"\n\n[[route]]\nservice = \"ghost\"\n",
+    );
+    let out = herd.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":6: route[0].service: no [[service]] named \"ghost\""),
+        "{err}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let herd = Herd::prepare(&format!(
+        "[[gateway.listener]]\nname = \"main\"\nlisten = \"{addr}\"\n"
+    ));
+    let out = herd.cli(&["up"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            ":3: gateway.listener[0].listen: cannot bind {addr}"
+        )),
+        "{err}"
+    );
+}
