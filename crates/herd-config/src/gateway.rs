@@ -4,13 +4,88 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::model::{GatewaySpec, ListenerSpec, RouteSpec, ServiceSpec, Target, UpstreamSpec};
-use crate::raw::{RawGateway, RawRoute, RawUpstream};
+use crate::model::{
+    Backoff, BreakerConfig, GatewaySpec, ListenerSpec, RetrySpec, RouteSpec, ServiceSpec, Target,
+    Trip, UpstreamSpec,
+};
+use crate::raw::{RawBreaker, RawGateway, RawRetry, RawRoute, RawUpstream};
 use crate::source::KeyPath;
 use crate::validate::Checker;
 
 fn root(key: &str, index: usize) -> KeyPath {
     KeyPath::default().key(key).index(index)
+}
+
+/// A per-endpoint breaker table (`breaker = { ... }` on an upstream or a service).
+pub(crate) fn breaker(
+    c: &mut Checker<'_>,
+    at: &KeyPath,
+    raw: Option<&RawBreaker>,
+) -> BreakerConfig {
+    let d = BreakerConfig::default();
+    let Some(raw) = raw else {
+        return d;
+    };
+    let trip = match raw.trip.as_deref().map(Trip::parse) {
+        None => d.trip.clone(),
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            c.err(&at.key("trip"), e.to_string());
+            d.trip.clone()
+        }
+    };
+    let max_requests = raw.max_requests.unwrap_or(d.max_requests);
+    if max_requests == 0 {
+        c.err(&at.key("maxRequests"), "must be at least 1");
+    }
+    BreakerConfig {
+        trip,
+        timeout: c.duration(&at.key("timeout"), raw.timeout.as_deref(), d.timeout),
+        interval: c.duration(&at.key("interval"), raw.interval.as_deref(), d.interval),
+        max_requests: max_requests.max(1),
+    }
+}
+
+fn retry(c: &mut Checker<'_>, at: &KeyPath, raw: Option<&RawRetry>) -> RetrySpec {
+    let d = RetrySpec::default();
+    let Some(raw) = raw else {
+        return d;
+    };
+    let (d_initial, d_max) = match d.backoff {
+        Backoff::Exponential { initial, max } => (initial, max),
+        Backoff::Constant(x) => (x, x),
+    };
+    let duration = c.duration(&at.key("duration"), raw.duration.as_deref(), d_initial);
+    let backoff = match raw.policy.as_deref() {
+        None | Some("exponential") => Backoff::Exponential {
+            initial: duration,
+            max: c.duration(&at.key("maxInterval"), raw.max_interval.as_deref(), d_max),
+        },
+        Some("constant") => Backoff::Constant(duration),
+        Some(other) => {
+            c.err(
+                &at.key("policy"),
+                format!("unknown retry policy {other:?}: use \"constant\" or \"exponential\""),
+            );
+            d.backoff
+        }
+    };
+    let max_retries = match raw.max_retries {
+        None => d.max_retries,
+        Some(-1) => None,
+        Some(n) if (0..=100).contains(&n) => Some(n as u32),
+        Some(n) => {
+            c.err(
+                &at.key("maxRetries"),
+                format!("must be -1 (unlimited) or 0 to 100, got {n}"),
+            );
+            d.max_retries
+        }
+    };
+    RetrySpec {
+        max_retries,
+        backoff,
+    }
 }
 
 /// Checks the gateway tables; problems are pushed onto `c`.
@@ -63,10 +138,12 @@ pub(crate) fn check(
             .filter_map(|(i, e)| c.address(&at.key("endpoints").index(i), e))
             .collect();
         let balance = c.balance(&at.key("balance"), u.balance.as_deref());
+        let breaker = breaker(c, &at.key("breaker"), u.breaker.as_ref());
         spec.upstreams.push(UpstreamSpec {
             name: u.name,
             endpoints,
             balance,
+            breaker,
         });
     }
 
@@ -130,6 +207,7 @@ pub(crate) fn check(
             r.timeout.as_deref(),
             Duration::from_secs(30),
         );
+        let retry = retry(c, &at.key("retries"), r.retries.as_ref());
         spec.routes.push(RouteSpec {
             listener: r.listener,
             host: r.host.map(|h| h.to_ascii_lowercase()),
@@ -137,6 +215,8 @@ pub(crate) fn check(
             methods,
             target,
             timeout,
+            retry,
+            retryable: r.retryable.unwrap_or(false),
         });
     }
     if !spec.routes.is_empty() && declared_listeners == 0 {

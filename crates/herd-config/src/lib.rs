@@ -15,8 +15,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use model::{
-    Balance, Config, GatewaySpec, ListenerSpec, LogSettings, Readiness, ReadyMode, RestartPolicy,
-    RouteSpec, ServiceSpec, Target, UpstreamSpec,
+    Backoff, Balance, BreakerConfig, Config, GatewaySpec, ListenerSpec, LogSettings, Readiness,
+    ReadyMode, RestartPolicy, RetrySpec, RouteSpec, ServiceSpec, Target, Trip, UpstreamSpec,
 };
 pub use source::{ConfigError, ConfigErrors, KeyPath, Source};
 

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use herd_resilience::{Backoff, BreakerConfig, Trip};
+
 use crate::source::Source;
 
 /// A loaded and validated `herd.toml`.
@@ -73,10 +75,35 @@ pub struct RouteSpec {
     pub target: Target,
     /// Whole-request deadline.
     pub timeout: Duration,
+    /// Retry policy.
+    pub retry: RetrySpec,
+    /// Whether non-idempotent methods may be retried.
+    pub retryable: bool,
+}
+
+/// Retries for a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrySpec {
+    /// Retries per request; `None` is unlimited (bounded by the budget).
+    pub max_retries: Option<u32>,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            max_retries: Some(2),
+            backoff: Backoff::Exponential {
+                initial: Duration::from_millis(25),
+                max: Duration::from_millis(250),
+            },
+        }
+    }
 }
 
 /// A group of remote endpoints.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSpec {
     /// Name.
     pub name: String,
@@ -84,6 +111,8 @@ pub struct UpstreamSpec {
     pub endpoints: Vec<SocketAddr>,
     /// Balancing strategy.
     pub balance: Balance,
+    /// Circuit breaker per endpoint.
+    pub breaker: BreakerConfig,
 }
 
 /// Load-balancing strategies.
@@ -131,6 +160,8 @@ pub struct ServiceSpec {
     pub own_port: bool,
     /// How the gateway balances over the instances.
     pub balance: Balance,
+    /// Circuit breaker per instance, for the gateway.
+    pub breaker: BreakerConfig,
     /// Absolute working directory.
     pub cwd: PathBuf,
     /// Extra environment for the instances.

@@ -72,6 +72,43 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     /// Whole-request deadline, answered 504 when passed. Default: `"30s"`.
     pub timeout: Option<String>,
+    /// Retries after a refused connection, a 502/503/504 or a reset, for requests without a body
+    /// and with an idempotent method (or any method when `retryable = true`).
+    pub retries: Option<RawRetry>,
+    /// Retry non-idempotent methods too (POST, PATCH). Default: false.
+    pub retryable: Option<bool>,
+}
+
+/// Retries, with the keys of Dapr's resiliency spec.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// `"constant"` or `"exponential"` (default).
+    pub policy: Option<String>,
+    /// Constant: the delay. Exponential: the first step. Default: `"25ms"`.
+    pub duration: Option<String>,
+    /// Exponential: the largest step. Default: `"250ms"`.
+    #[serde(rename = "maxInterval")]
+    pub max_interval: Option<String>,
+    /// Retries per request; -1 for no limit but the retry budget. Default: 2.
+    #[serde(rename = "maxRetries")]
+    pub max_retries: Option<i64>,
+}
+
+/// A per-endpoint circuit breaker, with the keys of Dapr's resiliency spec.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// When to open, e.g. `"consecutiveFailures >= 5"` or
+    /// `"requests >= 20 && failureRate > 0.5"`. Default: `"consecutiveFailures >= 5"`.
+    pub trip: Option<String>,
+    /// How long an open breaker refuses calls. Default: `"5s"`.
+    pub timeout: Option<String>,
+    /// Trial calls when half-open, and successes needed to close. Default: 1.
+    #[serde(rename = "maxRequests")]
+    pub max_requests: Option<u32>,
+    /// Window after which the closed state's counts start over; `"0s"` never. Default: `"0s"`.
+    pub interval: Option<String>,
 }
 
 /// `[[upstream]]`: remote endpoints.
@@ -84,6 +121,8 @@ pub struct RawUpstream {
     pub endpoints: Vec<String>,
     /// `"round_robin"` (default), `"least_request"` or `"p2c_ewma"`.
     pub balance: Option<String>,
+    /// Circuit breaker per endpoint.
+    pub breaker: Option<RawBreaker>,
 }
 
 /// `[logs]`: rotation of the per-service log files under `<data_dir>/logs/`.
@@ -112,6 +151,8 @@ pub struct RawService {
     pub listen: Option<String>,
     /// How the gateway balances over this service's instances (see `[[upstream]]`).
     pub balance: Option<String>,
+    /// Circuit breaker per instance, for the gateway (see `[[upstream]]`).
+    pub breaker: Option<RawBreaker>,
     /// `"auto"`: for apps that can only bind a port of their own. Each instance gets a free
     /// loopback port in `PORT` and binds it itself (no shared socket); `herd ls` shows it, and
     /// the gateway balances over these ports. Excludes `listen`.

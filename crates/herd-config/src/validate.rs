@@ -162,6 +162,7 @@ impl Checker<'_> {
             .as_deref()
             .and_then(|text| self.address(&at.key("listen"), text));
         let balance = self.balance(&at.key("balance"), raw.balance.as_deref());
+        let breaker = crate::gateway::breaker(self, &at.key("breaker"), raw.breaker.as_ref());
 
         let r = &raw.restart;
         let rp = at.key("restart");
@@ -270,6 +271,7 @@ impl Checker<'_> {
             listen,
             own_port,
             balance,
+            breaker,
             cwd,
             env: raw.env,
             restart,

@@ -7,6 +7,9 @@
 //! Finagle and linkerd), so an endpoint that turns slow is avoided immediately. The p2c cost is
 //! latency × (in flight + 1); an endpoint without samples costs nothing, which sends it a probe.
 //! The statistics map is behind a std mutex held for a lookup, never across an `.await`.
+//!
+//! Every endpoint also has a circuit breaker (`herd-resilience`): an open breaker takes its
+//! endpoint out of the choice until it is half-open, which is passive outlier ejection.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,17 +17,27 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use herd_config::Balance;
+use herd_config::{Balance, BreakerConfig};
+use herd_resilience::{BreakerState, CircuitBreaker, Permit};
 use tokio::sync::watch;
 
-/// Per-endpoint statistics.
-#[derive(Debug, Default)]
+/// Per-endpoint statistics and breaker.
+#[derive(Debug)]
 pub struct EndpointStats {
     in_flight: AtomicU32,
     ewma_us: AtomicU64,
+    breaker: CircuitBreaker,
 }
 
 impl EndpointStats {
+    fn new(breaker: &BreakerConfig) -> Self {
+        Self {
+            in_flight: AtomicU32::new(0),
+            ewma_us: AtomicU64::new(0),
+            breaker: CircuitBreaker::new(breaker.clone()),
+        }
+    }
+
     fn cost(&self) -> u64 {
         let load = u64::from(self.in_flight.load(Ordering::Relaxed)) + 1;
         self.ewma_us.load(Ordering::Relaxed).saturating_mul(load)
@@ -48,24 +61,48 @@ pub struct Pool {
     pub name: String,
     endpoints: watch::Receiver<Arc<Vec<SocketAddr>>>,
     strategy: Balance,
+    breaker: BreakerConfig,
     next: AtomicUsize,
     stats: Mutex<HashMap<SocketAddr, Arc<EndpointStats>>>,
 }
 
-/// A chosen endpoint; dropping it ends the request's accounting.
+/// Why no endpoint was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoEndpoint {
+    /// The pool has no addresses (no ready instance).
+    Empty,
+    /// Every address was excluded (already tried).
+    AllTried,
+    /// Every remaining endpoint's breaker is open.
+    BreakersOpen,
+}
+
+/// A chosen endpoint; report the outcome with [`Pick::succeeded`] or [`Pick::failed`].
+/// Dropping it ends the request's accounting.
 #[derive(Debug)]
 pub struct Pick {
     /// The address.
     pub addr: SocketAddr,
     stats: Arc<EndpointStats>,
+    permit: Option<Permit>,
     started: Instant,
 }
 
 impl Pick {
-    /// Records the request's latency (call when the response head arrived).
-    pub fn observe(&self) {
+    /// The call succeeded: records its latency and tells the breaker.
+    pub fn succeeded(mut self) {
         self.stats
             .observe(self.started.elapsed().as_micros().min(u64::MAX as u128) as u64);
+        if let Some(p) = self.permit.take() {
+            p.success();
+        }
+    }
+
+    /// The call failed: tells the breaker.
+    pub fn failed(mut self) {
+        if let Some(p) = self.permit.take() {
+            p.failure();
+        }
     }
 }
 
@@ -76,16 +113,18 @@ impl Drop for Pick {
 }
 
 impl Pool {
-    /// A pool over the addresses in `endpoints`.
+    /// A pool over the addresses in `endpoints`, each guarded by a breaker set up as `breaker`.
     pub fn new(
         name: String,
         endpoints: watch::Receiver<Arc<Vec<SocketAddr>>>,
         strategy: Balance,
+        breaker: BreakerConfig,
     ) -> Self {
         Self {
             name,
             endpoints,
             strategy,
+            breaker,
             next: AtomicUsize::new(0),
             stats: Mutex::new(HashMap::new()),
         }
@@ -103,25 +142,83 @@ impl Pool {
         }
         addrs
             .iter()
-            .map(|a| map.entry(*a).or_default().clone())
+            .map(|a| {
+                map.entry(*a)
+                    .or_insert_with(|| Arc::new(EndpointStats::new(&self.breaker)))
+                    .clone()
+            })
             .collect()
     }
 
-    /// Chooses an endpoint other than those in `exclude` (already tried), or `None` when none
-    /// is left.
-    pub fn pick(&self, exclude: &[SocketAddr]) -> Option<Pick> {
+    /// Chooses an endpoint other than those in `exclude` (already tried) whose breaker lets a
+    /// call through.
+    pub fn pick(&self, exclude: &[SocketAddr]) -> Result<Pick, NoEndpoint> {
         let all = self.addresses();
-        let candidates: Vec<SocketAddr> = all
+        if all.is_empty() {
+            return Err(NoEndpoint::Empty);
+        }
+        let mut candidates: Vec<SocketAddr> = all
             .iter()
             .copied()
             .filter(|a| !exclude.contains(a))
             .collect();
         if candidates.is_empty() {
-            return None;
+            return Err(NoEndpoint::AllTried);
         }
-        let stats = self.stats_of(&candidates);
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        let i = match self.strategy {
+        let mut stats = self.stats_of(&candidates);
+        loop {
+            let open: Vec<bool> = stats
+                .iter()
+                .map(|s| s.breaker.state() == BreakerState::Open)
+                .collect();
+            let mut k = 0;
+            candidates.retain(|_| {
+                k += 1;
+                !open[k - 1]
+            });
+            let mut k = 0;
+            stats.retain(|_| {
+                k += 1;
+                !open[k - 1]
+            });
+            if candidates.is_empty() {
+                return Err(NoEndpoint::BreakersOpen);
+            }
+            let i = self.choose(&candidates, &stats, exclude.is_empty());
+            match stats[i].breaker.acquire() {
+                Ok(permit) => {
+                    let chosen = stats[i].clone();
+                    chosen.in_flight.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Pick {
+                        addr: candidates[i],
+                        stats: chosen,
+                        permit: Some(permit),
+                        started: Instant::now(),
+                    });
+                }
+                Err(_) => {
+                    // Half-open with its trial calls taken: leave it out this time.
+                    candidates.remove(i);
+                    stats.remove(i);
+                }
+            }
+        }
+    }
+
+    /// Index of the candidate to use. Only a request's first attempt advances the rotation, so
+    /// retries do not shift the turn of the requests that follow.
+    fn choose(
+        &self,
+        candidates: &[SocketAddr],
+        stats: &[Arc<EndpointStats>],
+        first: bool,
+    ) -> usize {
+        let turn = if first {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.next.load(Ordering::Relaxed)
+        };
+        match self.strategy {
             Balance::RoundRobin => turn % candidates.len(),
             Balance::LeastRequest => {
                 // Start the scan at the turn so ties rotate instead of piling on the first.
@@ -144,14 +241,7 @@ impl Pool {
                     a
                 }
             }
-        };
-        let chosen = stats[i].clone();
-        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(Pick {
-            addr: candidates[i],
-            stats: chosen,
-            started: Instant::now(),
-        })
+        }
     }
 }
 
@@ -164,7 +254,11 @@ mod tests {
             .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
             .collect();
         let (tx, rx) = watch::channel(Arc::new(addrs));
-        (tx, Pool::new("test".into(), rx, strategy))
+        let breaker = BreakerConfig {
+            trip: herd_config::Trip::consecutive_failures(2),
+            ..BreakerConfig::default()
+        };
+        (tx, Pool::new("test".into(), rx, strategy, breaker))
     }
 
     #[test]
@@ -182,7 +276,7 @@ mod tests {
             .unwrap();
         assert_eq!(p.pick(&[]).unwrap().addr.port(), 9100);
         tx.send(Arc::new(vec![])).unwrap();
-        assert!(p.pick(&[]).is_none());
+        assert_eq!(p.pick(&[]).unwrap_err(), NoEndpoint::Empty);
     }
 
     #[test]
@@ -193,7 +287,7 @@ mod tests {
             assert_ne!(p.pick(&[first]).unwrap().addr, first);
         }
         let second = p.pick(&[first]).unwrap().addr;
-        assert!(p.pick(&[first, second]).is_none());
+        assert_eq!(p.pick(&[first, second]).unwrap_err(), NoEndpoint::AllTried);
     }
 
     #[test]
@@ -220,9 +314,29 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_endpoint_whose_breaker_opened_is_left_out_until_half_open() {
+        let (_tx, p) = pool(2, Balance::RoundRobin);
+        let bad = p.pick(&[]).unwrap().addr;
+        for _ in 0..2 {
+            p.pick(&[p.addresses().iter().copied().find(|a| *a != bad).unwrap()])
+                .unwrap()
+                .failed();
+        }
+        for _ in 0..6 {
+            assert_ne!(p.pick(&[]).unwrap().addr, bad);
+        }
+        let good = p.pick(&[]).unwrap().addr;
+        assert_eq!(p.pick(&[good]).unwrap_err(), NoEndpoint::BreakersOpen);
+        tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        // Half-open: one trial call goes to it, and its success closes the breaker.
+        p.pick(&[good]).unwrap().succeeded();
+        assert_eq!(p.pick(&[good]).unwrap().addr, bad);
+    }
+
     #[test]
     fn peak_ewma_jumps_up_and_decays_down() {
-        let s = EndpointStats::default();
+        let s = EndpointStats::new(&BreakerConfig::default());
         s.observe(1000);
         assert_eq!(s.ewma_us.load(Ordering::Relaxed), 1000);
         s.observe(200);

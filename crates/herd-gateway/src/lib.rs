@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_config::{Balance, Config, ConfigError, KeyPath, ListenerSpec, Target};
+use herd_config::{Balance, BreakerConfig, Config, ConfigError, KeyPath, ListenerSpec, Target};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -104,11 +104,11 @@ pub struct Gateway {
 
 impl Gateway {
     /// Serves `listeners` with the routes of `config`; `service` gives a herd service's ready
-    /// addresses and balancing.
+    /// addresses, balancing and breaker settings.
     pub fn start(
         config: &Config,
         listeners: Vec<Bound>,
-        service: impl Fn(&str) -> Option<(Addresses, Balance)>,
+        service: impl Fn(&str) -> Option<(Addresses, Balance, BreakerConfig)>,
     ) -> std::io::Result<Self> {
         let mut pools = HashMap::new();
         let mut statics = Vec::new();
@@ -118,10 +118,10 @@ impl Gateway {
             }
             let pool = match &route.target {
                 Target::Service(name) => {
-                    let (addrs, balance) = service(name).ok_or_else(|| {
+                    let (addrs, balance, breaker) = service(name).ok_or_else(|| {
                         std::io::Error::other(format!("service {name:?} is not running"))
                     })?;
-                    Pool::new(format!("service {name}"), addrs, balance)
+                    Pool::new(format!("service {name}"), addrs, balance, breaker)
                 }
                 Target::Upstream(name) => {
                     let u = config
@@ -132,7 +132,7 @@ impl Gateway {
                         .ok_or_else(|| std::io::Error::other(format!("no upstream {name:?}")))?;
                     let (tx, rx) = watch::channel(Arc::new(u.endpoints.clone()));
                     statics.push(tx);
-                    Pool::new(format!("upstream {name}"), rx, u.balance)
+                    Pool::new(format!("upstream {name}"), rx, u.balance, u.breaker.clone())
                 }
             };
             pools.insert(route.target.clone(), Arc::new(pool));

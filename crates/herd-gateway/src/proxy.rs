@@ -3,8 +3,10 @@
 //! Hop-by-hop headers are removed both ways; `x-request-id`, `traceparent`, `x-forwarded-for`
 //! and `x-forwarded-proto` are set upstream. A request without a body is sent as an empty body,
 //! so when an endpoint refuses the connection (an instance that just stopped), it is sent again
-//! to another endpoint: nothing reached the first one, whatever the method. A request with a
-//! body is sent once. Failures are answered with a short JSON body naming the upstream: 404 no
+//! to another endpoint: nothing reached the first one, whatever the method. A bodyless request
+//! with an idempotent method (or on a `retryable` route) is also retried after a 502/503/504 or a
+//! reset, with the route's backoff, up to `maxRetries` and within the route's retry budget. A
+//! request with a body is sent once. Every attempt's outcome feeds the endpoint's breaker. Failures are answered with a short JSON body naming the upstream: 404 no
 //! route, 503 no endpoint, 502 upstream failure, 504 timeout.
 
 use std::collections::HashMap;
@@ -21,8 +23,9 @@ use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use tower::retry::budget::Budget;
 
-use crate::balance::Pool;
+use crate::balance::{NoEndpoint, Pool};
 use crate::route::RouteTable;
 use crate::trace::TraceContext;
 
@@ -88,6 +91,49 @@ fn answer(
         r.headers_mut().insert("x-request-id", v);
     }
     r
+}
+
+/// Methods that may be sent again without changing the outcome (RFC 9110 §9.2.2).
+fn idempotent(m: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(m)
+}
+
+/// The answer when no endpoint can take the request.
+fn no_endpoint(why: NoEndpoint, pool: &Pool, request_id: &str) -> Response<DownBody> {
+    match why {
+        NoEndpoint::Empty => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no ready endpoint",
+            Some(&pool.name),
+            request_id,
+        ),
+        NoEndpoint::BreakersOpen => {
+            let mut r = answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "every endpoint's circuit breaker is open",
+                Some(&pool.name),
+                request_id,
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        NoEndpoint::AllTried => answer(
+            StatusCode::BAD_GATEWAY,
+            "every endpoint refused the connection",
+            Some(&pool.name),
+            request_id,
+        ),
+    }
 }
 
 /// What the access log records about one request.
@@ -222,20 +268,22 @@ impl Proxy {
         };
 
         let deadline = tokio::time::Instant::now() + route.timeout;
+        route.budget.deposit();
+        // Only a request whose body herd never streamed can be sent again; and beyond a refused
+        // connection (which reached nobody) only if its method is idempotent or the route says so.
+        let replayable = body.is_none();
+        let may_retry = replayable && (idempotent(&parts.method) || route.retryable);
         let mut tried = Vec::new();
+        let mut retries = 0u32;
         loop {
-            let Some(pick) = pool.pick(&tried) else {
-                let error = if tried.is_empty() {
-                    "no ready endpoint"
-                } else {
-                    "every endpoint refused the connection"
-                };
-                let status = if tried.is_empty() {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::BAD_GATEWAY
-                };
-                return answer(status, error, Some(&pool.name), &trace.request_id);
+            let pick = match pool.pick(&tried) {
+                Ok(p) => p,
+                // Everything tried once: a retry may go back to an endpoint already used.
+                Err(NoEndpoint::AllTried) => match pool.pick(&[]) {
+                    Ok(p) => p,
+                    Err(e) => return no_endpoint(e, pool, &trace.request_id),
+                },
+                Err(e) => return no_endpoint(e, pool, &trace.request_id),
             };
             tried.push(pick.addr);
             outcome.tries = tried.len();
@@ -243,7 +291,6 @@ impl Proxy {
             let uri: Uri = format!("http://{}{}", pick.addr, path_and_query)
                 .parse()
                 .expect("valid authority and path");
-            let resend = body.is_none();
             let mut up = Request::new(match body.take() {
                 Some(b) => Either::Left(b),
                 None => Either::Right(Empty::new()),
@@ -251,8 +298,16 @@ impl Proxy {
             *up.method_mut() = parts.method.clone();
             *up.uri_mut() = uri;
             *up.headers_mut() = parts.headers.clone();
-            match tokio::time::timeout_at(deadline, self.client.request(up)).await {
+
+            let result = tokio::time::timeout_at(deadline, self.client.request(up)).await;
+            let retry_allowed = |retries: u32| {
+                may_retry
+                    && route.retry.max_retries.is_none_or(|max| retries < max)
+                    && tokio::time::Instant::now() < deadline
+            };
+            match result {
                 Err(_) => {
+                    pick.failed();
                     return answer(
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream timed out",
@@ -260,16 +315,35 @@ impl Proxy {
                         &trace.request_id,
                     );
                 }
-                Ok(Ok(resp)) => {
-                    pick.observe();
+                Ok(Ok(resp)) if resp.status().is_server_error() => {
+                    let transient = matches!(resp.status().as_u16(), 502..=504);
+                    pick.failed();
+                    if transient && retry_allowed(retries) && route.budget.withdraw() {
+                        retries += 1;
+                        tokio::time::sleep(route.retry.backoff.delay(retries - 1, fastrand::f64()))
+                            .await;
+                        continue;
+                    }
                     return resp.map(Either::Left);
                 }
-                Ok(Err(e)) if e.is_connect() && resend && tried.len() < MAX_CONNECT_TRIES => {
+                Ok(Ok(resp)) => {
+                    pick.succeeded();
+                    return resp.map(Either::Left);
+                }
+                Ok(Err(e)) if e.is_connect() && replayable && tried.len() < MAX_CONNECT_TRIES => {
                     tracing::debug!(endpoint = %pick.addr, "connect failed, trying another endpoint: {e}");
+                    pick.failed();
                     continue;
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(upstream = %pool.name, endpoint = %pick.addr, "upstream failed: {e:?}");
+                    pick.failed();
+                    if !e.is_connect() && retry_allowed(retries) && route.budget.withdraw() {
+                        retries += 1;
+                        tokio::time::sleep(route.retry.backoff.delay(retries - 1, fastrand::f64()))
+                            .await;
+                        continue;
+                    }
+                    tracing::warn!(upstream = %pool.name, endpoint = %outcome.endpoint.map(|e| e.to_string()).unwrap_or_default(), "upstream failed: {e}");
                     let reason = if e.is_connect() {
                         "connection refused"
                     } else {

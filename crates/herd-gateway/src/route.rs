@@ -3,7 +3,16 @@
 
 use std::time::Duration;
 
-use herd_config::{RouteSpec, Target};
+use std::sync::Arc;
+
+use herd_config::{RetrySpec, RouteSpec, Target};
+use tower::retry::budget::TpsBudget;
+
+/// Retries may add this share of a route's recent requests…
+const RETRY_PERCENT: f32 = 0.2;
+/// … plus this many per second, over this window.
+const RETRY_FLOOR: u32 = 10;
+const RETRY_WINDOW: Duration = Duration::from_secs(10);
 
 /// A route ready for matching.
 #[derive(Debug, Clone)]
@@ -18,6 +27,12 @@ pub struct Route {
     pub target: Target,
     /// Whole-request deadline.
     pub timeout: Duration,
+    /// Retry policy.
+    pub retry: RetrySpec,
+    /// Whether non-idempotent methods may be retried.
+    pub retryable: bool,
+    /// The route's retry budget.
+    pub budget: Arc<TpsBudget>,
 }
 
 /// Every route, in order.
@@ -44,6 +59,9 @@ impl RouteTable {
                     .collect(),
                 target: r.target.clone(),
                 timeout: r.timeout,
+                retry: r.retry,
+                retryable: r.retryable,
+                budget: herd_resilience::retry_budget(RETRY_WINDOW, RETRY_FLOOR, RETRY_PERCENT),
             })
             .collect();
         Self { routes }
@@ -94,6 +112,8 @@ mod tests {
             methods: methods.iter().map(|m| m.to_string()).collect(),
             target: Target::Service(to.into()),
             timeout: Duration::from_secs(1),
+            retry: RetrySpec::default(),
+            retryable: false,
         }
     }
 

@@ -75,7 +75,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 
     let gateway = herd_gateway::Gateway::start(&config, gateway_sockets, |name| {
         let s = supervisor.service(name)?;
-        Some((s.endpoints(), s.spec().balance))
+        let spec = s.spec();
+        Some((s.endpoints(), spec.balance, spec.breaker.clone()))
     })?;
 
     let shutdown = CancellationToken::new();

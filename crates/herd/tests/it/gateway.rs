@@ -181,3 +181,161 @@ fn routes_to_unknown_targets_and_taken_listener_ports_are_config_errors() {
         "{err}"
     );
 }
+
+/// A hello process outside herd, on `port`, answering as worker `id`.
+fn standalone_hello(port: u16, id: usize) -> std::process::Child {
+    let child = std::process::Command::new(crate::util::hello_bin())
+        .env("PORT", port.to_string())
+        .env("HERD_INSTANCE", id.to_string())
+        .env("HELLO_DELAY_MS", "0")
+        .env_remove("LISTEN_FDS")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the standalone hello", Duration::from_secs(10), || {
+        get(([127, 0, 0, 1], port).into(), "/healthz").ok()
+    });
+    child
+}
+
+/// The access-log lines herd wrote for requests whose id starts with `prefix`.
+fn access_lines(herd: &Herd, prefix: &str) -> Vec<serde_json::Value> {
+    herd.stderr()
+        .lines()
+        .filter_map(|l| l.find('{').map(|i| &l[i..]))
+        .filter_map(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+        .filter(|v| {
+            v["requestId"]
+                .as_str()
+                .is_some_and(|id| id.starts_with(prefix))
+        })
+        .collect()
+}
+
+#[test]
+fn a_dead_upstream_endpoint_costs_no_request_and_its_breaker_takes_it_out_then_back() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut backends: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| standalone_hello(p, i))
+        .collect();
+    let gw = free_port();
+    let herd = Herd::start(&format!(
+        r#"
+[[gateway.listener]]
+name = "main"
+listen = "127.0.0.1:{gw}"
+
+[[route]]
+upstream = "backends"
+
+[[upstream]]
+name = "backends"
+endpoints = ["127.0.0.1:{}", "127.0.0.1:{}", "127.0.0.1:{}"]
+breaker = {{ trip = "consecutiveFailures >= 3", timeout = "1s" }}
+"#,
+        ports[0], ports[1], ports[2]
+    ));
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
+    let mut c = Client::new(addr);
+    for _ in 0..9 {
+        assert_eq!(c.get("/", &[]).unwrap().status, 200);
+    }
+
+    backends[2].kill().unwrap();
+    backends[2].wait().unwrap();
+    let mut failed = 0;
+    for n in 0..300 {
+        let id = format!("after-kill-{n}");
+        let r = c.get("/", &[("x-request-id", &id)]).unwrap();
+        if r.status != 200 {
+            failed += 1;
+        }
+        assert_ne!(r.json()["worker"], 2);
+    }
+    assert_eq!(failed, 0, "requests failed while an endpoint was down");
+    // The breaker opened after 3 refused connections: after that, no request needed a retry
+    // (until it half-opens a second later and one trial finds the endpoint still down).
+    let lines = wait_for("access lines", Duration::from_secs(5), || {
+        let l = access_lines(&herd, "after-kill-");
+        (l.len() == 300).then_some(l)
+    });
+    let retried = lines
+        .iter()
+        .filter(|l| l["tries"].as_u64() > Some(1))
+        .count();
+    assert!(
+        (1..=6).contains(&retried),
+        "{retried} requests needed a retry"
+    );
+
+    // Back on the same port: a half-open trial closes the breaker and it gets traffic again.
+    backends[2] = standalone_hello(ports[2], 2);
+    wait_for(
+        "the endpoint back in rotation",
+        Duration::from_secs(10),
+        || (c.get("/", &[]).unwrap().json()["worker"] == 2).then_some(()),
+    );
+    for mut b in backends {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+}
+
+#[test]
+fn idempotent_requests_answered_502_are_retried_on_another_endpoint() {
+    let hello_port = free_port();
+    let mut hello = standalone_hello(hello_port, 7);
+    let (front, back) = (free_port(), free_port());
+    let herd = Herd::start(&format!(
+        r#"
+[[gateway.listener]]
+name = "front"
+listen = "127.0.0.1:{front}"
+
+[[gateway.listener]]
+name = "back"
+listen = "127.0.0.1:{back}"
+
+# Everything on "back" fails with 502: its upstream refuses connections.
+[[route]]
+listener = "back"
+upstream = "nowhere"
+
+[[route]]
+listener = "front"
+upstream = "mixed"
+retries = {{ policy = "constant", duration = "1ms", maxRetries = 2 }}
+
+[[upstream]]
+name = "nowhere"
+endpoints = ["127.0.0.1:1"]
+
+[[upstream]]
+name = "mixed"
+endpoints = ["127.0.0.1:{back}", "127.0.0.1:{hello_port}"]
+breaker = {{ trip = "consecutiveFailures >= 1000" }}
+"#
+    ));
+    let mut c = Client::new(([127, 0, 0, 1], front).into());
+    for n in 0..20 {
+        let r = c
+            .get("/", &[("x-request-id", &format!("mixed-{n}"))])
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["worker"], 7);
+    }
+    let lines = wait_for("access lines", Duration::from_secs(5), || {
+        let l = access_lines(&herd, "mixed-");
+        (l.len() >= 20).then_some(l)
+    });
+    let front_lines: Vec<_> = lines.iter().filter(|l| l["listener"] == "front").collect();
+    let retried = front_lines.iter().filter(|l| l["tries"] == 2).count();
+    assert_eq!(
+        retried, 10,
+        "round-robin sends every other request to the failing endpoint first"
+    );
+    let _ = hello.kill();
+    let _ = hello.wait();
+}
