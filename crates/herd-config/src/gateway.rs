@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::model::{
-    Backoff, BreakerConfig, GatewaySpec, ListenerSpec, RetrySpec, RouteSpec, ServiceSpec, Target,
-    Trip, UpstreamSpec,
+    Backoff, BreakerConfig, GatewaySpec, Limits, ListenerSpec, RetrySpec, RouteSpec, ServiceSpec,
+    Target, Trip, UpstreamSpec,
 };
 use crate::raw::{RawBreaker, RawGateway, RawRetry, RawRoute, RawUpstream};
 use crate::source::KeyPath;
@@ -97,6 +97,29 @@ pub(crate) fn check(
     services: &[ServiceSpec],
 ) -> GatewaySpec {
     let mut spec = GatewaySpec::default();
+    let at = KeyPath::default().key("gateway");
+    let d = Limits::default();
+    spec.limits = Limits {
+        max_header_count: raw.max_header_count.unwrap_or(d.max_header_count),
+        max_header_bytes: raw
+            .max_header_bytes
+            .map_or(d.max_header_bytes, |b| b.as_u64() as usize),
+        max_body_bytes: raw.max_body_bytes.map_or(d.max_body_bytes, |b| b.as_u64()),
+        header_read_timeout: c.duration(
+            &at.key("header_read_timeout"),
+            raw.header_read_timeout.as_deref(),
+            d.header_read_timeout,
+        ),
+    };
+    if !(1..=10_000).contains(&spec.limits.max_header_count) {
+        c.err(&at.key("max_header_count"), "must be between 1 and 10000");
+    }
+    if spec.limits.max_header_bytes < 8192 {
+        c.err(
+            &at.key("max_header_bytes"),
+            "must be at least 8KiB (8192 bytes)",
+        );
+    }
     let declared_listeners = raw.listener.len();
     let mut names = HashSet::new();
     for (index, l) in raw.listener.into_iter().enumerate() {

@@ -38,6 +38,32 @@ pub struct GatewaySpec {
     pub routes: Vec<RouteSpec>,
     /// Upstreams by name.
     pub upstreams: Vec<UpstreamSpec>,
+    /// Request size and time limits.
+    pub limits: Limits,
+}
+
+/// What the gateway accepts from clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most header fields per request (431 above).
+    pub max_header_count: usize,
+    /// Largest request head in bytes (431 above).
+    pub max_header_bytes: usize,
+    /// Largest request body in bytes (413 above).
+    pub max_body_bytes: u64,
+    /// Deadline for a request's head.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_count: 100,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 10 * 1000 * 1000,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// A gateway listener.

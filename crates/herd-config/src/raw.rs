@@ -42,6 +42,16 @@ pub struct RawGateway {
     /// each.
     #[serde(default)]
     pub listener: Vec<RawListener>,
+    /// Most header fields a request may carry; more is answered 431. Default: 100.
+    pub max_header_count: Option<usize>,
+    /// Largest request head (request line and headers); larger is answered 431. Default:
+    /// `"16KiB"`, at least `"8KiB"`.
+    pub max_header_bytes: Option<ByteSize>,
+    /// Largest request body; larger is answered 413. Default: `"10MB"`.
+    pub max_body_bytes: Option<ByteSize>,
+    /// How long a client may take to send a request's head before the connection is closed
+    /// (slowloris). Default: `"10s"`.
+    pub header_read_timeout: Option<String>,
 }
 
 /// `[[gateway.listener]]`.

@@ -23,7 +23,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_config::{Balance, BreakerConfig, Config, ConfigError, KeyPath, ListenerSpec, Target};
+use herd_config::{
+    Balance, BreakerConfig, Config, ConfigError, KeyPath, Limits, ListenerSpec, Target,
+};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -42,8 +44,6 @@ pub type Addresses = watch::Receiver<Arc<Vec<SocketAddr>>>;
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN: Duration = Duration::from_secs(10);
-/// Deadline for a client to send a request's headers (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A bound listener.
 pub struct Bound {
@@ -137,9 +137,11 @@ impl Gateway {
             };
             pools.insert(route.target.clone(), Arc::new(pool));
         }
+        let limits = config.gateway.limits;
         let proxy = Arc::new(proxy::Proxy::new(
             RouteTable::new(&config.gateway.routes),
             pools,
+            limits.max_body_bytes,
         ));
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -151,6 +153,7 @@ impl Gateway {
                 listener,
                 name.into(),
                 proxy.clone(),
+                limits,
                 stop.clone(),
                 tasks.clone(),
             ));
@@ -175,14 +178,22 @@ async fn serve(
     listener: TcpListener,
     name: Arc<str>,
     proxy: Arc<proxy::Proxy>,
+    limits: Limits,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
+    // hyper answers a head over these limits with 431, a malformed one (conflicting
+    // Content-Length values, bad chunking) with 400, and closes the connection.
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_header_count)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {

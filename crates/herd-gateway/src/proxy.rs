@@ -19,7 +19,7 @@ use bytes::Bytes;
 use herd_config::Target;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{Either, Empty, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -29,8 +29,9 @@ use crate::balance::{NoEndpoint, Pool};
 use crate::route::RouteTable;
 use crate::trace::TraceContext;
 
-/// What goes upstream: the client's body, or an empty one that can be sent again.
-pub type UpBody = Either<Incoming, Empty<Bytes>>;
+/// What goes upstream: the client's body (cut off at the size limit), or an empty one that can
+/// be sent again.
+pub type UpBody = Either<Limited<Incoming>, Empty<Bytes>>;
 /// What goes back to the client: the upstream's body, or herd's own answer.
 pub type DownBody = Either<Incoming, Full<Bytes>>;
 
@@ -42,6 +43,38 @@ pub struct Proxy {
     routes: RouteTable,
     pools: HashMap<Target, Arc<Pool>>,
     client: Client<HttpConnector, UpBody>,
+    max_body: u64,
+}
+
+/// Whether `e` or anything that caused it satisfies `test`.
+fn caused_by(
+    e: &(dyn std::error::Error + 'static),
+    test: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if test(err) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Why sending failed when the fault lies with the client's body rather than the upstream:
+/// over the size limit (413), or malformed, e.g. bad chunking (400).
+fn client_body_fault(e: &(dyn std::error::Error + 'static)) -> Option<(StatusCode, &'static str)> {
+    if caused_by(e, |err| err.is::<LengthLimitError>()) {
+        return Some((StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
+    }
+    // hyper reports an error from the body it was given to send as a "user" error.
+    if caused_by(e, |err| {
+        err.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_user())
+    }) {
+        return Some((StatusCode::BAD_REQUEST, "malformed request body"));
+    }
+    None
 }
 
 /// Headers that describe one connection, never forwarded.
@@ -145,8 +178,9 @@ struct Outcome<'a> {
 }
 
 impl Proxy {
-    /// A proxy over `routes` and the `pools` their targets name.
-    pub fn new(routes: RouteTable, pools: HashMap<Target, Arc<Pool>>) -> Self {
+    /// A proxy over `routes` and the `pools` their targets name, accepting bodies up to
+    /// `max_body` bytes.
+    pub fn new(routes: RouteTable, pools: HashMap<Target, Arc<Pool>>, max_body: u64) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
@@ -157,6 +191,7 @@ impl Proxy {
             routes,
             pools,
             client,
+            max_body,
         }
     }
 
@@ -228,6 +263,19 @@ impl Proxy {
             .expect("a pool per route target");
         outcome.upstream = Some(&pool.name);
 
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body) {
+            return answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+                None,
+                &trace.request_id,
+            );
+        }
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         if !parts.headers.contains_key(header::HOST)
@@ -292,7 +340,7 @@ impl Proxy {
                 .parse()
                 .expect("valid authority and path");
             let mut up = Request::new(match body.take() {
-                Some(b) => Either::Left(b),
+                Some(b) => Either::Left(Limited::new(b, self.max_body as usize)),
                 None => Either::Right(Empty::new()),
             });
             *up.method_mut() = parts.method.clone();
@@ -336,6 +384,11 @@ impl Proxy {
                     continue;
                 }
                 Ok(Err(e)) => {
+                    if let Some((status, why)) = client_body_fault(&e) {
+                        // The client's fault says nothing about the endpoint: no breaker report.
+                        drop(pick);
+                        return answer(status, why, Some(&pool.name), &trace.request_id);
+                    }
                     pick.failed();
                     if !e.is_connect() && retry_allowed(retries) && route.budget.withdraw() {
                         retries += 1;

@@ -6,6 +6,7 @@ mod config;
 mod control;
 mod gateway;
 mod lifecycle;
+mod limits;
 mod node;
 mod tidy;
 mod util;

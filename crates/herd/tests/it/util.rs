@@ -114,6 +114,9 @@ impl Herd {
             .expect("spawn herd");
         self.child = Some(child);
         wait_for("the control socket", Duration::from_secs(20), || {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("herd exited during start-up ({status}):\n{}", self.stderr());
+            }
             self.try_status()
         });
     }
