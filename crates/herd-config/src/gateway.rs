@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::model::{
-    Backoff, BreakerConfig, GatewaySpec, Limits, ListenerSpec, RetrySpec, RouteSpec, ServiceSpec,
-    Target, Trip, UpstreamSpec,
+    Backoff, BreakerConfig, GatewaySpec, HealthSpec, Limits, ListenerSpec, RetrySpec, RouteSpec,
+    ServiceSpec, Target, Trip, UpstreamSpec,
 };
-use crate::raw::{RawBreaker, RawGateway, RawRetry, RawRoute, RawUpstream};
+use crate::raw::{RawBreaker, RawGateway, RawHealth, RawRetry, RawRoute, RawUpstream};
 use crate::source::KeyPath;
 use crate::validate::Checker;
 
@@ -44,6 +44,30 @@ pub(crate) fn breaker(
         interval: c.duration(&at.key("interval"), raw.interval.as_deref(), d.interval),
         max_requests: max_requests.max(1),
     }
+}
+
+fn health(c: &mut Checker<'_>, at: &KeyPath, raw: &RawHealth) -> HealthSpec {
+    let path = raw.path.clone().unwrap_or_else(|| "/healthz".into());
+    if !path.starts_with('/') {
+        c.err(&at.key("path"), format!("must start with '/': {path:?}"));
+    }
+    let second = Duration::from_secs(1);
+    let h = HealthSpec {
+        path,
+        interval: c.duration(&at.key("interval"), raw.interval.as_deref(), second),
+        timeout: c.duration(&at.key("timeout"), raw.timeout.as_deref(), second),
+        healthy: raw.healthy.unwrap_or(2),
+        unhealthy: raw.unhealthy.unwrap_or(3),
+    };
+    if h.interval.is_zero() {
+        c.err(&at.key("interval"), "must be longer than zero");
+    }
+    for (key, n) in [("healthy", h.healthy), ("unhealthy", h.unhealthy)] {
+        if n == 0 {
+            c.err(&at.key(key), "must be at least 1");
+        }
+    }
+    h
 }
 
 fn retry(c: &mut Checker<'_>, at: &KeyPath, raw: Option<&RawRetry>) -> RetrySpec {
@@ -162,11 +186,13 @@ pub(crate) fn check(
             .collect();
         let balance = c.balance(&at.key("balance"), u.balance.as_deref());
         let breaker = breaker(c, &at.key("breaker"), u.breaker.as_ref());
+        let health = u.health.as_ref().map(|h| health(c, &at.key("health"), h));
         spec.upstreams.push(UpstreamSpec {
             name: u.name,
             endpoints,
             balance,
             breaker,
+            health,
         });
     }
 

@@ -15,9 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use model::{
-    Backoff, Balance, BreakerConfig, Config, GatewaySpec, Limits, ListenerSpec, LogSettings,
-    Readiness, ReadyMode, RestartPolicy, RetrySpec, RouteSpec, ServiceSpec, Target, Trip,
-    UpstreamSpec,
+    Backoff, Balance, BreakerConfig, Config, GatewaySpec, HealthSpec, Limits, ListenerSpec,
+    LogSettings, Readiness, ReadyMode, RestartPolicy, RetrySpec, RouteSpec, ServiceSpec, Target,
+    Trip, UpstreamSpec,
 };
 pub use source::{ConfigError, ConfigErrors, KeyPath, Source};
 

@@ -139,6 +139,23 @@ pub struct UpstreamSpec {
     pub balance: Balance,
     /// Circuit breaker per endpoint.
     pub breaker: BreakerConfig,
+    /// Active health checks, if configured.
+    pub health: Option<HealthSpec>,
+}
+
+/// Active HTTP health checks of an upstream's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    /// Path checked; 2xx is a pass.
+    pub path: String,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Deadline of one check.
+    pub timeout: Duration,
+    /// Consecutive passes to return.
+    pub healthy: u32,
+    /// Consecutive failures to leave.
+    pub unhealthy: u32,
 }
 
 /// Load-balancing strategies.

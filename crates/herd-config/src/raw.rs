@@ -133,6 +133,24 @@ pub struct RawUpstream {
     pub balance: Option<String>,
     /// Circuit breaker per endpoint.
     pub breaker: Option<RawBreaker>,
+    /// Active health checks of every endpoint.
+    pub health: Option<RawHealth>,
+}
+
+/// `health = { ... }` on an upstream: active HTTP checks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Path of the check; a 2xx answer is healthy. Default: `"/healthz"`.
+    pub path: Option<String>,
+    /// Time between checks of one endpoint. Default: `"1s"`.
+    pub interval: Option<String>,
+    /// Deadline of one check. Default: `"1s"`.
+    pub timeout: Option<String>,
+    /// Consecutive passes that bring an endpoint back. Default: 2.
+    pub healthy: Option<u32>,
+    /// Consecutive failures that take an endpoint out. Default: 3.
+    pub unhealthy: Option<u32>,
 }
 
 /// `[logs]`: rotation of the per-service log files under `<data_dir>/logs/`.

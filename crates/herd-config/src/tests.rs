@@ -322,3 +322,27 @@ balance = "random"
         ]
     );
 }
+
+#[test]
+fn upstream_health_checks_are_validated() {
+    let c = load_str(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\"127.0.0.1:1\"]\nhealth = { interval = \"250ms\" }\n",
+    )
+    .unwrap();
+    let h = c.gateway.upstreams[0].health.as_ref().unwrap();
+    assert_eq!(h.path, "/healthz");
+    assert_eq!(h.interval, Duration::from_millis(250));
+    assert_eq!((h.healthy, h.unhealthy), (2, 3));
+
+    let keys = error_keys(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\"127.0.0.1:1\"]\n[upstream.health]\npath = \"up\"\ninterval = \"0s\"\nunhealthy = 0\n",
+    );
+    assert_eq!(
+        keys,
+        vec![
+            ("upstream[0].health.path".to_string(), Some(5)),
+            ("upstream[0].health.interval".to_string(), Some(6)),
+            ("upstream[0].health.unhealthy".to_string(), Some(7)),
+        ]
+    );
+}

@@ -14,6 +14,7 @@
 //! lets open connections finish their requests.
 
 mod balance;
+mod health;
 mod proxy;
 mod route;
 mod trace;
@@ -110,6 +111,8 @@ impl Gateway {
         listeners: Vec<Bound>,
         service: impl Fn(&str) -> Option<(Addresses, Balance, BreakerConfig)>,
     ) -> std::io::Result<Self> {
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let mut pools = HashMap::new();
         let mut statics = Vec::new();
         for route in &config.gateway.routes {
@@ -131,7 +134,18 @@ impl Gateway {
                         .find(|u| &u.name == name)
                         .ok_or_else(|| std::io::Error::other(format!("no upstream {name:?}")))?;
                     let (tx, rx) = watch::channel(Arc::new(u.endpoints.clone()));
-                    statics.push(tx);
+                    match &u.health {
+                        Some(h) => {
+                            tasks.spawn(health::run(
+                                name.clone(),
+                                h.clone(),
+                                u.endpoints.clone(),
+                                tx,
+                                stop.clone(),
+                            ));
+                        }
+                        None => statics.push(tx),
+                    }
                     Pool::new(format!("upstream {name}"), rx, u.balance, u.breaker.clone())
                 }
             };
@@ -143,8 +157,6 @@ impl Gateway {
             pools,
             limits.max_body_bytes,
         ));
-        let stop = CancellationToken::new();
-        let tasks = TaskTracker::new();
         for b in listeners {
             let (name, addr) = b.address();
             tracing::info!("gateway listener {name} on {addr}");

@@ -339,3 +339,63 @@ breaker = {{ trip = "consecutiveFailures >= 1000" }}
     let _ = hello.kill();
     let _ = hello.wait();
 }
+
+#[test]
+fn active_health_checks_take_a_stalled_endpoint_out_and_bring_it_back() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let mut backends: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| standalone_hello(p, i))
+        .collect();
+    let gw = free_port();
+    let herd = Herd::start(&format!(
+        r#"
+[[gateway.listener]]
+name = "main"
+listen = "127.0.0.1:{gw}"
+
+[[route]]
+upstream = "backends"
+timeout = "5s"
+
+[[upstream]]
+name = "backends"
+endpoints = ["127.0.0.1:{}", "127.0.0.1:{}"]
+health = {{ path = "/healthz", interval = "100ms", timeout = "200ms", healthy = 1, unhealthy = 2 }}
+"#,
+        ports[0], ports[1]
+    ));
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
+    // A stopped process still gets connections queued by the kernel, but never answers.
+    let stalled = Pid::from_raw(backends[1].id() as i32);
+    kill(stalled, Signal::SIGSTOP).unwrap();
+    wait_for(
+        "the stalled endpoint out of rotation",
+        Duration::from_secs(5),
+        || herd.stderr().contains("out of rotation").then_some(()),
+    );
+    let started = std::time::Instant::now();
+    let mut c = Client::new(addr);
+    for _ in 0..20 {
+        let r = c.get("/", &[]).unwrap();
+        assert_eq!(r.json()["worker"], 0);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a request waited on the stalled endpoint"
+    );
+
+    kill(stalled, Signal::SIGCONT).unwrap();
+    wait_for(
+        "the endpoint back in rotation",
+        Duration::from_secs(5),
+        || (c.get("/", &[]).unwrap().json()["worker"] == 1).then_some(()),
+    );
+    for b in &mut backends {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+}
