@@ -27,6 +27,8 @@ pub struct Config {
     pub services: Vec<ServiceSpec>,
     /// The gateway: listeners, routes and upstreams.
     pub gateway: GatewaySpec,
+    /// The admin listener's address, if any.
+    pub admin: Option<SocketAddr>,
 }
 
 /// The gateway's configuration.

@@ -17,6 +17,9 @@ pub struct RawConfig {
     /// Where herd keeps its control socket, logs and (later) embedded data. Relative paths are
     /// resolved against the directory holding the config file. Default: `.herd`.
     pub data_dir: Option<String>,
+    /// The admin listener (`/metrics`, `/healthz`).
+    #[serde(default)]
+    pub admin: RawAdmin,
     /// Settings for the log files herd writes for each service.
     #[serde(default)]
     pub logs: RawLogs,
@@ -151,6 +154,15 @@ pub struct RawHealth {
     pub healthy: Option<u32>,
     /// Consecutive failures that take an endpoint out. Default: 3.
     pub unhealthy: Option<u32>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address of the admin listener, e.g. `"127.0.0.1:9901"`; none when unset. Keep it on
+    /// loopback: it is unauthenticated.
+    pub listen: Option<String>,
 }
 
 /// `[logs]`: rotation of the per-service log files under `<data_dir>/logs/`.

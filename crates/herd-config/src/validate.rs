@@ -363,6 +363,12 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
     }
 
     let gateway = crate::gateway::check(&mut c, raw.gateway, raw.route, raw.upstream, &services);
+    let admin_at = KeyPath::default().key("admin").key("listen");
+    let admin = raw
+        .admin
+        .listen
+        .as_deref()
+        .and_then(|text| c.address(&admin_at, text));
     let data_dir = c.base.join(raw.data_dir.as_deref().unwrap_or(".herd"));
     if c.errors.is_empty() {
         Ok(Config {
@@ -371,6 +377,7 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
             logs,
             services,
             gateway,
+            admin,
         })
     } else {
         Err(c.errors)

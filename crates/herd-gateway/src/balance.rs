@@ -59,6 +59,7 @@ impl EndpointStats {
 pub struct Pool {
     /// `service hello` or `upstream backend`, for errors and logs.
     pub name: String,
+    label: Arc<str>,
     endpoints: watch::Receiver<Arc<Vec<SocketAddr>>>,
     strategy: Balance,
     breaker: BreakerConfig,
@@ -83,6 +84,7 @@ pub enum NoEndpoint {
 pub struct Pick {
     /// The address.
     pub addr: SocketAddr,
+    pool: Arc<str>,
     stats: Arc<EndpointStats>,
     permit: Option<Permit>,
     started: Instant,
@@ -96,6 +98,7 @@ impl Pick {
         if let Some(p) = self.permit.take() {
             p.success();
         }
+        self.record("success");
     }
 
     /// The call failed: tells the breaker.
@@ -103,6 +106,30 @@ impl Pick {
         if let Some(p) = self.permit.take() {
             p.failure();
         }
+        self.record("failure");
+    }
+
+    /// Counts the attempt and exports the breaker's state (0 closed, 1 open, 2 half-open).
+    fn record(&self, outcome: &'static str) {
+        let endpoint = self.addr.to_string();
+        metrics::counter!(
+            "herd_gateway_endpoint_attempts_total",
+            "upstream" => self.pool.to_string(),
+            "endpoint" => endpoint.clone(),
+            "outcome" => outcome
+        )
+        .increment(1);
+        let state = match self.stats.breaker.state() {
+            BreakerState::Closed => 0.0,
+            BreakerState::Open => 1.0,
+            BreakerState::HalfOpen => 2.0,
+        };
+        metrics::gauge!(
+            "herd_gateway_breaker_state",
+            "upstream" => self.pool.to_string(),
+            "endpoint" => endpoint
+        )
+        .set(state);
     }
 }
 
@@ -121,6 +148,7 @@ impl Pool {
         breaker: BreakerConfig,
     ) -> Self {
         Self {
+            label: name.as_str().into(),
             name,
             endpoints,
             strategy,
@@ -191,6 +219,7 @@ impl Pool {
                     chosen.in_flight.fetch_add(1, Ordering::Relaxed);
                     return Ok(Pick {
                         addr: candidates[i],
+                        pool: self.label.clone(),
                         stats: chosen,
                         permit: Some(permit),
                         started: Instant::now(),

@@ -85,6 +85,14 @@ pub async fn run(
                 }
             }
         }
+        for e in &state {
+            metrics::gauge!(
+                "herd_gateway_endpoint_healthy",
+                "upstream" => upstream.clone(),
+                "endpoint" => e.addr.to_string()
+            )
+            .set(if e.healthy { 1.0 } else { 0.0 });
+        }
         let healthy: Vec<SocketAddr> = state.iter().filter(|e| e.healthy).map(|e| e.addr).collect();
         tx.send_if_modified(|current| {
             if **current == healthy {

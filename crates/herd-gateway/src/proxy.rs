@@ -234,6 +234,27 @@ impl Proxy {
             "tries": outcome.tries,
         });
         tracing::info!(target: "herd::access", "{line}");
+        let route = outcome
+            .route
+            .map_or("none".to_string(), |i| format!("route[{i}]"));
+        let upstream = outcome.upstream.unwrap_or("none").to_string();
+        metrics::counter!(
+            "herd_gateway_requests_total",
+            "route" => route.clone(),
+            "upstream" => upstream.clone(),
+            "code" => response.status().as_str().to_string()
+        )
+        .increment(1);
+        metrics::histogram!(
+            "herd_gateway_request_duration_seconds",
+            "route" => route.clone(),
+            "upstream" => upstream.clone()
+        )
+        .record(started.elapsed().as_secs_f64());
+        if outcome.tries > 1 {
+            metrics::counter!("herd_gateway_retries_total", "route" => route, "upstream" => upstream)
+                .increment(outcome.tries as u64 - 1);
+        }
         Ok(response)
     }
 

@@ -278,6 +278,8 @@ impl Slot {
             Decision::RestartAfter(delay) => {
                 self.phase = Phase::Backoff;
                 self.restarts += 1;
+                metrics::counter!("herd_instance_restarts_total", "service" => self.shared.name.clone(), "reason" => "exit")
+                    .increment(1);
                 self.restart_timer = Some(self.timers.insert(Timer::Restart, delay));
                 self.event(format!(
                     "restarting in {}",
@@ -538,6 +540,12 @@ impl Slot {
     async fn sample(&mut self) {
         if let Some(c) = self.current.as_mut() {
             c.sample();
+            let labels = [
+                ("service", self.shared.name.clone()),
+                ("instance", self.index.to_string()),
+            ];
+            metrics::gauge!("herd_instance_memory_bytes", &labels).set(c.rss as f64);
+            metrics::gauge!("herd_instance_cpu_percent", &labels).set(f64::from(c.cpu_percent));
         }
         let Some(limit) = self.spec.max_memory else {
             return;
@@ -558,6 +566,8 @@ impl Slot {
             ))
             .await;
             self.restarts += 1;
+            metrics::counter!("herd_instance_restarts_total", "service" => self.shared.name.clone(), "reason" => "memory")
+                .increment(1);
             if let Ok(inst) = self.launch().await {
                 self.candidate = Some((inst, None));
             }

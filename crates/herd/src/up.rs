@@ -44,13 +44,20 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(exit::RUNTIME));
     }
-    let (sockets, gateway_sockets) = match (
+    let (sockets, gateway_sockets, admin) = match (
         herd_supervisor::bind_all(&config),
         herd_gateway::bind(&config),
+        bind_admin(&config),
     ) {
-        (Ok(s), Ok(g)) => (s, g),
-        (s, g) => {
-            let errors = s.err().into_iter().chain(g.err()).flatten().collect();
+        (Ok(s), Ok(g), Ok(a)) => (s, g, a),
+        (s, g, a) => {
+            let errors = s
+                .err()
+                .into_iter()
+                .chain(g.err())
+                .chain(a.err())
+                .flatten()
+                .collect();
             return Ok(exit::config_errors(&ConfigErrors(errors)));
         }
     };
@@ -60,6 +67,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let pid_path = config.data_dir.join("herd.pid");
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))?;
 
+    let metrics = herd_telemetry::install();
     let echo = std::env::var_os(DETACHED).is_none();
     let (logs, log_thread) =
         LogHub::start(config.data_dir.join("logs"), config.logs.clone(), echo)?;
@@ -94,6 +102,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         control_stop.clone(),
         tracker.clone(),
     ));
+    if let Some(admin) = admin {
+        let serve =
+            herd_telemetry::serve_admin(admin, metrics, control_stop.clone(), tracker.clone());
+        tracker.spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!("admin listener failed: {e}");
+            }
+        });
+    }
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -120,6 +137,19 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let _ = tokio::task::spawn_blocking(move || log_thread.join()).await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds `[admin] listen`, if set; an error names the file, line and key.
+fn bind_admin(
+    config: &herd_config::Config,
+) -> Result<Option<std::net::TcpListener>, Vec<herd_config::ConfigError>> {
+    let Some(addr) = config.admin else {
+        return Ok(None);
+    };
+    std::net::TcpListener::bind(addr).map(Some).map_err(|e| {
+        let at = herd_config::KeyPath::default().key("admin").key("listen");
+        vec![config.source.error(&at, format!("cannot bind {addr}: {e}"))]
+    })
 }
 
 /// Logs once when every instance is first ready, with the time since `herd up` began: the

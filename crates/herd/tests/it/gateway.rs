@@ -399,3 +399,94 @@ health = {{ path = "/healthz", interval = "100ms", timeout = "200ms", healthy = 
         let _ = b.wait();
     }
 }
+
+/// Parses Prometheus text: every sample line is `name{labels} value`; returns (series, value).
+fn prometheus(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line {l:?}"));
+            let name_end = series.find('{').unwrap_or(series.len());
+            let name = &series[..name_end];
+            assert!(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "bad metric name in {l:?}"
+            );
+            if name_end < series.len() {
+                assert!(series.ends_with('}'), "bad labels in {l:?}");
+            }
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {l:?}"));
+            (series.to_string(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_are_served_in_prometheus_text_on_the_admin_listener() {
+    let admin = free_port();
+    let (herd, addr) = gateway(0, &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"));
+    for _ in 0..5 {
+        assert_eq!(get(addr, "/api").unwrap().status, 200);
+    }
+    assert_eq!(get(addr, "/nothing-here").unwrap().status, 404);
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], admin).into();
+    let samples = wait_for("instance memory sampled", Duration::from_secs(10), || {
+        let r = get(admin, "/metrics").unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+        let s = prometheus(&r.body);
+        s.iter()
+            .any(|(k, v)| k.starts_with("herd_instance_memory_bytes{") && *v > 0.0)
+            .then_some(s)
+    });
+    let value = |want: &[&str]| {
+        samples
+            .iter()
+            .filter(|(k, _)| want.iter().all(|w| k.contains(w)))
+            .map(|(_, v)| v)
+            .sum::<f64>()
+    };
+    assert_eq!(
+        value(&[
+            "herd_gateway_requests_total{",
+            "route=\"route[1]\"",
+            "code=\"200\""
+        ]),
+        5.0
+    );
+    assert_eq!(
+        value(&[
+            "herd_gateway_requests_total{",
+            "route=\"none\"",
+            "code=\"404\""
+        ]),
+        1.0
+    );
+    assert_eq!(
+        value(&[
+            "herd_gateway_request_duration_seconds_count{",
+            "route=\"route[1]\""
+        ]),
+        5.0
+    );
+    assert_eq!(
+        value(&[
+            "herd_gateway_endpoint_attempts_total{",
+            "outcome=\"success\""
+        ]),
+        5.0
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|(k, v)| k.starts_with("herd_gateway_breaker_state{") && *v == 0.0)
+    );
+    drop(herd);
+}
