@@ -10,8 +10,9 @@
 //! [`bind`] binds every listener before anything starts, so a taken port fails start-up with
 //! the config line; [`Gateway::start`] serves them. Pools get their addresses from a watch
 //! channel: for a herd service it is the supervisor's list of ready endpoints, so instances
-//! enter rotation when ready and leave it before they are stopped. Shutdown stops accepting and
-//! lets open connections finish their requests.
+//! enter rotation when ready and leave it before they are stopped. Routes and pools form one
+//! generation behind an `ArcSwap`; [`Gateway::reload`] builds the next and swaps it in without
+//! touching connections. Shutdown stops accepting and lets open connections finish.
 
 mod balance;
 mod health;
@@ -21,9 +22,10 @@ mod trace;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use herd_config::{
     Balance, BreakerConfig, Config, ConfigError, KeyPath, Limits, ListenerSpec, Target,
 };
@@ -95,68 +97,101 @@ pub fn bind(config: &Config) -> Result<Vec<Bound>, Vec<ConfigError>> {
     }
 }
 
-/// A running gateway.
-pub struct Gateway {
-    stop: CancellationToken,
-    tasks: TaskTracker,
+/// How the gateway sees a herd service: its ready addresses, balancing and breaker settings.
+pub type ServiceSource =
+    Arc<dyn Fn(&str) -> Option<(Addresses, Balance, BreakerConfig)> + Send + Sync>;
+
+/// What one generation of routes owns besides its proxy; replaced whole by a reload.
+struct Generation {
+    /// Ends this generation's health checks.
+    checks: CancellationToken,
     /// Keeps static upstreams' address lists alive.
     _static: Vec<watch::Sender<Arc<Vec<SocketAddr>>>>,
 }
 
+/// A running gateway.
+pub struct Gateway {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    current: Arc<ArcSwap<proxy::Proxy>>,
+    generation: Mutex<Generation>,
+    listeners: Vec<ListenerSpec>,
+    limits: Limits,
+    service: ServiceSource,
+}
+
+/// Builds the proxy (routes and pools) for `config`, starting health checks on `tasks` that
+/// end with `checks`.
+fn build(
+    config: &Config,
+    service: &ServiceSource,
+    tasks: &TaskTracker,
+    checks: &CancellationToken,
+) -> std::io::Result<(proxy::Proxy, Generation)> {
+    let mut pools = HashMap::new();
+    let mut statics = Vec::new();
+    for route in &config.gateway.routes {
+        if pools.contains_key(&route.target) {
+            continue;
+        }
+        let pool = match &route.target {
+            Target::Service(name) => {
+                let (addrs, balance, breaker) = service(name).ok_or_else(|| {
+                    std::io::Error::other(format!("service {name:?} is not running"))
+                })?;
+                Pool::new(format!("service {name}"), addrs, balance, breaker)
+            }
+            Target::Upstream(name) => {
+                let u = config
+                    .gateway
+                    .upstreams
+                    .iter()
+                    .find(|u| &u.name == name)
+                    .ok_or_else(|| std::io::Error::other(format!("no upstream {name:?}")))?;
+                let (tx, rx) = watch::channel(Arc::new(u.endpoints.clone()));
+                match &u.health {
+                    Some(h) => {
+                        tasks.spawn(health::run(
+                            name.clone(),
+                            h.clone(),
+                            u.endpoints.clone(),
+                            tx,
+                            checks.clone(),
+                        ));
+                    }
+                    None => statics.push(tx),
+                }
+                Pool::new(format!("upstream {name}"), rx, u.balance, u.breaker.clone())
+            }
+        };
+        pools.insert(route.target.clone(), Arc::new(pool));
+    }
+    let proxy = proxy::Proxy::new(
+        RouteTable::new(&config.gateway.routes),
+        pools,
+        config.gateway.limits.max_body_bytes,
+    );
+    Ok((
+        proxy,
+        Generation {
+            checks: checks.clone(),
+            _static: statics,
+        },
+    ))
+}
+
 impl Gateway {
-    /// Serves `listeners` with the routes of `config`; `service` gives a herd service's ready
-    /// addresses, balancing and breaker settings.
+    /// Serves `listeners` with the routes of `config`; `service` describes herd services.
     pub fn start(
         config: &Config,
         listeners: Vec<Bound>,
-        service: impl Fn(&str) -> Option<(Addresses, Balance, BreakerConfig)>,
+        service: ServiceSource,
     ) -> std::io::Result<Self> {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let mut pools = HashMap::new();
-        let mut statics = Vec::new();
-        for route in &config.gateway.routes {
-            if pools.contains_key(&route.target) {
-                continue;
-            }
-            let pool = match &route.target {
-                Target::Service(name) => {
-                    let (addrs, balance, breaker) = service(name).ok_or_else(|| {
-                        std::io::Error::other(format!("service {name:?} is not running"))
-                    })?;
-                    Pool::new(format!("service {name}"), addrs, balance, breaker)
-                }
-                Target::Upstream(name) => {
-                    let u = config
-                        .gateway
-                        .upstreams
-                        .iter()
-                        .find(|u| &u.name == name)
-                        .ok_or_else(|| std::io::Error::other(format!("no upstream {name:?}")))?;
-                    let (tx, rx) = watch::channel(Arc::new(u.endpoints.clone()));
-                    match &u.health {
-                        Some(h) => {
-                            tasks.spawn(health::run(
-                                name.clone(),
-                                h.clone(),
-                                u.endpoints.clone(),
-                                tx,
-                                stop.clone(),
-                            ));
-                        }
-                        None => statics.push(tx),
-                    }
-                    Pool::new(format!("upstream {name}"), rx, u.balance, u.breaker.clone())
-                }
-            };
-            pools.insert(route.target.clone(), Arc::new(pool));
-        }
+        let (proxy, generation) = build(config, &service, &tasks, &stop.child_token())?;
+        let current = Arc::new(ArcSwap::from_pointee(proxy));
         let limits = config.gateway.limits;
-        let proxy = Arc::new(proxy::Proxy::new(
-            RouteTable::new(&config.gateway.routes),
-            pools,
-            limits.max_body_bytes,
-        ));
         for b in listeners {
             let (name, addr) = b.address();
             tracing::info!("gateway listener {name} on {addr}");
@@ -164,7 +199,7 @@ impl Gateway {
             tasks.spawn(serve(
                 listener,
                 name.into(),
-                proxy.clone(),
+                current.clone(),
                 limits,
                 stop.clone(),
                 tasks.clone(),
@@ -173,12 +208,52 @@ impl Gateway {
         Ok(Self {
             stop,
             tasks,
-            _static: statics,
+            current,
+            generation: Mutex::new(generation),
+            listeners: config.gateway.listeners.clone(),
+            limits,
+            service,
         })
     }
 
+    /// Applies the routes and upstreams of `config` to requests from now on; open connections
+    /// stay open and requests in flight finish on the routes they started with. Listeners and
+    /// header limits are fixed while herd runs.
+    pub fn reload(&self, config: &Config) -> Result<(), String> {
+        if config.gateway.listeners != self.listeners {
+            return Err("gateway listeners changed; restart herd to apply them".into());
+        }
+        let (new, old) = (config.gateway.limits, self.limits);
+        if (
+            new.max_header_count,
+            new.max_header_bytes,
+            new.header_read_timeout,
+        ) != (
+            old.max_header_count,
+            old.max_header_bytes,
+            old.header_read_timeout,
+        ) {
+            return Err("gateway header limits changed; restart herd to apply them".into());
+        }
+        let checks = self.stop.child_token();
+        let (proxy, generation) =
+            build(config, &self.service, &self.tasks, &checks).map_err(|e| {
+                checks.cancel();
+                e.to_string()
+            })?;
+        self.current.store(Arc::new(proxy));
+        let old = std::mem::replace(&mut *self.generation.lock().expect("poisoned"), generation);
+        old.checks.cancel();
+        tracing::info!(
+            "gateway reloaded: {} route(s), {} upstream(s)",
+            config.gateway.routes.len(),
+            config.gateway.upstreams.len()
+        );
+        Ok(())
+    }
+
     /// Stops accepting, lets open connections finish (up to a bound), and returns.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.stop.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(DRAIN + Duration::from_secs(1), self.tasks.wait()).await;
@@ -189,7 +264,7 @@ impl Gateway {
 async fn serve(
     listener: TcpListener,
     name: Arc<str>,
-    proxy: Arc<proxy::Proxy>,
+    current: Arc<ArcSwap<proxy::Proxy>>,
     limits: Limits,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -220,9 +295,11 @@ async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
+        let current = current.clone();
         let name = name.clone();
-        let svc = service_fn(move |req| proxy.clone().handle(name.clone(), peer, req));
+        // Each request takes the routes current when it arrives, so a reload applies to the
+        // next request even on a connection that stays open.
+        let svc = service_fn(move |req| current.load_full().handle(name.clone(), peer, req));
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();

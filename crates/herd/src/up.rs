@@ -81,17 +81,26 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let gateway = herd_gateway::Gateway::start(&config, gateway_sockets, |name| {
-        let s = supervisor.service(name)?;
-        let spec = s.spec();
-        Some((s.endpoints(), spec.balance, spec.breaker.clone()))
-    })?;
+    let source: herd_gateway::ServiceSource = {
+        let supervisor = supervisor.clone();
+        Arc::new(move |name: &str| {
+            let s = supervisor.service(name)?;
+            let spec = s.spec();
+            Some((s.endpoints(), spec.balance, spec.breaker.clone()))
+        })
+    };
+    let gateway = Arc::new(herd_gateway::Gateway::start(
+        &config,
+        gateway_sockets,
+        source,
+    )?);
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     tracker.spawn(report_ready(supervisor.clone(), started, shutdown.clone()));
     let ctx = Arc::new(server::Context {
         supervisor: supervisor.clone(),
+        gateway: gateway.clone(),
         config_path: config_path.to_path_buf(),
         shutdown: shutdown.clone(),
     });
@@ -130,6 +139,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     control_stop.cancel();
     tracker.close();
     tracker.wait().await;
+    // The gateway holds the supervisor (to look services up): both go before the log thread,
+    // which ends when the last log hub handle is dropped.
+    drop(gateway);
     drop(supervisor);
     let _ = std::fs::remove_file(&control_path);
     let _ = std::fs::remove_file(&pid_path);

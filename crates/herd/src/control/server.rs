@@ -25,6 +25,8 @@ const MAX_REQUEST: u64 = 64 * 1024;
 pub struct Context {
     /// The running services.
     pub supervisor: Arc<Supervisor>,
+    /// The gateway, reloaded by `herd reload gateway` (and `all`).
+    pub gateway: Arc<herd_gateway::Gateway>,
     /// The config file, re-read by reload, restart and start.
     pub config_path: PathBuf,
     /// Cancelled by `herd down`.
@@ -191,12 +193,38 @@ fn fresh_spec(ctx: &Context, name: &str) -> Result<ServiceSpec, String> {
     })
 }
 
+/// `gateway` names the gateway unless a service has that name; `all` includes it.
+fn names_gateway(ctx: &Context, name: &str) -> bool {
+    name == "all" || (name == "gateway" && ctx.supervisor.service(name).is_none())
+}
+
+/// Reloads the gateway's routes and upstreams from the config file as it is now.
+fn reload_gateway(ctx: &Context) -> Result<String, String> {
+    let config = herd_config::load(&ctx.config_path)
+        .map_err(|e| format!("{e}\nthe config has errors; nothing was changed"))?;
+    ctx.gateway.reload(&config)?;
+    Ok(format!(
+        "gateway reloaded: {} route(s), {} upstream(s)",
+        config.gateway.routes.len(),
+        config.gateway.upstreams.len()
+    ))
+}
+
 async fn operate(
     ctx: &Context,
     name: &str,
     op: Op,
     out: &mut OwnedWriteHalf,
 ) -> std::io::Result<()> {
+    if matches!(op, Op::Reload) && name == "gateway" && names_gateway(ctx, name) {
+        return match reload_gateway(ctx) {
+            Ok(text) => {
+                send(out, &Reply::Progress { text }).await?;
+                send(out, &Reply::Done).await
+            }
+            Err(message) => send(out, &Reply::Error { message }).await,
+        };
+    }
     let services = match select(&ctx.supervisor, name) {
         Ok(s) => s,
         Err(message) => return send(out, &Reply::Error { message }).await,
@@ -217,6 +245,12 @@ async fn operate(
         }
         if let Err(message) = result {
             return send(out, &Reply::Error { message }).await;
+        }
+    }
+    if matches!(op, Op::Reload) && names_gateway(ctx, name) {
+        match reload_gateway(ctx) {
+            Ok(text) => send(out, &Reply::Progress { text }).await?,
+            Err(message) => return send(out, &Reply::Error { message }).await,
         }
     }
     send(out, &Reply::Done).await

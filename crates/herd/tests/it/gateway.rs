@@ -490,3 +490,65 @@ fn metrics_are_served_in_prometheus_text_on_the_admin_listener() {
     );
     drop(herd);
 }
+
+#[test]
+fn herd_reload_gateway_applies_new_routes_without_dropping_connections() {
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let mut backends: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| standalone_hello(p, i))
+        .collect();
+    let gw = free_port();
+    let config = |upstream: &str| {
+        format!(
+            r#"
+[[gateway.listener]]
+name = "main"
+listen = "127.0.0.1:{gw}"
+
+[[route]]
+upstream = "{upstream}"
+
+[[upstream]]
+name = "first"
+endpoints = ["127.0.0.1:{}"]
+
+[[upstream]]
+name = "second"
+endpoints = ["127.0.0.1:{}"]
+"#,
+            ports[0], ports[1]
+        )
+    };
+    let herd = Herd::start(&config("first"));
+    let mut c = Client::new(([127, 0, 0, 1], gw).into());
+    assert_eq!(c.get("/", &[]).unwrap().json()["worker"], 0);
+
+    herd.rewrite(&config("second"));
+    let out = herd.cli(&["reload", "gateway"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("gateway reloaded: 1 route(s), 2 upstream(s)")
+    );
+    // The same keep-alive connection now reaches the new route's upstream.
+    let r = c.get("/", &[]).unwrap();
+    assert_eq!(r.json()["worker"], 1);
+    assert_ne!(r.header("connection"), Some("close"));
+
+    // A listener change cannot be applied by a reload, and leaves the routes as they were.
+    herd.rewrite(&config("first").replace(&format!("127.0.0.1:{gw}"), "127.0.0.1:0"));
+    let out = herd.cli(&["reload", "gateway"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listeners changed"));
+    assert_eq!(c.get("/", &[]).unwrap().json()["worker"], 1);
+    for b in &mut backends {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+}
