@@ -257,6 +257,10 @@ pub(crate) fn check(
             Duration::from_secs(30),
         );
         let retry = retry(c, &at.key("retries"), r.retries.as_ref());
+        let per_try_timeout = r
+            .per_try_timeout
+            .as_deref()
+            .map(|text| c.duration(&at.key("per_try_timeout"), Some(text), timeout));
         spec.routes.push(RouteSpec {
             listener: r.listener,
             host: r.host.map(|h| h.to_ascii_lowercase()),
@@ -264,6 +268,7 @@ pub(crate) fn check(
             methods,
             target,
             timeout,
+            per_try_timeout,
             retry,
             retryable: r.retryable.unwrap_or(false),
         });

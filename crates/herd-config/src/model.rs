@@ -103,6 +103,8 @@ pub struct RouteSpec {
     pub target: Target,
     /// Whole-request deadline.
     pub timeout: Duration,
+    /// Deadline of one attempt.
+    pub per_try_timeout: Option<Duration>,
     /// Retry policy.
     pub retry: RetrySpec,
     /// Whether non-idempotent methods may be retried.

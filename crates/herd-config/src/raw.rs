@@ -85,6 +85,9 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     /// Whole-request deadline, answered 504 when passed. Default: `"30s"`.
     pub timeout: Option<String>,
+    /// Deadline of one attempt: a retryable request that gets no response head in this time is
+    /// sent to another endpoint (a stalled endpoint costs one attempt, not the request).
+    pub per_try_timeout: Option<String>,
     /// Retries after a refused connection, a 502/503/504 or a reset, for requests without a body
     /// and with an idempotent method (or any method when `retryable = true`).
     pub retries: Option<RawRetry>,

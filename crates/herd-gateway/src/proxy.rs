@@ -368,7 +368,11 @@ impl Proxy {
             *up.uri_mut() = uri;
             *up.headers_mut() = parts.headers.clone();
 
-            let result = tokio::time::timeout_at(deadline, self.client.request(up)).await;
+            // An attempt ends at the route's deadline, or earlier at its per-try timeout.
+            let attempt_deadline = route
+                .per_try_timeout
+                .map_or(deadline, |t| deadline.min(tokio::time::Instant::now() + t));
+            let result = tokio::time::timeout_at(attempt_deadline, self.client.request(up)).await;
             let retry_allowed = |retries: u32| {
                 may_retry
                     && route.retry.max_retries.is_none_or(|max| retries < max)
@@ -377,6 +381,13 @@ impl Proxy {
             match result {
                 Err(_) => {
                     pick.failed();
+                    if attempt_deadline < deadline
+                        && retry_allowed(retries)
+                        && route.budget.withdraw()
+                    {
+                        retries += 1;
+                        continue;
+                    }
                     return answer(
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream timed out",

@@ -27,6 +27,8 @@ pub struct Route {
     pub target: Target,
     /// Whole-request deadline.
     pub timeout: Duration,
+    /// Deadline of one attempt, after which an idempotent request is retried elsewhere.
+    pub per_try_timeout: Option<Duration>,
     /// Retry policy.
     pub retry: RetrySpec,
     /// Whether non-idempotent methods may be retried.
@@ -59,6 +61,7 @@ impl RouteTable {
                     .collect(),
                 target: r.target.clone(),
                 timeout: r.timeout,
+                per_try_timeout: r.per_try_timeout,
                 retry: r.retry,
                 retryable: r.retryable,
                 budget: herd_resilience::retry_budget(RETRY_WINDOW, RETRY_FLOOR, RETRY_PERCENT),
@@ -112,6 +115,7 @@ mod tests {
             methods: methods.iter().map(|m| m.to_string()).collect(),
             target: Target::Service(to.into()),
             timeout: Duration::from_secs(1),
+            per_try_timeout: None,
             retry: RetrySpec::default(),
             retryable: false,
         }

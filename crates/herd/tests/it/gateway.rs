@@ -552,3 +552,51 @@ endpoints = ["127.0.0.1:{}"]
         let _ = b.wait();
     }
 }
+
+#[test]
+fn a_stalled_endpoint_costs_one_attempt_not_the_request() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let mut backends: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| standalone_hello(p, i))
+        .collect();
+    let gw = free_port();
+    let _herd = Herd::start(&format!(
+        r#"
+[[gateway.listener]]
+name = "main"
+listen = "127.0.0.1:{gw}"
+
+[[route]]
+upstream = "backends"
+timeout = "5s"
+per_try_timeout = "200ms"
+
+[[upstream]]
+name = "backends"
+endpoints = ["127.0.0.1:{}", "127.0.0.1:{}"]
+breaker = {{ trip = "consecutiveFailures >= 2", timeout = "30s" }}
+"#,
+        ports[0], ports[1]
+    ));
+    let stalled = Pid::from_raw(backends[1].id() as i32);
+    kill(stalled, Signal::SIGSTOP).unwrap();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        let r = get(addr, "/").unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["worker"], 0);
+    }
+    // Two attempts time out (200 ms each) before the breaker takes the endpoint out.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "40 requests took {took:?}");
+    kill(stalled, Signal::SIGCONT).unwrap();
+    for b in &mut backends {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+}
