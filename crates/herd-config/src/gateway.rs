@@ -2,6 +2,7 @@
 //! `[[upstream]]`, checked against each other and against the services.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::model::{
@@ -176,20 +177,46 @@ pub(crate) fn check(
             );
         }
         if u.endpoints.is_empty() {
-            c.err(&at.key("endpoints"), "needs at least one \"IP:PORT\"");
+            c.err(
+                &at.key("endpoints"),
+                "needs at least one \"IP:PORT\" or \"name:port\"",
+            );
         }
-        let endpoints = u
-            .endpoints
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| c.address(&at.key("endpoints").index(i), e))
-            .collect();
+        let mut endpoints = Vec::new();
+        let mut names = Vec::new();
+        for (i, e) in u.endpoints.iter().enumerate() {
+            if let Ok(addr) = e.parse::<SocketAddr>() {
+                endpoints.push(addr);
+                continue;
+            }
+            let parsed = e.rsplit_once(':').and_then(|(host, port)| {
+                let valid_host = !host.is_empty()
+                    && host
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.');
+                Some((host.to_ascii_lowercase(), port.parse::<u16>().ok()?)).filter(|_| valid_host)
+            });
+            match parsed {
+                Some(name) => names.push(name),
+                None => c.err(
+                    &at.key("endpoints").index(i),
+                    format!("not an endpoint: {e:?}; write \"IP:PORT\" or \"name:port\""),
+                ),
+            }
+        }
+        let dns_refresh = c.duration(
+            &at.key("dns_refresh"),
+            u.dns_refresh.as_deref(),
+            Duration::from_secs(5),
+        );
         let balance = c.balance(&at.key("balance"), u.balance.as_deref());
         let breaker = breaker(c, &at.key("breaker"), u.breaker.as_ref());
         let health = u.health.as_ref().map(|h| health(c, &at.key("health"), h));
         spec.upstreams.push(UpstreamSpec {
             name: u.name,
             endpoints,
+            names,
+            dns_refresh,
             balance,
             breaker,
             health,

@@ -137,8 +137,13 @@ impl Default for RetrySpec {
 pub struct UpstreamSpec {
     /// Name.
     pub name: String,
-    /// Addresses.
+    /// Addresses given as IP literals.
     pub endpoints: Vec<SocketAddr>,
+    /// Endpoints given as `name:port`, resolved every `dns_refresh` (every address a name
+    /// resolves to is an endpoint, as with a Kubernetes headless service).
+    pub names: Vec<(String, u16)>,
+    /// How often names are resolved again.
+    pub dns_refresh: Duration,
     /// Balancing strategy.
     pub balance: Balance,
     /// Circuit breaker per endpoint.

@@ -133,8 +133,11 @@ pub struct RawBreaker {
 pub struct RawUpstream {
     /// Name routes refer to.
     pub name: String,
-    /// `"host:port"` addresses (IP literals).
+    /// `"IP:PORT"` addresses, or `"name:port"` resolved through DNS every `dns_refresh` (every
+    /// address of the name is an endpoint, e.g. a Kubernetes headless service).
     pub endpoints: Vec<String>,
+    /// How often DNS names in `endpoints` are resolved again. Default: `"5s"`.
+    pub dns_refresh: Option<String>,
     /// `"round_robin"` (default), `"least_request"` or `"p2c_ewma"`.
     pub balance: Option<String>,
     /// Circuit breaker per endpoint.

@@ -346,3 +346,28 @@ fn upstream_health_checks_are_validated() {
         ]
     );
 }
+
+#[test]
+fn upstream_endpoints_may_be_dns_names() {
+    let c = load_str(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\"10.0.0.1:80\", \"api.default.svc.cluster.local:8080\"]\ndns_refresh = \"2s\"\n",
+    )
+    .unwrap();
+    let u = &c.gateway.upstreams[0];
+    assert_eq!(u.endpoints, vec!["10.0.0.1:80".parse().unwrap()]);
+    assert_eq!(
+        u.names,
+        vec![("api.default.svc.cluster.local".to_string(), 8080)]
+    );
+    assert_eq!(u.dns_refresh, Duration::from_secs(2));
+    let keys = error_keys(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\n  \"ok.example:1\",\n  \"no port\",\n  \"bad_host:80\",\n]\n",
+    );
+    assert_eq!(
+        keys,
+        vec![
+            ("upstream[0].endpoints[1]".to_string(), Some(5)),
+            ("upstream[0].endpoints[2]".to_string(), Some(6)),
+        ]
+    );
+}

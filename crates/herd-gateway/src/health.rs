@@ -26,31 +26,37 @@ struct Endpoint {
     failures: u32,
 }
 
-/// Checks `endpoints` until `stop`, publishing the healthy ones on `tx`.
+/// Checks the endpoints `discovered` lists (it may change, with DNS) until `stop`, publishing
+/// the healthy ones on `tx`.
 pub async fn run(
     upstream: String,
     spec: HealthSpec,
-    endpoints: Vec<SocketAddr>,
+    discovered: watch::Receiver<Arc<Vec<SocketAddr>>>,
     tx: watch::Sender<Arc<Vec<SocketAddr>>>,
     stop: CancellationToken,
 ) {
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    let mut state: Vec<Endpoint> = endpoints
-        .into_iter()
-        .map(|addr| Endpoint {
-            addr,
-            healthy: true,
-            passes: 0,
-            failures: 0,
-        })
-        .collect();
+    let mut state: Vec<Endpoint> = Vec::new();
     let mut tick = tokio::time::interval(spec.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        // Follow the discovered list: new endpoints start healthy, gone ones are forgotten.
+        let current = discovered.borrow().clone();
+        state.retain(|e| current.contains(&e.addr));
+        for addr in current.iter() {
+            if !state.iter().any(|e| e.addr == *addr) {
+                state.push(Endpoint {
+                    addr: *addr,
+                    healthy: true,
+                    passes: 0,
+                    failures: 0,
+                });
+            }
         }
         let mut probes = JoinSet::new();
         for (i, e) in state.iter().enumerate() {

@@ -15,6 +15,7 @@
 //! touching connections. Shutdown stops accepting and lets open connections finish.
 
 mod balance;
+mod dns;
 mod health;
 mod proxy;
 mod route;
@@ -148,19 +149,35 @@ fn build(
                     .iter()
                     .find(|u| &u.name == name)
                     .ok_or_else(|| std::io::Error::other(format!("no upstream {name:?}")))?;
-                let (tx, rx) = watch::channel(Arc::new(u.endpoints.clone()));
-                match &u.health {
+                // Addresses flow: fixed and DNS-resolved ones (`discovered`), then, with
+                // health checks, only the healthy ones (`rx`).
+                let (found_tx, discovered) = watch::channel(Arc::new(u.endpoints.clone()));
+                if u.names.is_empty() {
+                    statics.push(found_tx);
+                } else {
+                    tasks.spawn(dns::run(
+                        name.clone(),
+                        u.endpoints.clone(),
+                        u.names.clone(),
+                        u.dns_refresh,
+                        found_tx,
+                        checks.clone(),
+                    ));
+                }
+                let rx = match &u.health {
                     Some(h) => {
+                        let (tx, rx) = watch::channel(discovered.borrow().clone());
                         tasks.spawn(health::run(
                             name.clone(),
                             h.clone(),
-                            u.endpoints.clone(),
+                            discovered,
                             tx,
                             checks.clone(),
                         ));
+                        rx
                     }
-                    None => statics.push(tx),
-                }
+                    None => discovered,
+                };
                 Pool::new(format!("upstream {name}"), rx, u.balance, u.breaker.clone())
             }
         };

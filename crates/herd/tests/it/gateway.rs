@@ -600,3 +600,32 @@ breaker = {{ trip = "consecutiveFailures >= 2", timeout = "30s" }}
         let _ = b.wait();
     }
 }
+
+#[test]
+fn upstream_endpoints_named_in_dns_are_resolved() {
+    let port = free_port();
+    let mut backend = standalone_hello(port, 4);
+    let gw = free_port();
+    let _herd = Herd::start(&format!(
+        r#"
+[[gateway.listener]]
+name = "main"
+listen = "127.0.0.1:{gw}"
+
+[[route]]
+upstream = "named"
+
+[[upstream]]
+name = "named"
+endpoints = ["localhost:{port}"]
+dns_refresh = "200ms"
+"#
+    ));
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
+    let r = wait_for("the name resolved", Duration::from_secs(10), || {
+        get(addr, "/").ok().filter(|r| r.status == 200)
+    });
+    assert_eq!(r.json()["worker"], 4);
+    let _ = backend.kill();
+    let _ = backend.wait();
+}
