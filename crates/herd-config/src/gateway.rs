@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::model::{
-    Backoff, BreakerConfig, GatewaySpec, HealthSpec, Limits, ListenerSpec, RetrySpec, RouteSpec,
-    ServiceSpec, Target, Trip, UpstreamSpec,
+    Backoff, BreakerConfig, GatewaySpec, HealthSpec, Limits, ListenerSpec, Regions, RetrySpec,
+    RouteSpec, ServiceSpec, Target, Trip, UpstreamSpec,
 };
-use crate::raw::{RawBreaker, RawGateway, RawHealth, RawRetry, RawRoute, RawUpstream};
+use crate::raw::{RawBreaker, RawEndpoint, RawGateway, RawHealth, RawRetry, RawRoute, RawUpstream};
 use crate::source::KeyPath;
 use crate::validate::Checker;
 
@@ -167,6 +167,22 @@ pub(crate) fn check(
         }
     }
 
+    spec.regions = Regions {
+        local: raw.region.clone(),
+        failover: raw.failover.clone(),
+        overprovisioning: raw.overprovisioning.unwrap_or(1.4),
+    };
+    if !(1.0..=10.0).contains(&spec.regions.overprovisioning) {
+        c.err(&at.key("overprovisioning"), "must be between 1.0 and 10.0");
+    }
+    let all_regions: Vec<String> = upstreams
+        .iter()
+        .flat_map(|u| &u.endpoints)
+        .filter_map(|e| match e {
+            RawEndpoint::Placed(p) => p.region.clone(),
+            RawEndpoint::Plain(_) => None,
+        })
+        .collect();
     let mut upstream_names = HashSet::new();
     for (index, u) in upstreams.into_iter().enumerate() {
         let at = root("upstream", index);
@@ -184,9 +200,22 @@ pub(crate) fn check(
         }
         let mut endpoints = Vec::new();
         let mut names = Vec::new();
+        let mut priorities = Vec::new();
         for (i, e) in u.endpoints.iter().enumerate() {
+            let e = match e {
+                RawEndpoint::Plain(text) => text,
+                RawEndpoint::Placed(p) => {
+                    let address_at = at.key("endpoints").index(i).key("address");
+                    if let Some(addr) = c.address(&address_at, &p.address) {
+                        endpoints.push(addr);
+                        priorities.push(spec.regions.priority(p.region.as_deref(), &all_regions));
+                    }
+                    continue;
+                }
+            };
             if let Ok(addr) = e.parse::<SocketAddr>() {
                 endpoints.push(addr);
+                priorities.push(0);
                 continue;
             }
             let parsed = e.rsplit_once(':').and_then(|(host, port)| {
@@ -215,6 +244,7 @@ pub(crate) fn check(
         spec.upstreams.push(UpstreamSpec {
             name: u.name,
             endpoints,
+            priorities,
             names,
             dns_refresh,
             balance,

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 pub use model::{
     Backoff, Balance, BreakerConfig, Config, GatewaySpec, HealthSpec, Limits, ListenerSpec,
-    LogSettings, Readiness, ReadyMode, RestartPolicy, RetrySpec, RouteSpec, ServiceSpec, Target,
-    Trip, UpstreamSpec,
+    LogSettings, Readiness, ReadyMode, Regions, RestartPolicy, RetrySpec, RouteSpec, ServiceSpec,
+    Target, Trip, UpstreamSpec,
 };
 pub use source::{ConfigError, ConfigErrors, KeyPath, Source};
 

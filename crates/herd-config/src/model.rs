@@ -42,6 +42,49 @@ pub struct GatewaySpec {
     pub upstreams: Vec<UpstreamSpec>,
     /// Request size and time limits.
     pub limits: Limits,
+    /// Region preference for placed endpoints.
+    pub regions: Regions,
+}
+
+/// Which regions the gateway prefers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Regions {
+    /// The gateway's own region.
+    pub local: Option<String>,
+    /// Regions to fail over to, in order.
+    pub failover: Vec<String>,
+    /// Envoy's overprovisioning factor.
+    pub overprovisioning: f64,
+}
+
+impl Default for Regions {
+    fn default() -> Self {
+        Self {
+            local: None,
+            failover: Vec::new(),
+            overprovisioning: 1.4,
+        }
+    }
+}
+
+impl Regions {
+    /// Priority of an endpoint in `region` (0 first): the own region (and unplaced endpoints),
+    /// then the failover order, then other regions by name.
+    pub fn priority(&self, region: Option<&str>, all: &[String]) -> usize {
+        let Some(region) = region.filter(|r| Some(*r) != self.local.as_deref()) else {
+            return 0;
+        };
+        if let Some(i) = self.failover.iter().position(|f| f == region) {
+            return 1 + i;
+        }
+        let mut others: Vec<&String> = all
+            .iter()
+            .filter(|r| !self.failover.contains(r) && Some(r.as_str()) != self.local.as_deref())
+            .collect();
+        others.sort();
+        others.dedup();
+        1 + self.failover.len() + others.iter().position(|r| *r == region).unwrap_or(0)
+    }
 }
 
 /// What the gateway accepts from clients.
@@ -139,6 +182,8 @@ pub struct UpstreamSpec {
     pub name: String,
     /// Addresses given as IP literals.
     pub endpoints: Vec<SocketAddr>,
+    /// Region priority of each entry of `endpoints` (0 = local), from [`Regions::priority`].
+    pub priorities: Vec<usize>,
     /// Endpoints given as `name:port`, resolved every `dns_refresh` (every address a name
     /// resolves to is an endpoint, as with a Kubernetes headless service).
     pub names: Vec<(String, u16)>,

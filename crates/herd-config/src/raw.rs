@@ -45,6 +45,15 @@ pub struct RawGateway {
     /// each.
     #[serde(default)]
     pub listener: Vec<RawListener>,
+    /// The region this gateway runs in; endpoints of other regions are used only when too few
+    /// of its own are available.
+    pub region: Option<String>,
+    /// Other regions in the order to fail over to; regions not listed come after, by name.
+    #[serde(default)]
+    pub failover: Vec<String>,
+    /// A region counts as fully available while this share of its endpoints is (Envoy's
+    /// overprovisioning factor: 1.4 means 72 % healthy still takes all traffic). Default: 1.4.
+    pub overprovisioning: Option<f64>,
     /// Most header fields a request may carry; more is answered 431. Default: 100.
     pub max_header_count: Option<usize>,
     /// Largest request head (request line and headers); larger is answered 431. Default:
@@ -134,8 +143,9 @@ pub struct RawUpstream {
     /// Name routes refer to.
     pub name: String,
     /// `"IP:PORT"` addresses, or `"name:port"` resolved through DNS every `dns_refresh` (every
-    /// address of the name is an endpoint, e.g. a Kubernetes headless service).
-    pub endpoints: Vec<String>,
+    /// address of the name is an endpoint, e.g. a Kubernetes headless service), or tables
+    /// `{ address = "IP:PORT", region = "eu-west", zone = "a" }` placing an endpoint.
+    pub endpoints: Vec<RawEndpoint>,
     /// How often DNS names in `endpoints` are resolved again. Default: `"5s"`.
     pub dns_refresh: Option<String>,
     /// `"round_robin"` (default), `"least_request"` or `"p2c_ewma"`.
@@ -144,6 +154,28 @@ pub struct RawUpstream {
     pub breaker: Option<RawBreaker>,
     /// Active health checks of every endpoint.
     pub health: Option<RawHealth>,
+}
+
+/// One upstream endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawEndpoint {
+    /// `"IP:PORT"` or `"name:port"`, in the gateway's own region.
+    Plain(String),
+    /// An address with its place.
+    Placed(RawPlacedEndpoint),
+}
+
+/// `{ address = "IP:PORT", region = "...", zone = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlacedEndpoint {
+    /// `"IP:PORT"`.
+    pub address: String,
+    /// The endpoint's region; default: the gateway's own.
+    pub region: Option<String>,
+    /// The endpoint's zone within the region (informational for now).
+    pub zone: Option<String>,
 }
 
 /// `health = { ... }` on an upstream: active HTTP checks.

@@ -371,3 +371,26 @@ fn upstream_endpoints_may_be_dns_names() {
         ]
     );
 }
+
+#[test]
+fn placed_endpoints_get_region_priorities() {
+    let c = load_str(
+        r#"
+[gateway]
+region = "eu"
+failover = ["us"]
+[[upstream]]
+name = "u"
+endpoints = [
+  "10.0.0.1:80",
+  { address = "10.0.0.2:80", region = "eu" },
+  { address = "10.0.0.3:80", region = "ap" },
+  { address = "10.0.0.4:80", region = "us", zone = "b" },
+]
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.gateway.upstreams[0].priorities, vec![0, 0, 2, 1]);
+    let e = single_error("[gateway]\noverprovisioning = 0.5\n");
+    assert_eq!(e.key.as_deref(), Some("gateway.overprovisioning"));
+}

@@ -63,8 +63,53 @@ pub struct Pool {
     endpoints: watch::Receiver<Arc<Vec<SocketAddr>>>,
     strategy: Balance,
     breaker: BreakerConfig,
+    places: Places,
     next: AtomicUsize,
     stats: Mutex<HashMap<SocketAddr, Arc<EndpointStats>>>,
+}
+
+/// Region priorities of a pool's endpoints (all 0 when the pool has no placed endpoints).
+#[derive(Debug, Clone, Default)]
+pub struct Places {
+    /// Priority level of placed addresses; others are level 0.
+    pub level: HashMap<SocketAddr, usize>,
+    /// Endpoints configured per level, the denominator of a level's health.
+    pub configured: Vec<usize>,
+    /// Envoy's overprovisioning factor.
+    pub overprovisioning: f64,
+}
+
+impl Places {
+    fn level_of(&self, a: &SocketAddr) -> usize {
+        self.level.get(a).copied().unwrap_or(0)
+    }
+
+    /// Shares of traffic per level, as Envoy computes priority load: each level takes
+    /// `min(1, health × overprovisioning)` of what the levels before it left, and the shares are
+    /// scaled up to a whole when every level together is short.
+    fn shares(&self, available: &[usize]) -> Vec<f64> {
+        let mut left = 1.0f64;
+        let mut shares: Vec<f64> = available
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let total = self.configured.get(i).copied().unwrap_or(0).max(n);
+                let health = if total == 0 {
+                    0.0
+                } else {
+                    n as f64 / total as f64
+                };
+                let share = (health * self.overprovisioning).min(1.0).min(left);
+                left -= share;
+                share
+            })
+            .collect();
+        let sum: f64 = shares.iter().sum();
+        if sum > 0.0 {
+            shares.iter_mut().for_each(|s| *s /= sum);
+        }
+        shares
+    }
 }
 
 /// Why no endpoint was chosen.
@@ -146,6 +191,7 @@ impl Pool {
         endpoints: watch::Receiver<Arc<Vec<SocketAddr>>>,
         strategy: Balance,
         breaker: BreakerConfig,
+        places: Places,
     ) -> Self {
         Self {
             label: name.as_str().into(),
@@ -153,6 +199,7 @@ impl Pool {
             endpoints,
             strategy,
             breaker,
+            places,
             next: AtomicUsize::new(0),
             stats: Mutex::new(HashMap::new()),
         }
@@ -212,6 +259,7 @@ impl Pool {
             if candidates.is_empty() {
                 return Err(NoEndpoint::BreakersOpen);
             }
+            self.keep_one_level(&mut candidates, &mut stats);
             let i = self.choose(&candidates, &stats, exclude.is_empty());
             match stats[i].breaker.acquire() {
                 Ok(permit) => {
@@ -232,6 +280,46 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Narrows the candidates to one region priority level, drawn by the levels' shares.
+    fn keep_one_level(
+        &self,
+        candidates: &mut Vec<SocketAddr>,
+        stats: &mut Vec<Arc<EndpointStats>>,
+    ) {
+        if self.places.configured.len() < 2 {
+            return;
+        }
+        let mut available = vec![0usize; self.places.configured.len()];
+        for a in candidates.iter() {
+            let l = self.places.level_of(a).min(available.len() - 1);
+            available[l] += 1;
+        }
+        let shares = self.places.shares(&available);
+        let mut draw = fastrand::f64();
+        let mut level = shares.iter().rposition(|&s| s > 0.0).unwrap_or(0);
+        for (l, s) in shares.iter().enumerate() {
+            if draw < *s {
+                level = l;
+                break;
+            }
+            draw -= s;
+        }
+        let keep: Vec<bool> = candidates
+            .iter()
+            .map(|a| self.places.level_of(a) == level)
+            .collect();
+        let mut k = 0;
+        candidates.retain(|_| {
+            k += 1;
+            keep[k - 1]
+        });
+        let mut k = 0;
+        stats.retain(|_| {
+            k += 1;
+            keep[k - 1]
+        });
     }
 
     /// Index of the candidate to use. Only a request's first attempt advances the rotation, so
@@ -287,7 +375,10 @@ mod tests {
             trip: herd_config::Trip::consecutive_failures(2),
             ..BreakerConfig::default()
         };
-        (tx, Pool::new("test".into(), rx, strategy, breaker))
+        (
+            tx,
+            Pool::new("test".into(), rx, strategy, breaker, Places::default()),
+        )
     }
 
     #[test]
@@ -361,6 +452,31 @@ mod tests {
         // Half-open: one trial call goes to it, and its success closes the breaker.
         p.pick(&[good]).unwrap().succeeded();
         assert_eq!(p.pick(&[good]).unwrap().addr, bad);
+    }
+
+    #[test]
+    fn priority_load_follows_envoy() {
+        let p = Places {
+            level: HashMap::new(),
+            configured: vec![4, 4],
+            overprovisioning: 1.4,
+        };
+        assert_eq!(p.shares(&[4, 4]), vec![1.0, 0.0]);
+        // 3 of 4 healthy: 0.75 × 1.4 > 1, still all local.
+        assert_eq!(p.shares(&[3, 4]), vec![1.0, 0.0]);
+        // 2 of 4: 0.5 × 1.4 = 0.7 local, the rest spills over.
+        let s = p.shares(&[2, 4]);
+        assert!(
+            (s[0] - 0.7).abs() < 1e-9 && (s[1] - 0.3).abs() < 1e-9,
+            "{s:?}"
+        );
+        assert_eq!(p.shares(&[0, 4]), vec![0.0, 1.0]);
+        // Both short: scaled to a whole.
+        let s = p.shares(&[1, 1]);
+        assert!(
+            (s[0] - 0.5).abs() < 1e-9 && (s[1] - 0.5).abs() < 1e-9,
+            "{s:?}"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use balance::Pool;
+pub use balance::{Places, Pool};
 pub use route::RouteTable;
 pub use trace::TraceContext;
 
@@ -140,7 +140,13 @@ fn build(
                 let (addrs, balance, breaker) = service(name).ok_or_else(|| {
                     std::io::Error::other(format!("service {name:?} is not running"))
                 })?;
-                Pool::new(format!("service {name}"), addrs, balance, breaker)
+                Pool::new(
+                    format!("service {name}"),
+                    addrs,
+                    balance,
+                    breaker,
+                    Places::default(),
+                )
             }
             Target::Upstream(name) => {
                 let u = config
@@ -178,7 +184,27 @@ fn build(
                     }
                     None => discovered,
                 };
-                Pool::new(format!("upstream {name}"), rx, u.balance, u.breaker.clone())
+                let levels = u.priorities.iter().max().map_or(1, |m| m + 1);
+                let mut configured = vec![0; levels];
+                u.priorities.iter().for_each(|&l| configured[l] += 1);
+                configured[0] += u.names.len();
+                let places = Places {
+                    level: u
+                        .endpoints
+                        .iter()
+                        .copied()
+                        .zip(u.priorities.iter().copied())
+                        .collect(),
+                    configured,
+                    overprovisioning: config.gateway.regions.overprovisioning,
+                };
+                Pool::new(
+                    format!("upstream {name}"),
+                    rx,
+                    u.balance,
+                    u.breaker.clone(),
+                    places,
+                )
             }
         };
         pools.insert(route.target.clone(), Arc::new(pool));

@@ -629,3 +629,60 @@ dns_refresh = "200ms"
     let _ = backend.kill();
     let _ = backend.wait();
 }
+
+#[test]
+fn traffic_stays_in_the_own_region_fails_over_and_comes_back() {
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let mut backends: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| standalone_hello(p, i))
+        .collect();
+    let gw = free_port();
+    let _herd = Herd::start(&format!(
+        r#"
+[gateway]
+region = "eu-west"
+failover = ["us-east"]
+
+[[gateway.listener]]
+name = "main"
+listen = "127.0.0.1:{gw}"
+
+[[route]]
+upstream = "global"
+
+[[upstream]]
+name = "global"
+endpoints = [
+  {{ address = "127.0.0.1:{}", region = "eu-west", zone = "a" }},
+  {{ address = "127.0.0.1:{}", region = "us-east" }},
+]
+breaker = {{ trip = "consecutiveFailures >= 1", timeout = "500ms" }}
+"#,
+        ports[0], ports[1]
+    ));
+    let mut c = Client::new(([127, 0, 0, 1], gw).into());
+    for _ in 0..20 {
+        assert_eq!(
+            c.get("/", &[]).unwrap().json()["worker"],
+            0,
+            "local region first"
+        );
+    }
+    backends[0].kill().unwrap();
+    backends[0].wait().unwrap();
+    for _ in 0..20 {
+        let r = c.get("/", &[]).unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["worker"], 1, "failed over to us-east");
+    }
+    backends[0] = standalone_hello(ports[0], 0);
+    wait_for("traffic back in eu-west", Duration::from_secs(10), || {
+        (c.get("/", &[]).unwrap().json()["worker"] == 0).then_some(())
+    });
+    for b in &mut backends {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+}
