@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::model::{
     Backoff, BreakerConfig, GatewaySpec, HealthSpec, Limits, ListenerSpec, Regions, RetrySpec,
-    RouteSpec, ServiceSpec, Target, Trip, UpstreamSpec,
+    RouteSpec, ServiceSpec, Target, TlsFiles, Trip, UpstreamSpec,
 };
 use crate::raw::{RawBreaker, RawEndpoint, RawGateway, RawHealth, RawRetry, RawRoute, RawUpstream};
 use crate::source::KeyPath;
@@ -158,10 +158,15 @@ pub(crate) fn check(
                 format!("listener {:?} is defined twice", l.name),
             );
         }
+        let tls = l.tls.as_ref().map(|t| TlsFiles {
+            cert: c.file(&at.key("tls").key("cert"), &t.cert),
+            key: c.file(&at.key("tls").key("key"), &t.key),
+        });
         if let Some(listen) = c.address(&at.key("listen"), &l.listen) {
             spec.listeners.push(ListenerSpec {
                 name: l.name,
                 listen,
+                tls,
                 index,
             });
         }

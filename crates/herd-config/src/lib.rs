@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub use model::{
     Backoff, Balance, BreakerConfig, Config, GatewaySpec, HealthSpec, Limits, ListenerSpec,
     LogSettings, Readiness, ReadyMode, Regions, RestartPolicy, RetrySpec, RouteSpec, ServiceSpec,
-    Target, Trip, UpstreamSpec,
+    Target, TlsFiles, Trip, UpstreamSpec,
 };
 pub use source::{ConfigError, ConfigErrors, KeyPath, Source};
 

@@ -118,8 +118,19 @@ pub struct ListenerSpec {
     pub name: String,
     /// Address.
     pub listen: SocketAddr,
+    /// Certificate and key files for HTTPS.
+    pub tls: Option<TlsFiles>,
     /// Index of its `[[gateway.listener]]` table, for error locations.
     pub index: usize,
+}
+
+/// PEM files of a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
 }
 
 /// Where a route sends requests.

@@ -74,6 +74,18 @@ pub struct RawListener {
     pub name: String,
     /// Address to accept on, e.g. `"127.0.0.1:8080"`; port 0 picks a free port.
     pub listen: String,
+    /// Serve HTTPS (TLS 1.2/1.3, HTTP/2 by ALPN) with this certificate.
+    pub tls: Option<RawTls>,
+}
+
+/// `tls = { cert = "...", key = "..." }`: PEM files, relative to the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Certificate chain, leaf first.
+    pub cert: String,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
 }
 
 /// `[[route]]`: which requests go where.

@@ -70,6 +70,15 @@ impl Checker<'_> {
         }
     }
 
+    /// A file path relative to the config file's directory, which must exist.
+    pub(crate) fn file(&mut self, path: &KeyPath, name: &str) -> PathBuf {
+        let p = self.base.join(name);
+        if !p.is_file() {
+            self.err(path, format!("no such file: {}", p.display()));
+        }
+        p
+    }
+
     /// An `IP:PORT` address.
     pub(crate) fn address(&mut self, path: &KeyPath, text: &str) -> Option<SocketAddr> {
         match text.parse() {

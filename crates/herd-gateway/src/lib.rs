@@ -19,6 +19,7 @@ mod dns;
 mod health;
 mod proxy;
 mod route;
+mod tls;
 mod trace;
 
 use std::collections::HashMap;
@@ -53,6 +54,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 pub struct Bound {
     spec: ListenerSpec,
     listener: std::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Bound {
@@ -68,6 +70,17 @@ pub fn bind(config: &Config) -> Result<Vec<Bound>, Vec<ConfigError>> {
     let mut bound = Vec::new();
     let mut errors = Vec::new();
     for spec in &config.gateway.listeners {
+        let at = KeyPath::default()
+            .key("gateway")
+            .key("listener")
+            .index(spec.index);
+        let tls = match spec.tls.as_ref().map(tls::server_config).transpose() {
+            Ok(t) => t,
+            Err(message) => {
+                errors.push(config.source.error(&at.key("tls"), message));
+                continue;
+            }
+        };
         let result = std::net::TcpListener::bind(spec.listen).and_then(|l| {
             l.set_nonblocking(true)?;
             Ok(l)
@@ -76,19 +89,12 @@ pub fn bind(config: &Config) -> Result<Vec<Bound>, Vec<ConfigError>> {
             Ok(listener) => bound.push(Bound {
                 spec: spec.clone(),
                 listener,
+                tls,
             }),
-            Err(e) => {
-                let at = KeyPath::default()
-                    .key("gateway")
-                    .key("listener")
-                    .index(spec.index)
-                    .key("listen");
-                errors.push(
-                    config
-                        .source
-                        .error(&at, format!("cannot bind {}: {e}", spec.listen)),
-                );
-            }
+            Err(e) => errors.push(config.source.error(
+                &at.key("listen"),
+                format!("cannot bind {}: {e}", spec.listen),
+            )),
         }
     }
     if errors.is_empty() {
@@ -242,6 +248,7 @@ impl Gateway {
             tasks.spawn(serve(
                 listener,
                 name.into(),
+                b.tls.map(tokio_rustls::TlsAcceptor::from),
                 current.clone(),
                 limits,
                 stop.clone(),
@@ -307,6 +314,7 @@ impl Gateway {
 async fn serve(
     listener: TcpListener,
     name: Arc<str>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     current: Arc<ArcSwap<proxy::Proxy>>,
     limits: Limits,
     stop: CancellationToken,
@@ -340,18 +348,43 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let current = current.clone();
         let name = name.clone();
+        let https = tls.is_some();
         // Each request takes the routes current when it arrives, so a reload applies to the
         // next request even on a connection that stays open.
-        let svc = service_fn(move |req| current.load_full().handle(name.clone(), peer, req));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tasks.spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("gateway connection ended: {e}");
+        let svc = service_fn(move |req| current.load_full().handle(name.clone(), peer, https, req));
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tasks.spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("gateway connection ended: {e}");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                // The handshake runs in the connection's task, bounded like a request head.
+                let handshake =
+                    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tasks.spawn(async move {
+                    let stream = match handshake.await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return tracing::debug!("TLS handshake failed: {e}"),
+                        Err(_) => return tracing::debug!("TLS handshake timed out"),
+                    };
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!("gateway connection ended: {e}");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;

@@ -200,6 +200,7 @@ impl Proxy {
         self: Arc<Self>,
         listener: Arc<str>,
         peer: SocketAddr,
+        https: bool,
         req: Request<Incoming>,
     ) -> Result<Response<DownBody>, Infallible> {
         let started = Instant::now();
@@ -213,7 +214,7 @@ impl Proxy {
             tries: 0,
         };
         let response = self
-            .forward(&listener, peer, req, &trace, &mut outcome)
+            .forward(&listener, peer, https, req, &trace, &mut outcome)
             .await;
         let mut response = response;
         strip_hop_by_hop(response.headers_mut());
@@ -262,6 +263,7 @@ impl Proxy {
         &'a self,
         listener: &str,
         peer: SocketAddr,
+        https: bool,
         req: Request<Incoming>,
         trace: &TraceContext,
         outcome: &mut Outcome<'a>,
@@ -325,7 +327,8 @@ impl Proxy {
             "x-forwarded-for",
             HeaderValue::from_str(&forwarded).expect("ascii"),
         );
-        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        let proto = if https { "https" } else { "http" };
+        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
         let path_and_query = parts
             .uri
             .path_and_query()

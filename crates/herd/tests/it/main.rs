@@ -9,4 +9,5 @@ mod lifecycle;
 mod limits;
 mod node;
 mod tidy;
+mod tls;
 mod util;
