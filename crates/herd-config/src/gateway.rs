@@ -244,6 +244,9 @@ pub(crate) fn check(
             Duration::from_secs(5),
         );
         let balance = c.balance(&at.key("balance"), u.balance.as_deref());
+        if u.max_concurrency == Some(0) {
+            c.err(&at.key("max_concurrency"), "must be at least 1");
+        }
         let breaker = breaker(c, &at.key("breaker"), u.breaker.as_ref());
         let health = u.health.as_ref().map(|h| health(c, &at.key("health"), h));
         spec.upstreams.push(UpstreamSpec {
@@ -255,6 +258,7 @@ pub(crate) fn check(
             balance,
             breaker,
             health,
+            max_concurrency: u.max_concurrency,
         });
     }
 
@@ -319,6 +323,18 @@ pub(crate) fn check(
             Duration::from_secs(30),
         );
         let retry = retry(c, &at.key("retries"), r.retries.as_ref());
+        let rate_limit = r.rate_limit.as_ref().and_then(|l| {
+            let burst = l.burst.unwrap_or(l.rate.ceil() as u32).max(1);
+            if l.rate > 0.0 && l.rate.is_finite() {
+                Some((l.rate, burst))
+            } else {
+                c.err(
+                    &at.key("rate_limit").key("rate"),
+                    "must be a positive number",
+                );
+                None
+            }
+        });
         let per_try_timeout = r
             .per_try_timeout
             .as_deref()
@@ -333,6 +349,7 @@ pub(crate) fn check(
             per_try_timeout,
             retry,
             retryable: r.retryable.unwrap_or(false),
+            rate_limit,
         });
     }
     if !spec.routes.is_empty() && declared_listeners == 0 {

@@ -163,6 +163,8 @@ pub struct RouteSpec {
     pub retry: RetrySpec,
     /// Whether non-idempotent methods may be retried.
     pub retryable: bool,
+    /// Token bucket: (requests per second, burst).
+    pub rate_limit: Option<(f64, u32)>,
 }
 
 /// Retries for a route.
@@ -206,6 +208,8 @@ pub struct UpstreamSpec {
     pub breaker: BreakerConfig,
     /// Active health checks, if configured.
     pub health: Option<HealthSpec>,
+    /// Most requests in flight at once.
+    pub max_concurrency: Option<u32>,
 }
 
 /// Active HTTP health checks of an upstream's endpoints.

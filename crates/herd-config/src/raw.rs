@@ -114,6 +114,19 @@ pub struct RawRoute {
     pub retries: Option<RawRetry>,
     /// Retry non-idempotent methods too (POST, PATCH). Default: false.
     pub retryable: Option<bool>,
+    /// Requests per second allowed on this route, beyond which it answers 429 with
+    /// `Retry-After`: `{ rate = 100, burst = 200 }` (burst defaults to the rate).
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `rate_limit = { rate, burst }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Sustained requests per second.
+    pub rate: f64,
+    /// Requests allowed at once above the rate.
+    pub burst: Option<u32>,
 }
 
 /// Retries, with the keys of Dapr's resiliency spec.
@@ -164,6 +177,8 @@ pub struct RawUpstream {
     pub balance: Option<String>,
     /// Circuit breaker per endpoint.
     pub breaker: Option<RawBreaker>,
+    /// Most requests in flight to this upstream at once; more are answered 503 at once.
+    pub max_concurrency: Option<u32>,
     /// Active health checks of every endpoint.
     pub health: Option<RawHealth>,
 }

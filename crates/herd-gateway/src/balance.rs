@@ -64,6 +64,7 @@ pub struct Pool {
     strategy: Balance,
     breaker: BreakerConfig,
     places: Places,
+    admission: Option<Arc<tokio::sync::Semaphore>>,
     next: AtomicUsize,
     stats: Mutex<HashMap<SocketAddr, Arc<EndpointStats>>>,
 }
@@ -200,8 +201,24 @@ impl Pool {
             strategy,
             breaker,
             places,
+            admission: None,
             next: AtomicUsize::new(0),
             stats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Caps the requests in flight to this pool at `n`.
+    pub fn with_concurrency_limit(mut self, n: Option<u32>) -> Self {
+        self.admission = n.map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize)));
+        self
+    }
+
+    /// Admits one request under the concurrency limit (always, without one); `None` when the
+    /// pool is at its limit. The permit is held until the response head arrived.
+    pub fn admit(&self) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+        match &self.admission {
+            None => Some(None),
+            Some(s) => s.clone().try_acquire_owned().ok().map(Some),
         }
     }
 

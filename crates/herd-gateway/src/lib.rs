@@ -211,6 +211,7 @@ fn build(
                     u.breaker.clone(),
                     places,
                 )
+                .with_concurrency_limit(u.max_concurrency)
             }
         };
         pools.insert(route.target.clone(), Arc::new(pool));

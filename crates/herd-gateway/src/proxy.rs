@@ -285,6 +285,27 @@ impl Proxy {
             .get(&route.target)
             .expect("a pool per route target");
         outcome.upstream = Some(&pool.name);
+        if let Some(Err(wait)) = route.limiter.as_ref().map(|l| l.try_take()) {
+            let mut r = answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limit exceeded",
+                Some(&pool.name),
+                &trace.request_id,
+            );
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return r;
+        }
+        // Held until the response head arrived.
+        let Some(_admitted) = pool.admit() else {
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream at its concurrency limit",
+                Some(&pool.name),
+                &trace.request_id,
+            );
+        };
 
         let declared = req
             .headers()

@@ -6,6 +6,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use herd_config::{RetrySpec, RouteSpec, Target};
+use herd_resilience::TokenBucket;
 use tower::retry::budget::TpsBudget;
 
 /// Retries may add this share of a route's recent requests…
@@ -15,7 +16,7 @@ const RETRY_FLOOR: u32 = 10;
 const RETRY_WINDOW: Duration = Duration::from_secs(10);
 
 /// A route ready for matching.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Route {
     /// Position in the file, shown in access logs as `route[N]`.
     pub index: usize,
@@ -35,10 +36,12 @@ pub struct Route {
     pub retryable: bool,
     /// The route's retry budget.
     pub budget: Arc<TpsBudget>,
+    /// The route's rate limit.
+    pub limiter: Option<TokenBucket>,
 }
 
 /// Every route, in order.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
 }
@@ -65,6 +68,9 @@ impl RouteTable {
                 retry: r.retry,
                 retryable: r.retryable,
                 budget: herd_resilience::retry_budget(RETRY_WINDOW, RETRY_FLOOR, RETRY_PERCENT),
+                limiter: r
+                    .rate_limit
+                    .map(|(rate, burst)| TokenBucket::new(rate, burst)),
             })
             .collect();
         Self { routes }
@@ -118,6 +124,7 @@ mod tests {
             per_try_timeout: None,
             retry: RetrySpec::default(),
             retryable: false,
+            rate_limit: None,
         }
     }
 

@@ -686,3 +686,67 @@ breaker = {{ trip = "consecutiveFailures >= 1", timeout = "500ms" }}
         let _ = b.wait();
     }
 }
+
+#[test]
+fn route_rate_limits_answer_429_and_upstream_concurrency_limits_answer_503() {
+    let port = free_port();
+    let mut slow = std::process::Command::new(crate::util::hello_bin())
+        .env("PORT", port.to_string())
+        .env("HELLO_DELAY_MS", "700")
+        .env_remove("LISTEN_FDS")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the slow hello", Duration::from_secs(10), || {
+        get(([127, 0, 0, 1], port).into(), "/healthz").ok()
+    });
+    let gw = free_port();
+    let _herd = Herd::start(&format!(
+        r#"
+[[gateway.listener]]
+name = "main"
+listen = "127.0.0.1:{gw}"
+
+[[route]]
+path_prefix = "/limited"
+upstream = "slow"
+rate_limit = {{ rate = 0.5, burst = 2 }}
+
+[[route]]
+upstream = "slow"
+
+[[upstream]]
+name = "slow"
+endpoints = ["127.0.0.1:{port}"]
+max_concurrency = 1
+"#
+    ));
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| s.spawn(move || get(addr, "/").unwrap()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap().status).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 503).count(),
+        3,
+        "{statuses:?}"
+    );
+
+    assert_eq!(get(addr, "/limited").unwrap().status, 200);
+    assert_eq!(get(addr, "/limited").unwrap().status, 200);
+    let r = get(addr, "/limited").unwrap();
+    assert_eq!(r.status, 429);
+    // Two tokens at 0.5/s: the next is due within 2 s (less, as the slow answers refilled some).
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "retry-after {wait}");
+    assert_eq!(r.json()["error"], "rate limit exceeded");
+    let _ = slow.kill();
+    let _ = slow.wait();
+}
