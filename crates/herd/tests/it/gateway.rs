@@ -750,3 +750,38 @@ max_concurrency = 1
     let _ = slow.kill();
     let _ = slow.wait();
 }
+
+#[test]
+fn a_service_on_a_shared_socket_is_reached_through_its_address() {
+    let gw = free_port();
+    let herd = Herd::start(&format!(
+        r#"
+[[service]]
+name = "shared"
+command = ["{{hello}}"]
+instances = 2
+listen = "127.0.0.1:0"
+env = {{ HELLO_DELAY_MS = "20" }}
+
+[[gateway.listener]]
+name = "main"
+listen = "127.0.0.1:{gw}"
+
+[[route]]
+service = "shared"
+"#
+    ));
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
+    // The kernel spreads the gateway's pooled connections over the instances as it likes;
+    // port = "auto" services are the ones the gateway itself balances.
+    let workers = crate::util::workers_seen(addr, 6, 5);
+    assert!(
+        !workers.is_empty() && workers.iter().all(|w| *w < 2),
+        "{workers:?}"
+    );
+    let out = herd.cli(&["stop", "shared"]);
+    assert!(out.status.success());
+    let r = get(addr, "/").unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"], "no ready endpoint");
+}
