@@ -6,15 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::util::{Client, Herd, get, wait_for};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::util::{Backends, Client, Herd, free_port, get, wait_for};
 
 /// Three `port = "auto"` hello instances behind a gateway listener; returns the herd and the
 /// gateway's address.
@@ -182,22 +174,6 @@ fn routes_to_unknown_targets_and_taken_listener_ports_are_config_errors() {
     );
 }
 
-/// A hello process outside herd, on `port`, answering as worker `id`.
-fn standalone_hello(port: u16, id: usize) -> std::process::Child {
-    let child = std::process::Command::new(crate::util::hello_bin())
-        .env("PORT", port.to_string())
-        .env("HERD_INSTANCE", id.to_string())
-        .env("HELLO_DELAY_MS", "0")
-        .env_remove("LISTEN_FDS")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the standalone hello", Duration::from_secs(10), || {
-        get(([127, 0, 0, 1], port).into(), "/healthz").ok()
-    });
-    child
-}
-
 /// The access-log lines herd wrote for requests whose id starts with `prefix`.
 fn access_lines(herd: &Herd, prefix: &str) -> Vec<serde_json::Value> {
     herd.stderr()
@@ -214,12 +190,8 @@ fn access_lines(herd: &Herd, prefix: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_dead_upstream_endpoint_costs_no_request_and_its_breaker_takes_it_out_then_back() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut backends: Vec<_> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| standalone_hello(p, i))
-        .collect();
+    let mut backends = Backends::start(3, 0);
+    let ports = backends.ports.clone();
     let gw = free_port();
     let herd = Herd::start(&format!(
         r#"
@@ -243,8 +215,7 @@ breaker = {{ trip = "consecutiveFailures >= 3", timeout = "1s" }}
         assert_eq!(c.get("/", &[]).unwrap().status, 200);
     }
 
-    backends[2].kill().unwrap();
-    backends[2].wait().unwrap();
+    backends.kill(2);
     let mut failed = 0;
     for n in 0..300 {
         let id = format!("after-kill-{n}");
@@ -271,22 +242,18 @@ breaker = {{ trip = "consecutiveFailures >= 3", timeout = "1s" }}
     );
 
     // Back on the same port: a half-open trial closes the breaker and it gets traffic again.
-    backends[2] = standalone_hello(ports[2], 2);
+    backends.restart(2);
     wait_for(
         "the endpoint back in rotation",
         Duration::from_secs(10),
         || (c.get("/", &[]).unwrap().json()["worker"] == 2).then_some(()),
     );
-    for mut b in backends {
-        let _ = b.kill();
-        let _ = b.wait();
-    }
 }
 
 #[test]
 fn idempotent_requests_answered_502_are_retried_on_another_endpoint() {
-    let hello_port = free_port();
-    let mut hello = standalone_hello(hello_port, 7);
+    let hello = Backends::start_as(7, 0);
+    let hello_port = hello.ports[0];
     let (front, back) = (free_port(), free_port());
     let herd = Herd::start(&format!(
         r#"
@@ -336,20 +303,14 @@ breaker = {{ trip = "consecutiveFailures >= 1000" }}
         retried, 10,
         "round-robin sends every other request to the failing endpoint first"
     );
-    let _ = hello.kill();
-    let _ = hello.wait();
 }
 
 #[test]
 fn active_health_checks_take_a_stalled_endpoint_out_and_bring_it_back() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let mut backends: Vec<_> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| standalone_hello(p, i))
-        .collect();
+    let backends = Backends::start(2, 0);
+    let ports = backends.ports.clone();
     let gw = free_port();
     let herd = Herd::start(&format!(
         r#"
@@ -370,7 +331,7 @@ health = {{ path = "/healthz", interval = "100ms", timeout = "200ms", healthy = 
     ));
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
     // A stopped process still gets connections queued by the kernel, but never answers.
-    let stalled = Pid::from_raw(backends[1].id() as i32);
+    let stalled = Pid::from_raw(backends.pid(1) as i32);
     kill(stalled, Signal::SIGSTOP).unwrap();
     wait_for(
         "the stalled endpoint out of rotation",
@@ -394,10 +355,6 @@ health = {{ path = "/healthz", interval = "100ms", timeout = "200ms", healthy = 
         Duration::from_secs(5),
         || (c.get("/", &[]).unwrap().json()["worker"] == 1).then_some(()),
     );
-    for b in &mut backends {
-        let _ = b.kill();
-        let _ = b.wait();
-    }
 }
 
 /// Parses Prometheus text: every sample line is `name{labels} value`; returns (series, value).
@@ -493,12 +450,8 @@ fn metrics_are_served_in_prometheus_text_on_the_admin_listener() {
 
 #[test]
 fn herd_reload_gateway_applies_new_routes_without_dropping_connections() {
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let mut backends: Vec<_> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| standalone_hello(p, i))
-        .collect();
+    let backends = Backends::start(2, 0);
+    let ports = backends.ports.clone();
     let gw = free_port();
     let config = |upstream: &str| {
         format!(
@@ -547,22 +500,14 @@ endpoints = ["127.0.0.1:{}"]
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listeners changed"));
     assert_eq!(c.get("/", &[]).unwrap().json()["worker"], 1);
-    for b in &mut backends {
-        let _ = b.kill();
-        let _ = b.wait();
-    }
 }
 
 #[test]
 fn a_stalled_endpoint_costs_one_attempt_not_the_request() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let mut backends: Vec<_> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| standalone_hello(p, i))
-        .collect();
+    let backends = Backends::start(2, 0);
+    let ports = backends.ports.clone();
     let gw = free_port();
     let _herd = Herd::start(&format!(
         r#"
@@ -582,7 +527,7 @@ breaker = {{ trip = "consecutiveFailures >= 2", timeout = "30s" }}
 "#,
         ports[0], ports[1]
     ));
-    let stalled = Pid::from_raw(backends[1].id() as i32);
+    let stalled = Pid::from_raw(backends.pid(1) as i32);
     kill(stalled, Signal::SIGSTOP).unwrap();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
     let started = std::time::Instant::now();
@@ -595,16 +540,12 @@ breaker = {{ trip = "consecutiveFailures >= 2", timeout = "30s" }}
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "40 requests took {took:?}");
     kill(stalled, Signal::SIGCONT).unwrap();
-    for b in &mut backends {
-        let _ = b.kill();
-        let _ = b.wait();
-    }
 }
 
 #[test]
 fn upstream_endpoints_named_in_dns_are_resolved() {
-    let port = free_port();
-    let mut backend = standalone_hello(port, 4);
+    let backend = Backends::start_as(4, 0);
+    let port = backend.ports[0];
     let gw = free_port();
     let _herd = Herd::start(&format!(
         r#"
@@ -626,18 +567,12 @@ dns_refresh = "200ms"
         get(addr, "/").ok().filter(|r| r.status == 200)
     });
     assert_eq!(r.json()["worker"], 4);
-    let _ = backend.kill();
-    let _ = backend.wait();
 }
 
 #[test]
 fn traffic_stays_in_the_own_region_fails_over_and_comes_back() {
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let mut backends: Vec<_> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| standalone_hello(p, i))
-        .collect();
+    let mut backends = Backends::start(2, 0);
+    let ports = backends.ports.clone();
     let gw = free_port();
     let _herd = Herd::start(&format!(
         r#"
@@ -670,36 +605,22 @@ breaker = {{ trip = "consecutiveFailures >= 1", timeout = "500ms" }}
             "local region first"
         );
     }
-    backends[0].kill().unwrap();
-    backends[0].wait().unwrap();
+    backends.kill(0);
     for _ in 0..20 {
         let r = c.get("/", &[]).unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.json()["worker"], 1, "failed over to us-east");
     }
-    backends[0] = standalone_hello(ports[0], 0);
+    backends.restart(0);
     wait_for("traffic back in eu-west", Duration::from_secs(10), || {
         (c.get("/", &[]).unwrap().json()["worker"] == 0).then_some(())
     });
-    for b in &mut backends {
-        let _ = b.kill();
-        let _ = b.wait();
-    }
 }
 
 #[test]
 fn route_rate_limits_answer_429_and_upstream_concurrency_limits_answer_503() {
-    let port = free_port();
-    let mut slow = std::process::Command::new(crate::util::hello_bin())
-        .env("PORT", port.to_string())
-        .env("HELLO_DELAY_MS", "700")
-        .env_remove("LISTEN_FDS")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the slow hello", Duration::from_secs(10), || {
-        get(([127, 0, 0, 1], port).into(), "/healthz").ok()
-    });
+    let slow = Backends::start(1, 700);
+    let port = slow.ports[0];
     let gw = free_port();
     let _herd = Herd::start(&format!(
         r#"
@@ -747,8 +668,6 @@ max_concurrency = 1
     let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=2).contains(&wait), "retry-after {wait}");
     assert_eq!(r.json()["error"], "rate limit exceeded");
-    let _ = slow.kill();
-    let _ = slow.wait();
 }
 
 #[test]

@@ -5,15 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::util::{Herd, get};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::util::{Herd, free_port, get};
 
 /// Sends `bytes` and returns everything the gateway answers until it closes the connection.
 fn raw(addr: SocketAddr, bytes: &[u8]) -> String {

@@ -346,3 +346,82 @@ pub fn workers_seen(addr: SocketAddr, threads: usize, each: usize) -> BTreeSet<u
             .collect()
     })
 }
+
+/// A free loopback port (bound and released: another process could take it in between, which
+/// on this machine's loopback does not happen in practice).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Hello processes run outside herd, each on a port of its own; killed when dropped.
+pub struct Backends {
+    /// Their ports, in order.
+    pub ports: Vec<u16>,
+    ids: Vec<usize>,
+    delay_ms: u64,
+    children: Vec<Option<Child>>,
+}
+
+impl Backends {
+    /// `n` backends answering as workers 0..n after `delay_ms`.
+    pub fn start(n: usize, delay_ms: u64) -> Self {
+        Self::with_ids((0..n).collect(), delay_ms)
+    }
+
+    /// One backend answering as worker `id`.
+    pub fn start_as(id: usize, delay_ms: u64) -> Self {
+        Self::with_ids(vec![id], delay_ms)
+    }
+
+    fn with_ids(ids: Vec<usize>, delay_ms: u64) -> Self {
+        let ports = ids.iter().map(|_| free_port()).collect();
+        let mut b = Self {
+            ports,
+            children: ids.iter().map(|_| None).collect(),
+            ids,
+            delay_ms,
+        };
+        (0..b.ids.len()).for_each(|i| b.restart(i));
+        b
+    }
+
+    /// Starts backend `i` (again) on its port and waits until it answers.
+    pub fn restart(&mut self, i: usize) {
+        let child = Command::new(hello_bin())
+            .env("PORT", self.ports[i].to_string())
+            .env("HERD_INSTANCE", self.ids[i].to_string())
+            .env("HELLO_DELAY_MS", self.delay_ms.to_string())
+            .env_remove("LISTEN_FDS")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children[i] = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.ports[i]));
+        wait_for("a backend to answer", Duration::from_secs(10), || {
+            get(addr, "/healthz").ok()
+        });
+    }
+
+    /// Kills backend `i` and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Pid of backend `i`.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.children[i].as_ref().expect("running").id()
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        (0..self.children.len()).for_each(|i| self.kill(i));
+    }
+}
