@@ -704,3 +704,106 @@ service = "shared"
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json()["error"], "no ready endpoint");
 }
+
+/// A front listener whose upstream `mixed` is `[failing, extra...]`, where `failing` is a back
+/// listener of the same gateway answering every request 502.
+fn front_and_failing_back(extra: &[u16], route_extra: &str) -> (Herd, std::net::SocketAddr) {
+    let (front, back) = (free_port(), free_port());
+    let mut endpoints = vec![format!("\"127.0.0.1:{back}\"")];
+    endpoints.extend(extra.iter().map(|p| format!("\"127.0.0.1:{p}\"")));
+    let herd = Herd::start(&format!(
+        r#"
+[[gateway.listener]]
+name = "front"
+listen = "127.0.0.1:{front}"
+
+[[gateway.listener]]
+name = "back"
+listen = "127.0.0.1:{back}"
+
+[[route]]
+listener = "back"
+upstream = "nowhere"
+
+[[route]]
+listener = "front"
+upstream = "mixed"
+{route_extra}
+
+[[upstream]]
+name = "nowhere"
+endpoints = ["127.0.0.1:1"]
+
+[[upstream]]
+name = "mixed"
+endpoints = [{}]
+breaker = {{ trip = "consecutiveFailures >= 100000" }}
+"#,
+        endpoints.join(", ")
+    ));
+    (herd, ([127, 0, 0, 1], front).into())
+}
+
+#[test]
+fn a_post_that_was_sent_is_not_retried() {
+    let hello = Backends::start_as(7, 0);
+    let (herd, front) = front_and_failing_back(
+        &hello.ports,
+        r#"retries = { policy = "constant", duration = "1ms", maxRetries = 3 }"#,
+    );
+    // Round-robin sends the first request to the failing endpoint.
+    let mut s = std::net::TcpStream::connect(front).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(
+        b"POST /orders HTTP/1.1\r\nHost: a\r\nx-request-id: the-post\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    let lines = wait_for("the access line", Duration::from_secs(5), || {
+        let l = access_lines(&herd, "the-post");
+        l.iter().any(|l| l["listener"] == "front").then_some(l)
+    });
+    let front_line = lines.iter().find(|l| l["listener"] == "front").unwrap();
+    assert_eq!(front_line["tries"], 1, "{front_line}");
+}
+
+#[test]
+fn under_total_failure_the_retry_budget_caps_retries() {
+    let (herd, front) = front_and_failing_back(
+        &[],
+        r#"retries = { policy = "constant", duration = "0ms", maxRetries = -1 }"#,
+    );
+    let mut c = Client::new(front);
+    for n in 0..200 {
+        let r = c
+            .get("/", &[("x-request-id", &format!("budget-{n}"))])
+            .unwrap();
+        // The back listener answers 502, or 503 once its own breaker opened.
+        assert!(matches!(r.status, 502 | 503), "{}", r.status);
+    }
+    let lines = wait_for("the access lines", Duration::from_secs(5), || {
+        let l: Vec<_> = access_lines(&herd, "budget-")
+            .into_iter()
+            .filter(|l| l["listener"] == "front")
+            .collect();
+        (l.len() == 200).then_some(l)
+    });
+    let retries: u64 = lines.iter().map(|l| l["tries"].as_u64().unwrap() - 1).sum();
+    // The budget: 10 retries per second over a 10 s window (100) plus 20 % of the requests.
+    assert!(retries >= 100, "the floor allows retries: {retries}");
+    assert!(
+        retries <= 100 + 40 + 5,
+        "retries beyond the budget: {retries}"
+    );
+    // Once the reserve is spent, each request earns a fifth of a retry.
+    let late: u64 = lines[150..]
+        .iter()
+        .map(|l| l["tries"].as_u64().unwrap() - 1)
+        .sum();
+    assert!(
+        late <= 50 / 5 + 2,
+        "{late} retries among the last 50 requests"
+    );
+}
