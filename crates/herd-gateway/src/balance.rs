@@ -21,20 +21,47 @@ use herd_config::{Balance, BreakerConfig};
 use herd_resilience::{BreakerState, CircuitBreaker, Permit};
 use tokio::sync::watch;
 
-/// Per-endpoint statistics and breaker.
-#[derive(Debug)]
+/// Per-endpoint statistics, breaker and metric handles.
 pub struct EndpointStats {
     in_flight: AtomicU32,
     ewma_us: AtomicU64,
     breaker: CircuitBreaker,
+    successes: metrics::Counter,
+    failures: metrics::Counter,
+    breaker_state: metrics::Gauge,
+}
+
+impl std::fmt::Debug for EndpointStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointStats")
+            .field("in_flight", &self.in_flight)
+            .field("ewma_us", &self.ewma_us)
+            .field("breaker", &self.breaker)
+            .finish()
+    }
 }
 
 impl EndpointStats {
-    fn new(breaker: &BreakerConfig) -> Self {
+    fn new(breaker: &BreakerConfig, pool: &str, addr: SocketAddr) -> Self {
+        let attempts = |outcome: &'static str| {
+            metrics::counter!(
+                "herd_gateway_endpoint_attempts_total",
+                "upstream" => pool.to_string(),
+                "endpoint" => addr.to_string(),
+                "outcome" => outcome
+            )
+        };
         Self {
             in_flight: AtomicU32::new(0),
             ewma_us: AtomicU64::new(0),
             breaker: CircuitBreaker::new(breaker.clone()),
+            successes: attempts("success"),
+            failures: attempts("failure"),
+            breaker_state: metrics::gauge!(
+                "herd_gateway_breaker_state",
+                "upstream" => pool.to_string(),
+                "endpoint" => addr.to_string()
+            ),
         }
     }
 
@@ -59,7 +86,6 @@ impl EndpointStats {
 pub struct Pool {
     /// `service hello` or `upstream backend`, for errors and logs.
     pub name: String,
-    label: Arc<str>,
     endpoints: watch::Receiver<Arc<Vec<SocketAddr>>>,
     strategy: Balance,
     breaker: BreakerConfig,
@@ -130,7 +156,6 @@ pub enum NoEndpoint {
 pub struct Pick {
     /// The address.
     pub addr: SocketAddr,
-    pool: Arc<str>,
     stats: Arc<EndpointStats>,
     permit: Option<Permit>,
     started: Instant,
@@ -144,7 +169,7 @@ impl Pick {
         if let Some(p) = self.permit.take() {
             p.success();
         }
-        self.record("success");
+        self.record(true);
     }
 
     /// The call failed: tells the breaker.
@@ -152,30 +177,22 @@ impl Pick {
         if let Some(p) = self.permit.take() {
             p.failure();
         }
-        self.record("failure");
+        self.record(false);
     }
 
     /// Counts the attempt and exports the breaker's state (0 closed, 1 open, 2 half-open).
-    fn record(&self, outcome: &'static str) {
-        let endpoint = self.addr.to_string();
-        metrics::counter!(
-            "herd_gateway_endpoint_attempts_total",
-            "upstream" => self.pool.to_string(),
-            "endpoint" => endpoint.clone(),
-            "outcome" => outcome
-        )
-        .increment(1);
-        let state = match self.stats.breaker.state() {
+    fn record(&self, success: bool) {
+        let s = &self.stats;
+        if success {
+            s.successes.increment(1);
+        } else {
+            s.failures.increment(1);
+        }
+        s.breaker_state.set(match s.breaker.state() {
             BreakerState::Closed => 0.0,
             BreakerState::Open => 1.0,
             BreakerState::HalfOpen => 2.0,
-        };
-        metrics::gauge!(
-            "herd_gateway_breaker_state",
-            "upstream" => self.pool.to_string(),
-            "endpoint" => endpoint
-        )
-        .set(state);
+        });
     }
 }
 
@@ -195,7 +212,6 @@ impl Pool {
         places: Places,
     ) -> Self {
         Self {
-            label: name.as_str().into(),
             name,
             endpoints,
             strategy,
@@ -236,7 +252,7 @@ impl Pool {
             .iter()
             .map(|a| {
                 map.entry(*a)
-                    .or_insert_with(|| Arc::new(EndpointStats::new(&self.breaker)))
+                    .or_insert_with(|| Arc::new(EndpointStats::new(&self.breaker, &self.name, *a)))
                     .clone()
             })
             .collect()
@@ -284,7 +300,6 @@ impl Pool {
                     chosen.in_flight.fetch_add(1, Ordering::Relaxed);
                     return Ok(Pick {
                         addr: candidates[i],
-                        pool: self.label.clone(),
                         stats: chosen,
                         permit: Some(permit),
                         started: Instant::now(),
@@ -498,7 +513,11 @@ mod tests {
 
     #[test]
     fn peak_ewma_jumps_up_and_decays_down() {
-        let s = EndpointStats::new(&BreakerConfig::default());
+        let s = EndpointStats::new(
+            &BreakerConfig::default(),
+            "test",
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+        );
         s.observe(1000);
         assert_eq!(s.ewma_us.load(Ordering::Relaxed), 1000);
         s.observe(200);

@@ -44,6 +44,58 @@ pub struct Proxy {
     pools: HashMap<Target, Arc<Pool>>,
     client: Client<HttpConnector, UpBody>,
     max_body: u64,
+    /// Metric handles per route, registered once so the request path only increments.
+    metrics: Vec<RouteMetrics>,
+    unrouted: RouteMetrics,
+}
+
+/// A route's metric handles.
+struct RouteMetrics {
+    /// Requests by status class: 1xx to 5xx.
+    by_class: [metrics::Counter; 5],
+    duration: metrics::Histogram,
+    retries: metrics::Counter,
+}
+
+impl RouteMetrics {
+    fn new(route: String, upstream: String) -> Self {
+        let class = |c: &'static str| {
+            metrics::counter!(
+                "herd_gateway_requests_total",
+                "route" => route.clone(),
+                "upstream" => upstream.clone(),
+                "class" => c
+            )
+        };
+        Self {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            duration: metrics::histogram!(
+                "herd_gateway_request_duration_seconds",
+                "route" => route.clone(),
+                "upstream" => upstream.clone()
+            ),
+            retries: metrics::counter!(
+                "herd_gateway_retries_total",
+                "route" => route,
+                "upstream" => upstream
+            ),
+        }
+    }
+
+    fn record(&self, status: StatusCode, elapsed: std::time::Duration, tries: usize) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+        if tries > 1 {
+            self.retries.increment(tries as u64 - 1);
+        }
+    }
 }
 
 /// Whether `e` or anything that caused it satisfies `test`.
@@ -187,11 +239,22 @@ impl Proxy {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .build(connector);
+        let metrics = routes
+            .iter()
+            .map(|r| {
+                let upstream = pools
+                    .get(&r.target)
+                    .map_or("none".into(), |p| p.name.clone());
+                RouteMetrics::new(format!("route[{}]", r.index), upstream)
+            })
+            .collect();
         Self {
             routes,
             pools,
             client,
             max_body,
+            metrics,
+            unrouted: RouteMetrics::new("none".into(), "none".into()),
         }
     }
 
@@ -206,7 +269,7 @@ impl Proxy {
         let started = Instant::now();
         let trace = TraceContext::from_headers(req.headers());
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        let uri = req.uri().clone();
         let mut outcome = Outcome {
             route: None,
             upstream: None,
@@ -221,41 +284,28 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
             response.headers_mut().insert("x-request-id", v);
         }
-        let line = serde_json::json!({
-            "traceId": trace.trace_id,
-            "requestId": trace.request_id,
-            "listener": &*listener,
-            "method": method.as_str(),
-            "path": path,
-            "route": outcome.route,
-            "upstream": outcome.upstream,
-            "endpoint": outcome.endpoint.map(|e| e.to_string()),
-            "status": response.status().as_u16(),
-            "latencyMs": started.elapsed().as_secs_f64() * 1000.0,
-            "tries": outcome.tries,
-        });
-        tracing::info!(target: "herd::access", "{line}");
-        let route = outcome
-            .route
-            .map_or("none".to_string(), |i| format!("route[{i}]"));
-        let upstream = outcome.upstream.unwrap_or("none").to_string();
-        metrics::counter!(
-            "herd_gateway_requests_total",
-            "route" => route.clone(),
-            "upstream" => upstream.clone(),
-            "code" => response.status().as_str().to_string()
-        )
-        .increment(1);
-        metrics::histogram!(
-            "herd_gateway_request_duration_seconds",
-            "route" => route.clone(),
-            "upstream" => upstream.clone()
-        )
-        .record(started.elapsed().as_secs_f64());
-        if outcome.tries > 1 {
-            metrics::counter!("herd_gateway_retries_total", "route" => route, "upstream" => upstream)
-                .increment(outcome.tries as u64 - 1);
+        // Built only when someone reads it: formatting a JSON line costs as much as proxying.
+        if tracing::enabled!(target: "herd::access", tracing::Level::INFO) {
+            let line = serde_json::json!({
+                "traceId": trace.trace_id,
+                "requestId": trace.request_id,
+                "listener": &*listener,
+                "method": method.as_str(),
+                "path": uri.path(),
+                "route": outcome.route,
+                "upstream": outcome.upstream,
+                "endpoint": outcome.endpoint.map(|e| e.to_string()),
+                "status": response.status().as_u16(),
+                "latencyMs": started.elapsed().as_secs_f64() * 1000.0,
+                "tries": outcome.tries,
+            });
+            tracing::info!(target: "herd::access", "{line}");
         }
+        let m = outcome
+            .route
+            .and_then(|i| self.metrics.get(i))
+            .unwrap_or(&self.unrouted);
+        m.record(response.status(), started.elapsed(), outcome.tries);
         Ok(response)
     }
 

@@ -76,6 +76,11 @@ impl RouteTable {
         Self { routes }
     }
 
+    /// Every route, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
     /// The route for a request on `listener` with `host` (any case, port allowed), `path` and
     /// `method`.
     pub fn find(

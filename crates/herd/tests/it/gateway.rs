@@ -414,7 +414,7 @@ fn metrics_are_served_in_prometheus_text_on_the_admin_listener() {
         value(&[
             "herd_gateway_requests_total{",
             "route=\"route[1]\"",
-            "code=\"200\""
+            "class=\"2xx\""
         ]),
         5.0
     );
@@ -422,7 +422,7 @@ fn metrics_are_served_in_prometheus_text_on_the_admin_listener() {
         value(&[
             "herd_gateway_requests_total{",
             "route=\"none\"",
-            "code=\"404\""
+            "class=\"4xx\""
         ]),
         1.0
     );
