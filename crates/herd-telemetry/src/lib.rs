@@ -43,6 +43,22 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets every few seconds until `stop`. The
+/// recorder keeps raw samples until then, so without this task memory grows with traffic
+/// between scrapes.
+pub async fn upkeep(metrics: PrometheusHandle, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => metrics.run_upkeep(),
+        }
+    }
+}
+
 fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;

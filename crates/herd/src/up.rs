@@ -111,6 +111,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         control_stop.clone(),
         tracker.clone(),
     ));
+    tracker.spawn(herd_telemetry::upkeep(
+        metrics.clone(),
+        control_stop.clone(),
+    ));
     if let Some(admin) = admin {
         let serve =
             herd_telemetry::serve_admin(admin, metrics, control_stop.clone(), tracker.clone());
