@@ -188,11 +188,19 @@ fn access_lines(herd: &Herd, prefix: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn a_dead_upstream_endpoint_costs_no_request_and_its_breaker_takes_it_out_then_back() {
-    let mut backends = Backends::start(3, 0);
-    let ports = backends.ports.clone();
+/// A herd whose only route leads to an upstream over `backends`, with `route` and `upstream`
+/// lines added to those tables; returns it and the gateway's address.
+fn upstream_gateway(
+    backends: &Backends,
+    route: &str,
+    upstream: &str,
+) -> (Herd, std::net::SocketAddr) {
     let gw = free_port();
+    let endpoints: Vec<String> = backends
+        .ports
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect();
     let herd = Herd::start(&format!(
         r#"
 [[gateway.listener]]
@@ -201,15 +209,26 @@ listen = "127.0.0.1:{gw}"
 
 [[route]]
 upstream = "backends"
+{route}
 
 [[upstream]]
 name = "backends"
-endpoints = ["127.0.0.1:{}", "127.0.0.1:{}", "127.0.0.1:{}"]
-breaker = {{ trip = "consecutiveFailures >= 3", timeout = "1s" }}
+endpoints = [{}]
+{upstream}
 "#,
-        ports[0], ports[1], ports[2]
+        endpoints.join(", ")
     ));
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
+    (herd, ([127, 0, 0, 1], gw).into())
+}
+
+#[test]
+fn a_dead_upstream_endpoint_costs_no_request_and_its_breaker_takes_it_out_then_back() {
+    let mut backends = Backends::start(3, 0);
+    let (herd, addr) = upstream_gateway(
+        &backends,
+        "",
+        r#"breaker = { trip = "consecutiveFailures >= 3", timeout = "1s" }"#,
+    );
     let mut c = Client::new(addr);
     for _ in 0..9 {
         assert_eq!(c.get("/", &[]).unwrap().status, 200);
@@ -310,26 +329,11 @@ fn active_health_checks_take_a_stalled_endpoint_out_and_bring_it_back() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     let backends = Backends::start(2, 0);
-    let ports = backends.ports.clone();
-    let gw = free_port();
-    let herd = Herd::start(&format!(
-        r#"
-[[gateway.listener]]
-name = "main"
-listen = "127.0.0.1:{gw}"
-
-[[route]]
-upstream = "backends"
-timeout = "5s"
-
-[[upstream]]
-name = "backends"
-endpoints = ["127.0.0.1:{}", "127.0.0.1:{}"]
-health = {{ path = "/healthz", interval = "100ms", timeout = "200ms", healthy = 1, unhealthy = 2 }}
-"#,
-        ports[0], ports[1]
-    ));
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
+    let (herd, addr) = upstream_gateway(
+        &backends,
+        r#"timeout = "5s""#,
+        r#"health = { path = "/healthz", interval = "100ms", timeout = "200ms", healthy = 1, unhealthy = 2 }"#,
+    );
     // A stopped process still gets connections queued by the kernel, but never answers.
     let stalled = Pid::from_raw(backends.pid(1) as i32);
     kill(stalled, Signal::SIGSTOP).unwrap();
@@ -507,29 +511,13 @@ fn a_stalled_endpoint_costs_one_attempt_not_the_request() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     let backends = Backends::start(2, 0);
-    let ports = backends.ports.clone();
-    let gw = free_port();
-    let _herd = Herd::start(&format!(
-        r#"
-[[gateway.listener]]
-name = "main"
-listen = "127.0.0.1:{gw}"
-
-[[route]]
-upstream = "backends"
-timeout = "5s"
-per_try_timeout = "200ms"
-
-[[upstream]]
-name = "backends"
-endpoints = ["127.0.0.1:{}", "127.0.0.1:{}"]
-breaker = {{ trip = "consecutiveFailures >= 2", timeout = "30s" }}
-"#,
-        ports[0], ports[1]
-    ));
+    let (_herd, addr) = upstream_gateway(
+        &backends,
+        "timeout = \"5s\"\nper_try_timeout = \"200ms\"",
+        r#"breaker = { trip = "consecutiveFailures >= 2", timeout = "30s" }"#,
+    );
     let stalled = Pid::from_raw(backends.pid(1) as i32);
     kill(stalled, Signal::SIGSTOP).unwrap();
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
     let started = std::time::Instant::now();
     for _ in 0..40 {
         let r = get(addr, "/").unwrap();
