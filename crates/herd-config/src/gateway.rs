@@ -6,10 +6,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::model::{
-    Backoff, BreakerConfig, GatewaySpec, HealthSpec, Limits, ListenerSpec, Regions, RetrySpec,
-    RouteSpec, ServiceSpec, Target, TlsFiles, Trip, UpstreamSpec,
+    Backoff, BreakerConfig, GatewaySpec, HealthSpec, Limits, ListenerSpec, OutlierSpec, Regions,
+    RetrySpec, RouteSpec, ServiceSpec, Target, TlsFiles, Trip, UpstreamSpec,
 };
-use crate::raw::{RawBreaker, RawEndpoint, RawGateway, RawHealth, RawRetry, RawRoute, RawUpstream};
+use crate::raw::{
+    RawBreaker, RawEndpoint, RawGateway, RawHealth, RawOutlier, RawRetry, RawRoute, RawUpstream,
+};
 use crate::source::KeyPath;
 use crate::validate::Checker;
 
@@ -69,6 +71,82 @@ fn health(c: &mut Checker<'_>, at: &KeyPath, raw: &RawHealth) -> HealthSpec {
         }
     }
     h
+}
+
+/// Most consecutive failures a threshold may ask for; the counts are 16-bit.
+const MAX_CONSECUTIVE: u32 = 1000;
+
+fn outlier(c: &mut Checker<'_>, at: &KeyPath, raw: &RawOutlier) -> OutlierSpec {
+    let d = OutlierSpec::default();
+    let base = c.duration(
+        &at.key("base_ejection_time"),
+        raw.base_ejection_time.as_deref(),
+        d.base_ejection_time,
+    );
+    let o = OutlierSpec {
+        consecutive_5xx: raw.consecutive_5xx.unwrap_or(d.consecutive_5xx),
+        consecutive_gateway_failure: raw
+            .consecutive_gateway_failure
+            .unwrap_or(d.consecutive_gateway_failure),
+        consecutive_local_origin_failure: raw
+            .consecutive_local_origin_failure
+            .unwrap_or(d.consecutive_local_origin_failure),
+        base_ejection_time: base,
+        // As in Envoy: unset, it is the default or the base time, whichever is longer.
+        max_ejection_time: c.duration(
+            &at.key("max_ejection_time"),
+            raw.max_ejection_time.as_deref(),
+            d.max_ejection_time.max(base),
+        ),
+        max_ejection_percent: raw.max_ejection_percent.unwrap_or(d.max_ejection_percent),
+        interval: c.duration(&at.key("interval"), raw.interval.as_deref(), d.interval),
+    };
+    for (key, n) in [
+        ("consecutive_5xx", o.consecutive_5xx),
+        ("consecutive_gateway_failure", o.consecutive_gateway_failure),
+        (
+            "consecutive_local_origin_failure",
+            o.consecutive_local_origin_failure,
+        ),
+    ] {
+        if n > MAX_CONSECUTIVE {
+            c.err(
+                &at.key(key),
+                format!("must be 0 (off) to {MAX_CONSECUTIVE}, got {n}"),
+            );
+        }
+    }
+    for (key, t) in [
+        ("base_ejection_time", o.base_ejection_time),
+        ("interval", o.interval),
+    ] {
+        if t.is_zero() {
+            c.err(&at.key(key), "must be longer than zero");
+        }
+    }
+    if o.max_ejection_time < o.base_ejection_time {
+        c.err(
+            &at.key("max_ejection_time"),
+            format!(
+                "must be at least base_ejection_time ({})",
+                humantime::format_duration(o.base_ejection_time)
+            ),
+        );
+    }
+    if o.max_ejection_percent > 100 {
+        c.err(
+            &at.key("max_ejection_percent"),
+            format!("must be 0 to 100, got {}", o.max_ejection_percent),
+        );
+    }
+    OutlierSpec {
+        consecutive_5xx: o.consecutive_5xx.min(MAX_CONSECUTIVE),
+        consecutive_gateway_failure: o.consecutive_gateway_failure.min(MAX_CONSECUTIVE),
+        consecutive_local_origin_failure: o.consecutive_local_origin_failure.min(MAX_CONSECUTIVE),
+        max_ejection_time: o.max_ejection_time.max(o.base_ejection_time),
+        max_ejection_percent: o.max_ejection_percent.min(100),
+        ..o
+    }
 }
 
 fn retry(c: &mut Checker<'_>, at: &KeyPath, raw: Option<&RawRetry>) -> RetrySpec {
@@ -249,6 +327,10 @@ pub(crate) fn check(
         }
         let breaker = breaker(c, &at.key("breaker"), u.breaker.as_ref());
         let health = u.health.as_ref().map(|h| health(c, &at.key("health"), h));
+        let outlier = u
+            .outlier
+            .as_ref()
+            .map(|o| outlier(c, &at.key("outlier"), o));
         spec.upstreams.push(UpstreamSpec {
             name: u.name,
             endpoints,
@@ -258,6 +340,7 @@ pub(crate) fn check(
             balance,
             breaker,
             health,
+            outlier,
             max_concurrency: u.max_concurrency,
         });
     }

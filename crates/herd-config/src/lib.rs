@@ -5,6 +5,8 @@
 //! every problem. Either way a failure is a [`ConfigErrors`] whose entries name the file, the
 //! line and the key, and herd refuses to start.
 
+mod api;
+mod dapr;
 mod gateway;
 pub mod model;
 pub mod raw;
@@ -14,10 +16,13 @@ mod validate;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use api::DEFAULT_STORE;
+pub use dapr::load_resources;
+pub use model::{ApiSpec, ComponentSpec, Origin};
 pub use model::{
     Backoff, Balance, BreakerConfig, Config, GatewaySpec, HealthSpec, Limits, ListenerSpec,
-    LogSettings, Readiness, ReadyMode, Regions, RestartPolicy, RetrySpec, RouteSpec, ServiceSpec,
-    Target, TlsFiles, Trip, UpstreamSpec,
+    LogSettings, OutlierSpec, Readiness, ReadyMode, Regions, RestartPolicy, RetrySpec, RouteSpec,
+    ServiceSpec, Target, TlsFiles, Trip, UpstreamSpec,
 };
 pub use source::{ConfigError, ConfigErrors, KeyPath, Source};
 

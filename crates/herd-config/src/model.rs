@@ -29,6 +29,11 @@ pub struct Config {
     pub gateway: GatewaySpec,
     /// The admin listener's address, if any.
     pub admin: Option<SocketAddr>,
+    /// The sidecar API, if `[api]` is present.
+    pub api: Option<ApiSpec>,
+    /// Components from `[[component]]` (Dapr resource files are added by
+    /// [`crate::load_resources`]).
+    pub components: Vec<ComponentSpec>,
 }
 
 /// The gateway's configuration.
@@ -208,8 +213,44 @@ pub struct UpstreamSpec {
     pub breaker: BreakerConfig,
     /// Active health checks, if configured.
     pub health: Option<HealthSpec>,
+    /// Passive outlier ejection, if configured.
+    pub outlier: Option<OutlierSpec>,
     /// Most requests in flight at once.
     pub max_concurrency: Option<u32>,
+}
+
+/// Passive outlier ejection of an upstream's endpoints (Envoy's outlier detection, consecutive
+/// failures only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierSpec {
+    /// Consecutive 5xx answers that eject; 0 is off.
+    pub consecutive_5xx: u32,
+    /// Consecutive 502/503/504 answers that eject; 0 is off.
+    pub consecutive_gateway_failure: u32,
+    /// Consecutive attempts without an answer that eject; 0 is off.
+    pub consecutive_local_origin_failure: u32,
+    /// Length of the first ejection, and the step of later ones.
+    pub base_ejection_time: Duration,
+    /// Longest ejection (never shorter than `base_ejection_time`).
+    pub max_ejection_time: Duration,
+    /// Most endpoints ejected at once, in percent of the endpoints in rotation.
+    pub max_ejection_percent: u32,
+    /// Time in rotation that takes one step off the ejection multiplier.
+    pub interval: Duration,
+}
+
+impl Default for OutlierSpec {
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: 5,
+            consecutive_gateway_failure: 5,
+            consecutive_local_origin_failure: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 50,
+            interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Active HTTP health checks of an upstream's endpoints.
@@ -337,4 +378,89 @@ pub enum ReadyMode {
     },
     /// The instance writes `READY=1` to the pipe at `HERD_READY_FD`.
     Notify,
+}
+
+/// `[api]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSpec {
+    /// The shared listener's address.
+    pub listen: SocketAddr,
+    /// The app id of requests on `listen`.
+    pub app_id: String,
+    /// Largest request body in bytes.
+    pub max_body: usize,
+    /// Absolute directories of Dapr resource files.
+    pub resources: Vec<PathBuf>,
+}
+
+/// A component, from `herd.toml` or a Dapr resource file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentSpec {
+    /// Its name.
+    pub name: String,
+    /// Dapr's type, e.g. `state.redis`.
+    pub kind: String,
+    /// Metadata as strings.
+    pub metadata: BTreeMap<String, String>,
+    /// Services allowed to use it; empty means all.
+    pub scopes: Vec<String>,
+    /// Where it was declared, for error messages.
+    pub origin: Origin,
+}
+
+/// Where a component was declared.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// `[[component]]` number `index` of herd.toml.
+    Toml(usize),
+    /// A Dapr resource file; `fields` maps metadata names to their lines.
+    Yaml {
+        /// The file.
+        file: PathBuf,
+        /// The line of the document's `kind: Component`.
+        line: usize,
+        /// Metadata name → line.
+        fields: BTreeMap<String, usize>,
+    },
+    /// Added by herd: the default `statestore` when `[api]` has no state component.
+    Default,
+}
+
+impl Config {
+    /// An error about component `c` (its metadata key `field`, if given), located in the file
+    /// that declared it.
+    pub fn component_error(
+        &self,
+        c: &ComponentSpec,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> crate::ConfigError {
+        let message = message.into();
+        match &c.origin {
+            Origin::Toml(index) => {
+                let at = crate::KeyPath::default().key("component").index(*index);
+                let at = match field {
+                    Some(f) if c.metadata.contains_key(f) => at.key("metadata").key(f),
+                    Some(_) => at.key("metadata"),
+                    None => at.key("type"),
+                };
+                self.source.error(&at, message)
+            }
+            Origin::Yaml { file, line, fields } => crate::ConfigError {
+                file: file.clone(),
+                line: Some(field.and_then(|f| fields.get(f)).copied().unwrap_or(*line)),
+                key: Some(match field {
+                    Some(f) => format!("{}: spec.metadata.{f}", c.name),
+                    None => format!("{}: spec.type", c.name),
+                }),
+                message,
+            },
+            Origin::Default => crate::ConfigError {
+                file: self.source.path.clone(),
+                line: None,
+                key: Some(format!("component {}", c.name)),
+                message,
+            },
+        }
+    }
 }

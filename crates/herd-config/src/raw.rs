@@ -35,6 +35,11 @@ pub struct RawConfig {
     /// Groups of remote endpoints a route can lead to.
     #[serde(default)]
     pub upstream: Vec<RawUpstream>,
+    /// The sidecar API (Dapr's HTTP API). Absent: no API server, no components.
+    pub api: Option<RawApi>,
+    /// Building-block components (state stores, lock stores), one `[[component]]` each.
+    #[serde(default)]
+    pub component: Vec<RawComponent>,
 }
 
 /// `[gateway]`.
@@ -181,6 +186,10 @@ pub struct RawUpstream {
     pub max_concurrency: Option<u32>,
     /// Active health checks of every endpoint.
     pub health: Option<RawHealth>,
+    /// Passive outlier ejection: an endpoint that keeps failing real requests is taken out for
+    /// a growing time. Off unless this table is present; `outlier = {}` turns it on with the
+    /// defaults.
+    pub outlier: Option<RawOutlier>,
 }
 
 /// One upstream endpoint.
@@ -219,6 +228,42 @@ pub struct RawHealth {
     pub healthy: Option<u32>,
     /// Consecutive failures that take an endpoint out. Default: 3.
     pub unhealthy: Option<u32>,
+}
+
+/// `outlier = { ... }` on an upstream: passive outlier ejection, with the keys of Envoy's
+/// outlier detection.
+///
+/// Every attempt's outcome counts: an answer from the endpoint (1xx to 5xx), or none at all (a
+/// refused or failed connection, a reset, a timeout; Envoy's local-origin failures). An endpoint
+/// whose count reaches a threshold is ejected: it gets no requests for `base_ejection_time` ×
+/// the number of times it was ejected, at most `max_ejection_time`; that number drops by one
+/// for every `interval` the endpoint then stays in rotation. Ejection is independent of the
+/// endpoint's circuit breaker: either one keeps it out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    /// Consecutive 5xx answers that eject an endpoint; 0 turns this check off. Default: 5.
+    pub consecutive_5xx: Option<u32>,
+    /// Consecutive 502, 503 or 504 answers that eject an endpoint (set it below
+    /// `consecutive_5xx` to eject sooner for gateway failures than for application errors); 0
+    /// turns this check off. Default: 5.
+    pub consecutive_gateway_failure: Option<u32>,
+    /// Consecutive attempts without an answer (refused or failed connection, reset, timeout)
+    /// that eject an endpoint; any answer starts the count over. 0 turns this check off.
+    /// Default: 5.
+    pub consecutive_local_origin_failure: Option<u32>,
+    /// The first ejection's length, and the step by which later ones grow. Default: `"30s"`.
+    pub base_ejection_time: Option<String>,
+    /// The longest ejection, at least `base_ejection_time`. Default: `"300s"`, or
+    /// `base_ejection_time` when that is longer.
+    pub max_ejection_time: Option<String>,
+    /// Most endpoints ejected at once, as a percentage of the endpoints in rotation: an
+    /// endpoint is ejected only while (ejected + 1) × 100 ≤ this × endpoints, as in Envoy, so
+    /// with 50 a single endpoint is never ejected and two may lose one. 0 to 100. Default: 50.
+    pub max_ejection_percent: Option<u32>,
+    /// Time the endpoint must stay in rotation for its ejection multiplier to drop by one.
+    /// Default: `"10s"`.
+    pub interval: Option<String>,
 }
 
 /// `[admin]`.
@@ -320,4 +365,67 @@ pub struct RawReady {
     pub path: Option<String>,
     /// How long a starting instance may take to become ready. Default: `"30s"`.
     pub timeout: Option<String>,
+}
+
+/// `[api]`: the sidecar API server, Dapr's HTTP API v1.0.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// Address for callers outside herd's services. Default: `"127.0.0.1:3500"`. Each service's
+    /// instances get a loopback listener of their own (in `DAPR_HTTP_PORT`), which tells herd
+    /// their app id.
+    pub listen: Option<String>,
+    /// The app id of requests on `listen` (instances use their service name). Default: `"herd"`.
+    pub app_id: Option<String>,
+    /// Largest request body accepted, e.g. `"4MB"`. Default: 4 MB (Dapr's default).
+    pub max_body: Option<ByteSize>,
+    /// Directories of Dapr resource files (`*.yaml`, `*.yml`) whose `Component`s are loaded
+    /// beside `[[component]]`, as `dapr run --resources-path` does. Relative to this file.
+    #[serde(default)]
+    pub resources_path: Vec<String>,
+}
+
+/// One `[[component]]`, as in a Dapr component file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawComponent {
+    /// The name requests address it by, e.g. `statestore` in `/v1.0/state/statestore`.
+    pub name: String,
+    /// Dapr's component type: `state.embedded` (herd's own, durable, in the data directory),
+    /// `state.redis`, `state.postgresql`, `lock.embedded` or `lock.redis`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Settings with Dapr's metadata names, e.g. `{ redisHost = "127.0.0.1:6379" }`; see the
+    /// README's component reference for each type's keys.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, RawMetaValue>,
+    /// Services allowed to use the component; empty means all.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// A metadata value: Dapr's are strings, TOML's may be numbers or booleans too.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawMetaValue {
+    /// A string.
+    Text(String),
+    /// An integer.
+    Integer(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl RawMetaValue {
+    /// The value as Dapr would see it: a string.
+    pub fn into_text(self) -> String {
+        match self {
+            RawMetaValue::Text(s) => s,
+            RawMetaValue::Integer(i) => i.to_string(),
+            RawMetaValue::Float(f) => f.to_string(),
+            RawMetaValue::Bool(b) => b.to_string(),
+        }
+    }
 }

@@ -394,3 +394,83 @@ endpoints = [
     let e = single_error("[gateway]\noverprovisioning = 0.5\n");
     assert_eq!(e.key.as_deref(), Some("gateway.overprovisioning"));
 }
+
+#[test]
+fn upstream_outlier_ejection_is_read_with_defaults_and_checked() {
+    let c = load_str(
+        "[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n\
+         [[upstream]]\nname = \"b\"\nendpoints = [\"127.0.0.1:2\"]\noutlier = {}\n\
+         [[upstream]]\nname = \"c\"\nendpoints = [\"127.0.0.1:3\"]\n[upstream.outlier]\n\
+         consecutive_5xx = 0\nbase_ejection_time = \"400s\"\nmax_ejection_percent = 100\n",
+    )
+    .unwrap();
+    let u = &c.gateway.upstreams;
+    assert_eq!(u[0].outlier, None, "off unless configured");
+    assert_eq!(u[1].outlier, Some(OutlierSpec::default()));
+    let d = OutlierSpec::default();
+    assert_eq!((d.consecutive_5xx, d.consecutive_gateway_failure), (5, 5));
+    assert_eq!(d.consecutive_local_origin_failure, 5);
+    assert_eq!(d.base_ejection_time, Duration::from_secs(30));
+    assert_eq!(d.max_ejection_time, Duration::from_secs(300));
+    assert_eq!(
+        (d.max_ejection_percent, d.interval),
+        (50, Duration::from_secs(10))
+    );
+    let o = u[2].outlier.unwrap();
+    assert_eq!(o.consecutive_5xx, 0);
+    assert_eq!(o.max_ejection_percent, 100);
+    // As in Envoy, an unset maximum is never below the base.
+    assert_eq!(o.max_ejection_time, Duration::from_secs(400));
+
+    let keys = error_keys(
+        r#"[[upstream]]
+name = "u"
+endpoints = ["127.0.0.1:1"]
+[upstream.outlier]
+consecutive_5xx = 1001
+consecutive_local_origin_failure = 70000
+base_ejection_time = "0s"
+interval = "soon"
+max_ejection_percent = 101
+[[upstream]]
+name = "v"
+endpoints = ["127.0.0.1:2"]
+outlier = { base_ejection_time = "1m", max_ejection_time = "30s" }
+"#,
+    );
+    assert_eq!(
+        keys,
+        vec![
+            ("upstream[0].outlier.interval".to_string(), Some(8)),
+            ("upstream[0].outlier.consecutive_5xx".to_string(), Some(5)),
+            (
+                "upstream[0].outlier.consecutive_local_origin_failure".to_string(),
+                Some(6)
+            ),
+            (
+                "upstream[0].outlier.base_ejection_time".to_string(),
+                Some(7)
+            ),
+            (
+                "upstream[0].outlier.max_ejection_percent".to_string(),
+                Some(9)
+            ),
+            (
+                "upstream[1].outlier.max_ejection_time".to_string(),
+                Some(13)
+            ),
+        ]
+    );
+    let e = single_error(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\"127.0.0.1:1\"]\noutlier = { consecutive_errors = 3 }\n",
+    );
+    assert_eq!(e.line, Some(4));
+    assert!(e.message.contains("consecutive_errors"), "{e}");
+    let e = single_error(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\"127.0.0.1:1\"]\noutlier = { max_ejection_percent = -1 }\n",
+    );
+    assert_eq!(
+        e.key.as_deref(),
+        Some("upstream[0].outlier.max_ejection_percent")
+    );
+}

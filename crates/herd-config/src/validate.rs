@@ -79,6 +79,17 @@ impl Checker<'_> {
         p
     }
 
+    /// A directory named relative to the config file; it must exist.
+    pub(crate) fn directory(&mut self, path: &KeyPath, name: &str) -> Option<PathBuf> {
+        let p = self.base.join(name);
+        if p.is_dir() {
+            Some(p)
+        } else {
+            self.err(path, format!("no such directory: {}", p.display()));
+            None
+        }
+    }
+
     /// An `IP:PORT` address.
     pub(crate) fn address(&mut self, path: &KeyPath, text: &str) -> Option<SocketAddr> {
         match text.parse() {
@@ -378,6 +389,10 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
         .listen
         .as_deref()
         .and_then(|text| c.address(&admin_at, text));
+    let (api, mut components) = crate::api::check(&mut c, raw.api, raw.component, &services);
+    if api.is_some() {
+        crate::api::add_default_store(&mut components);
+    }
     let data_dir = c.base.join(raw.data_dir.as_deref().unwrap_or(".herd"));
     if c.errors.is_empty() {
         Ok(Config {
@@ -387,6 +402,8 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
             services,
             gateway,
             admin,
+            api,
+            components,
         })
     } else {
         Err(c.errors)

@@ -94,6 +94,7 @@ impl Instance {
             listener: shared.listener.as_ref(),
             port: own_port.or(shared.port()),
             ready_pipe: ready_tx,
+            extra_env: &shared.extra_env,
         })?;
         let pid = child.id().expect("a just-spawned child has a pid");
 

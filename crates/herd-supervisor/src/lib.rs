@@ -99,8 +99,15 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts every service of `config` on the sockets from [`bind_all`].
-    pub fn start(config: &Config, sockets: Vec<Option<Bound>>, logs: LogHub) -> Self {
+    /// Starts every service of `config` on the sockets from [`bind_all`]. `extra_env` gives
+    /// variables herd adds to a service's instances (the sidecar API's `DAPR_HTTP_PORT`, …),
+    /// kept across reloads.
+    pub fn start(
+        config: &Config,
+        sockets: Vec<Option<Bound>>,
+        logs: LogHub,
+        extra_env: &dyn Fn(&str) -> Vec<(String, String)>,
+    ) -> Self {
         let cancel = CancellationToken::new();
         let services = config
             .services
@@ -118,6 +125,7 @@ impl Supervisor {
                     inode,
                     address,
                     logs.clone(),
+                    extra_env(&spec.name),
                 ));
                 Arc::new(Service::start(shared, spec.clone(), cancel.child_token()))
             })

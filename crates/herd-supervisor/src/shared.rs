@@ -28,6 +28,8 @@ pub struct Shared {
     pub address: Option<SocketAddr>,
     /// Where output goes.
     pub logs: LogHub,
+    /// Variables herd adds to every instance's environment beside the service's own.
+    pub extra_env: Vec<(String, String)>,
     /// Status snapshots of the slots, in slot order.
     pub views: Mutex<Vec<Arc<Mutex<InstanceStatus>>>>,
     endpoints: watch::Sender<Arc<Vec<SocketAddr>>>,
@@ -41,6 +43,7 @@ impl Shared {
         socket_inode: u64,
         address: Option<SocketAddr>,
         logs: LogHub,
+        extra_env: Vec<(String, String)>,
     ) -> Self {
         Self {
             name,
@@ -48,6 +51,7 @@ impl Shared {
             socket_inode,
             address,
             logs,
+            extra_env,
             views: Mutex::new(Vec::new()),
             endpoints: watch::Sender::new(Arc::new(Vec::new())),
         }

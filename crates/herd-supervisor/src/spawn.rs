@@ -41,6 +41,8 @@ pub struct Launch<'a> {
     pub port: Option<u16>,
     /// The write end of the readiness pipe, in `notify` mode.
     pub ready_pipe: Option<OwnedFd>,
+    /// Variables herd adds (the sidecar API's), after the service's own.
+    pub extra_env: &'a [(String, String)],
 }
 
 /// Everything the child needs, prepared before the fork.
@@ -131,6 +133,7 @@ const OWNED_VARS: &[&str] = &[
     "HERD_SERVICE",
     "HERD_INSTANCE",
     "PORT",
+    "APP_PORT",
 ];
 
 /// The environment of an instance, `LISTEN_PID` excluded (it is filled in the child).
@@ -138,14 +141,26 @@ pub fn environment(launch: &Launch<'_>) -> Vec<(OsString, OsString)> {
     let spec = launch.spec;
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| {
-            !OWNED_VARS.iter().any(|o| k == o) && !spec.env.contains_key(&*k.to_string_lossy())
+            let k = k.to_string_lossy();
+            !OWNED_VARS.iter().any(|o| k == *o)
+                && !spec.env.contains_key(&*k)
+                && !launch.extra_env.iter().any(|(e, _)| *e == k)
         })
         .collect();
     env.extend(spec.env.iter().map(|(k, v)| (k.into(), v.into())));
+    env.extend(
+        launch
+            .extra_env
+            .iter()
+            .filter(|(k, _)| !spec.env.contains_key(k))
+            .map(|(k, v)| (k.into(), v.into())),
+    );
     env.push(("HERD_SERVICE".into(), spec.name.clone().into()));
     env.push(("HERD_INSTANCE".into(), launch.slot.to_string().into()));
     if let Some(port) = launch.port {
         env.push(("PORT".into(), port.to_string().into()));
+        // Dapr's name for the port the app serves on.
+        env.push(("APP_PORT".into(), port.to_string().into()));
     }
     if launch.listener.is_some() {
         env.push(("LISTEN_FDS".into(), "1".into()));

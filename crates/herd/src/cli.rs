@@ -31,9 +31,17 @@ pub enum Command {
         /// Run in the background; returns once herd is up.
         #[arg(short, long)]
         detach: bool,
+        /// A folder of Dapr resource files whose components herd loads (repeatable), as with
+        /// `dapr run --resources-path`.
+        #[arg(long = "resources-path", value_name = "DIR")]
+        resources: Vec<PathBuf>,
     },
     /// Validate the config and exit: 0 when valid, 2 with every problem listed otherwise.
-    Check,
+    Check {
+        /// A folder of Dapr resource files to validate with the config (repeatable).
+        #[arg(long = "resources-path", value_name = "DIR")]
+        resources: Vec<PathBuf>,
+    },
     /// List services and instances: pid, state, uptime, restarts, cpu, memory.
     #[command(alias = "list", alias = "status")]
     Ls {

@@ -8,6 +8,7 @@ mod cli;
 mod control;
 mod exit;
 mod render;
+mod sidecar;
 mod up;
 
 use std::path::Path;
@@ -46,9 +47,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = cli.config.as_path();
     let data_dir = || herd_config::data_dir_of(config);
     match cli.command {
-        Command::Up { detach: false } => up::run(config).await,
-        Command::Up { detach: true } => up::detach(config).await,
-        Command::Check => Ok(check(config)),
+        Command::Up {
+            detach: false,
+            resources,
+        } => up::run(config, &resources).await,
+        Command::Up {
+            detach: true,
+            resources,
+        } => up::detach(config, &resources).await,
+        Command::Check { resources } => Ok(check(config, &resources)),
         Command::Ls { json } => ls(&data_dir(), json).await,
         Command::Logs {
             service,
@@ -70,14 +77,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check(config: &Path) -> ExitCode {
-    match herd_config::load(config) {
-        Ok(c) => {
+fn check(config: &Path, resources: &[std::path::PathBuf]) -> ExitCode {
+    match sidecar::load(config, resources) {
+        Ok((c, _)) => {
             let n: usize = c.services.iter().map(|s| s.instances).sum();
             println!(
-                "{}: ok ({} service(s), {n} instance(s))",
+                "{}: ok ({} service(s), {n} instance(s), {} component(s))",
                 config.display(),
-                c.services.len()
+                c.services.len(),
+                c.components.len()
             );
             ExitCode::SUCCESS
         }

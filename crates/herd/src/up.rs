@@ -6,7 +6,7 @@
 //! once the control socket answers.
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,16 +19,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::control::{self, client, server};
-use crate::{exit, render};
+use crate::{exit, render, sidecar};
 use herd_supervisor::InstanceState;
 
 /// Set in the environment of the background herd started by `up -d`.
 const DETACHED: &str = "HERD_DETACHED";
 
 /// Runs herd in the foreground until SIGTERM, SIGINT or `herd down`.
-pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
-    let config = match herd_config::load(config_path) {
+    let (config, components) = match sidecar::load(config_path, resources) {
         Ok(c) => c,
         Err(e) => return Ok(exit::config_errors(&e)),
     };
@@ -44,18 +44,20 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(exit::RUNTIME));
     }
-    let (sockets, gateway_sockets, admin) = match (
+    let (sockets, gateway_sockets, admin, api) = match (
         herd_supervisor::bind_all(&config),
         herd_gateway::bind(&config),
         bind_admin(&config),
+        sidecar::bind(&config),
     ) {
-        (Ok(s), Ok(g), Ok(a)) => (s, g, a),
-        (s, g, a) => {
+        (Ok(s), Ok(g), Ok(a), Ok(api)) => (s, g, a, api),
+        (s, g, a, api) => {
             let errors = s
                 .err()
                 .into_iter()
                 .chain(g.err())
                 .chain(a.err())
+                .chain(api.err())
                 .flatten()
                 .collect();
             return Ok(exit::config_errors(&ConfigErrors(errors)));
@@ -71,7 +73,33 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let echo = std::env::var_os(DETACHED).is_none();
     let (logs, log_thread) =
         LogHub::start(config.data_dir.join("logs"), config.logs.clone(), echo)?;
-    let supervisor = Arc::new(Supervisor::start(&config, sockets, logs));
+    // The API serves before any instance starts, so apps can use it from their first line; it
+    // stops after the instances, which may still use it while they drain.
+    let api_stop = CancellationToken::new();
+    let api_tracker = TaskTracker::new();
+    let token = sidecar::token();
+    let env: Vec<(String, Vec<(String, String)>)> = config
+        .services
+        .iter()
+        .map(|s| {
+            let vars = api
+                .as_ref()
+                .map(|a| a.env(&s.name, token.as_deref()))
+                .unwrap_or_default();
+            (s.name.clone(), vars)
+        })
+        .collect();
+    if let Some(api) = api {
+        tracing::info!("sidecar API on {}", api.addr);
+        api.serve(&config, components, token, &api_stop, &api_tracker)?;
+    }
+    let extra_env = |name: &str| {
+        env.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let supervisor = Arc::new(Supervisor::start(&config, sockets, logs, &extra_env));
     for s in supervisor.status() {
         tracing::info!(
             "{}: {} instance(s){}",
@@ -140,6 +168,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     // Stop taking requests first, let the open ones finish, then stop the instances.
     gateway.shutdown().await;
     supervisor.shutdown().await;
+    api_stop.cancel();
+    api_tracker.close();
+    api_tracker.wait().await;
     control_stop.cancel();
     tracker.close();
     tracker.wait().await;
@@ -197,9 +228,9 @@ async fn report_ready(
 
 /// `herd up -d`: starts a background herd and returns once every instance is ready (or one is
 /// errored, or 60 s passed), showing the `herd ls` table.
-pub async fn detach(config_path: &Path) -> anyhow::Result<ExitCode> {
-    let config = match herd_config::load(config_path) {
-        Ok(c) => c,
+pub async fn detach(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let config = match sidecar::load(config_path, resources) {
+        Ok((c, _)) => c,
         Err(e) => return Ok(exit::config_errors(&e)),
     };
     std::fs::DirBuilder::new()
@@ -217,6 +248,12 @@ pub async fn detach(config_path: &Path) -> anyhow::Result<ExitCode> {
     cmd.arg("--config")
         .arg(std::path::absolute(config_path)?)
         .arg("up")
+        .args(resources.iter().flat_map(|r| {
+            [
+                std::ffi::OsString::from("--resources-path"),
+                std::path::absolute(r).unwrap_or_else(|_| r.clone()).into(),
+            ]
+        }))
         .env(DETACHED, "1")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

@@ -88,5 +88,5 @@ fn a_valid_config_checks_ok() {
     );
     let out = herd.cli(&["check"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 service(s), 3 instance(s))"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 service(s), 3 instance(s)"));
 }

@@ -4,10 +4,13 @@
 mod cluster;
 mod config;
 mod control;
+mod durability;
 mod gateway;
 mod lifecycle;
 mod limits;
 mod node;
+mod sidecar;
+mod state;
 mod tidy;
 mod tls;
 mod util;

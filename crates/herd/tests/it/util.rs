@@ -63,6 +63,8 @@ pub struct Herd {
     pub dir: tempfile::TempDir,
     /// herd's process.
     pub child: Option<Child>,
+    /// Extra environment for `herd up`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Herd {
@@ -71,7 +73,11 @@ impl Herd {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = config.replace("{hello}", &hello_bin().to_string_lossy());
         std::fs::write(dir.path().join("herd.toml"), text).expect("write config");
-        Herd { dir, child: None }
+        Herd {
+            dir,
+            child: None,
+            env: Vec::new(),
+        }
     }
 
     /// Writes `config` (placeholders as in [`Herd::prepare`]) and starts herd on it, waiting until
@@ -107,6 +113,7 @@ impl Herd {
             .arg("-c")
             .arg(self.config())
             .arg("up")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -258,13 +265,25 @@ impl Client {
 
     /// `GET path` with extra `headers`.
     pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+        self.request("GET", path, headers, b"")
+    }
+
+    /// `method path` with extra `headers` and `body` (sent with a Content-Length when not
+    /// empty or when the method carries one).
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
         if self.conn.is_none() {
             let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
             s.set_read_timeout(Some(Duration::from_secs(10)))?;
             s.set_nodelay(true)?;
             self.conn = Some(BufReader::new(s));
         }
-        let result = self.exchange(path, headers);
+        let result = self.exchange(method, path, headers, body);
         match &result {
             Ok(r) if r.header("connection") != Some("close") => {}
             _ => self.conn = None,
@@ -272,9 +291,18 @@ impl Client {
         result
     }
 
-    fn exchange(&mut self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
         let conn = self.conn.as_mut().expect("connected");
-        let mut req = format!("GET {path} HTTP/1.1\r\n");
+        let mut req = format!("{method} {path} HTTP/1.1\r\n");
+        if !body.is_empty() || matches!(method, "POST" | "PUT") {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
             req.push_str(&format!("Host: {}\r\n", self.addr));
         }
@@ -282,7 +310,9 @@ impl Client {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
-        conn.get_mut().write_all(req.as_bytes())?;
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        conn.get_mut().write_all(&bytes)?;
         let mut line = String::new();
         if conn.read_line(&mut line)? == 0 {
             return Err(std::io::Error::new(

@@ -1,0 +1,154 @@
+//! The sidecar API: Dapr's HTTP API v1.0, so that the official Dapr SDKs work against herd.
+//!
+//! One axum router serves every listener. The shared listener (`[api] listen`) answers for the
+//! app id `[api] app_id`; each service gets a loopback listener of its own whose port herd puts
+//! in its instances' `DAPR_HTTP_PORT`, and requests arriving there carry the service's name as
+//! app id ([`AppId`]), which scopes components and prefixes state keys. Routes:
+//!
+//! - `meta.rs`: `/v1.0/healthz`, `/v1.0/healthz/outbound`, `/v1.0/metadata`;
+//! - `state.rs`: `/v1.0/state/{store}` save, get, bulk, delete, transaction;
+//! - `lock.rs`: `/v1.0-alpha1/lock/{store}`, `/v1.0-alpha1/unlock/{store}`.
+//!
+//! Every request but `/v1.0/healthz` must carry `dapr-api-token` when a token is configured;
+//! bodies larger than `[api] max_body` get 413.
+
+pub mod components;
+mod error;
+mod keys;
+mod lock;
+mod meta;
+mod state;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use components::{Components, Declared};
+pub use error::ApiError;
+pub use keys::KeyPrefix;
+
+/// The app id a request is made for, set per listener.
+#[derive(Debug, Clone)]
+pub struct AppId(pub Arc<str>);
+
+/// What every handler shares.
+pub struct Shared {
+    /// The components.
+    pub components: Arc<Components>,
+    /// The API token every request must carry, if set.
+    pub token: Option<String>,
+}
+
+/// A bound listener and the app id of requests that arrive on it.
+pub struct Listener {
+    /// The socket, already bound.
+    pub socket: std::net::TcpListener,
+    /// The app id.
+    pub app_id: String,
+}
+
+/// Parses a JSON body, mapping failures to Dapr's 400.
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::malformed(format!("failed deserializing HTTP body: {e}")))
+}
+
+async fn auth(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &shared.token
+        && request.uri().path() != "/v1.0/healthz"
+    {
+        let given = request
+            .headers()
+            .get("dapr-api-token")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !constant_time_eq(given, token.as_bytes()) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "ERR_UNAUTHORIZED",
+                "invalid api token",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares without an early exit, so timing does not tell how much of a token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, byte) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    diff == 0
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ERR_NOT_FOUND",
+        format!("method {:?} is not found", request.uri().path()),
+    )
+}
+
+/// The router, without the per-listener app id.
+fn router(shared: Arc<Shared>, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1.0/healthz", get(meta::healthz))
+        .route("/v1.0/healthz/outbound", get(meta::outbound))
+        .route("/v1.0/metadata", get(meta::metadata))
+        .route("/v1.0/state/{store}", post(state::save).put(state::save))
+        .route(
+            "/v1.0/state/{store}/bulk",
+            post(state::bulk).put(state::bulk),
+        )
+        .route(
+            "/v1.0/state/{store}/transaction",
+            post(state::transaction).put(state::transaction),
+        )
+        .route(
+            "/v1.0/state/{store}/{key}",
+            get(state::get).delete(state::delete),
+        )
+        .route("/v1.0-alpha1/lock/{store}", post(lock::lock))
+        .route("/v1.0-alpha1/unlock/{store}", post(lock::unlock))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(shared.clone(), auth))
+        .with_state(shared)
+}
+
+/// Serves `listeners` until `stop`; open requests finish first. Tasks are tracked by `tracker`.
+pub fn serve(
+    shared: Arc<Shared>,
+    max_body: usize,
+    listeners: Vec<Listener>,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) -> std::io::Result<()> {
+    let router = router(shared, max_body);
+    for listener in listeners {
+        listener.socket.set_nonblocking(true)?;
+        let socket = tokio::net::TcpListener::from_std(listener.socket)?;
+        let app = router
+            .clone()
+            .layer(axum::Extension(AppId(listener.app_id.into())));
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            let served = axum::serve(socket, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!("sidecar API listener failed: {e}");
+            }
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The lock API (Dapr's alpha `/v1.0-alpha1/lock/{store}` and `/unlock/{store}`), with a fencing
+//! token in every grant.
+//!
+//! A grant answers `{"success": true, "fencingToken": N}`; N is greater than every token the
+//! store granted before. A state write carrying `metadata.fencingToken = N` is refused (409) if
+//! the key was already written with a greater token, so a holder whose lease expired while it
+//! was paused cannot overwrite the work of the next holder.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use herd_state::{LockOutcome, LockRequest, StateStore};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::components::Component;
+use crate::error::ApiError;
+use crate::{AppId, Shared, parse_body};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TryLock {
+    #[serde(default)]
+    resource_id: String,
+    #[serde(default)]
+    lock_owner: String,
+    #[serde(default)]
+    expiry_in_seconds: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Unlock {
+    #[serde(default)]
+    resource_id: String,
+    #[serde(default)]
+    lock_owner: String,
+}
+
+fn lock_store<'a>(
+    shared: &'a Shared,
+    name: &str,
+    app: &str,
+    code: &'static str,
+) -> Result<(&'a Component, &'a std::sync::Arc<dyn StateStore>), ApiError> {
+    if !shared.components.all().iter().any(|c| c.locks) {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_LOCK_STORE_NOT_CONFIGURED",
+            "lock store is not configured",
+        ));
+    }
+    let component = shared
+        .components
+        .find(name, app)
+        .filter(|c| c.locks)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "ERR_LOCK_STORE_NOT_FOUND",
+                format!("lock store {name} not found"),
+            )
+        })?;
+    let store = component
+        .store()
+        .map_err(|why| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, why))?;
+    Ok((component, store))
+}
+
+fn observe(store: &str, op: &'static str, started: Instant, outcome: &'static str) {
+    metrics::counter!("herd_lock_requests_total", "store" => store.to_string(), "op" => op, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("herd_lock_request_seconds", "store" => store.to_string(), "op" => op)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// `POST /v1.0-alpha1/lock/{store}`.
+pub async fn lock(
+    State(shared): State<std::sync::Arc<Shared>>,
+    Extension(app): Extension<AppId>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let started = Instant::now();
+    let (component, store) = lock_store(&shared, &name, &app.0, "ERR_TRY_LOCK")?;
+    let request: TryLock = parse_body(&body)?;
+    if request.resource_id.is_empty() {
+        return Err(ApiError::malformed(format!(
+            "ResourceId is empty in lock store {name}"
+        )));
+    }
+    if request.lock_owner.is_empty() {
+        return Err(ApiError::malformed(format!(
+            "LockOwner is empty in lock store {name}"
+        )));
+    }
+    if request.expiry_in_seconds <= 0 {
+        return Err(ApiError::malformed(format!(
+            "ExpiryInSeconds is not positive in lock store {name}"
+        )));
+    }
+    let resource = component.prefix.apply(&app.0, &request.resource_id)?;
+    let result = store
+        .lock(LockRequest {
+            resource,
+            owner: request.lock_owner,
+            expiry: Duration::from_secs(request.expiry_in_seconds as u64),
+        })
+        .await;
+    let outcome = match &result {
+        Ok(LockOutcome::Granted(_)) => "granted",
+        Ok(LockOutcome::Held) => "held",
+        Err(_) => "error",
+    };
+    observe(&name, "lock", started, outcome);
+    match result {
+        Ok(LockOutcome::Granted(token)) => {
+            Ok(Json(json!({ "success": true, "fencingToken": token })))
+        }
+        Ok(LockOutcome::Held) => Ok(Json(json!({ "success": false }))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_TRY_LOCK",
+            format!("failed to try acquiring lock: {e}"),
+        )),
+    }
+}
+
+/// `POST /v1.0-alpha1/unlock/{store}`: `{"status": 0|1|2}` (success, no such lock, someone
+/// else's).
+pub async fn unlock(
+    State(shared): State<std::sync::Arc<Shared>>,
+    Extension(app): Extension<AppId>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let started = Instant::now();
+    let (component, store) = lock_store(&shared, &name, &app.0, "ERR_UNLOCK")?;
+    let request: Unlock = parse_body(&body)?;
+    if request.resource_id.is_empty() {
+        return Err(ApiError::malformed(format!(
+            "ResourceId is empty in lock store {name}"
+        )));
+    }
+    if request.lock_owner.is_empty() {
+        return Err(ApiError::malformed(format!(
+            "LockOwner is empty in lock store {name}"
+        )));
+    }
+    let resource = component.prefix.apply(&app.0, &request.resource_id)?;
+    let result = store.unlock(&resource, &request.lock_owner).await;
+    observe(
+        &name,
+        "unlock",
+        started,
+        if result.is_ok() { "ok" } else { "error" },
+    );
+    match result {
+        Ok(status) => Ok(Json(json!({ "status": status as i32 }))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_UNLOCK",
+            format!("failed to release lock: {e}"),
+        )),
+    }
+}

@@ -1,0 +1,130 @@
+//! Validation of `[api]` and `[[component]]`.
+//!
+//! Only the shape is checked here: names, duplicates, scopes naming real services. Whether a
+//! component's type and metadata make sense is the business of the crate that serves it, which
+//! herd asks at start-up (`herd_state::configure`) and reports through
+//! [`Config::component_error`](crate::Config::component_error), with file and line as here.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::model::{ApiSpec, ComponentSpec, Origin, ServiceSpec};
+use crate::raw::{RawApi, RawComponent};
+use crate::source::KeyPath;
+use crate::validate::Checker;
+
+/// Dapr's default body limit.
+const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The name Dapr's quick starts give the state store, used for the default one.
+pub const DEFAULT_STORE: &str = "statestore";
+
+pub(crate) fn check(
+    c: &mut Checker<'_>,
+    raw: Option<RawApi>,
+    components: Vec<RawComponent>,
+    services: &[ServiceSpec],
+) -> (Option<ApiSpec>, Vec<ComponentSpec>) {
+    let mut specs = Vec::new();
+    let mut names = HashSet::new();
+    for (index, raw) in components.into_iter().enumerate() {
+        let at = KeyPath::default().key("component").index(index);
+        if !valid_name(&raw.name) {
+            c.err(
+                &at.key("name"),
+                format!(
+                    "{:?} is not a component name (letters, digits, - and _)",
+                    raw.name
+                ),
+            );
+        }
+        if !names.insert(raw.name.clone()) {
+            c.err(
+                &at.key("name"),
+                format!("component {:?} is defined twice", raw.name),
+            );
+        }
+        for scope in &raw.scopes {
+            if !services.iter().any(|s| &s.name == scope) {
+                c.err(&at.key("scopes"), format!("no service named {scope:?}"));
+            }
+        }
+        specs.push(ComponentSpec {
+            name: raw.name,
+            kind: raw.kind,
+            metadata: raw
+                .metadata
+                .into_iter()
+                .map(|(k, v)| (k, v.into_text()))
+                .collect(),
+            scopes: raw.scopes,
+            origin: Origin::Toml(index),
+        });
+    }
+    let Some(raw) = raw else {
+        if !specs.is_empty() {
+            c.err(
+                &KeyPath::default().key("component"),
+                "components are served by the sidecar API: add an [api] table",
+            );
+        }
+        return (None, specs);
+    };
+    let at = KeyPath::default().key("api");
+    let listen = c
+        .address(
+            &at.key("listen"),
+            raw.listen.as_deref().unwrap_or("127.0.0.1:3500"),
+        )
+        .unwrap_or_else(|| ([127, 0, 0, 1], 3500).into());
+    let app_id = raw.app_id.unwrap_or_else(|| "herd".to_string());
+    if !valid_name(&app_id) {
+        c.err(&at.key("app_id"), format!("{app_id:?} is not an app id"));
+    }
+    let max_body = raw
+        .max_body
+        .map_or(DEFAULT_MAX_BODY, |b| b.as_u64() as usize);
+    if max_body < 1024 {
+        c.err(&at.key("max_body"), "must be at least 1KB");
+    }
+    let resources = raw
+        .resources_path
+        .iter()
+        .enumerate()
+        .filter_map(|(i, dir)| c.directory(&at.key("resources_path").index(i), dir))
+        .collect();
+    (
+        Some(ApiSpec {
+            listen,
+            app_id,
+            max_body,
+            resources,
+        }),
+        specs,
+    )
+}
+
+/// Adds the default embedded `statestore` when the API has no state component.
+pub(crate) fn add_default_store(components: &mut Vec<ComponentSpec>) {
+    if components.iter().any(|c| c.kind.starts_with("state.")) {
+        return;
+    }
+    if components.iter().any(|c| c.name == DEFAULT_STORE) {
+        return;
+    }
+    components.push(ComponentSpec {
+        name: DEFAULT_STORE.to_string(),
+        kind: "state.embedded".to_string(),
+        metadata: BTreeMap::new(),
+        scopes: Vec::new(),
+        origin: Origin::Default,
+    });
+}
+
+/// App ids and component names: what fits in a URL segment and a Dapr key prefix.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.')
+}

@@ -1,0 +1,26 @@
+//! Key/value state for herd's sidecar API: the [`StateStore`] contract (`store.rs`) and its
+//! backends, one module each: `embedded` (redb, the default), `redis` and `postgres`.
+//!
+//! A component in herd.toml or a Dapr component file names a backend by Dapr type
+//! (`state.redis`, …) and configures it with Dapr's metadata keys. [`configure`] turns that
+//! into a [`Backend`] at start-up, so a bad value is a config error before anything runs;
+//! [`open`] connects it, which may fail and is retried by the caller. Adding a backend means one
+//! module implementing [`StateStore`] and one arm in each of those two functions.
+
+mod embedded;
+mod error;
+mod postgres;
+mod redis;
+mod rules;
+mod settings;
+mod store;
+
+pub use embedded::Embedded;
+pub use error::StateError;
+pub use postgres::{PostgresSettings, PostgresStore};
+pub use redis::{RedisSettings, RedisStore};
+pub use settings::{Backend, FieldError, KINDS, configure, open};
+pub use store::{
+    Capabilities, Concurrency, Consistency, DeleteOp, Guard, LockOutcome, LockRequest, SetOp,
+    StateStore, UnlockStatus, Versioned, WriteOp,
+};

@@ -1,0 +1,347 @@
+//! The Redis backend (`state.redis`, and `lock.redis` for locks), over redis-rs's auto-reconnecting
+//! `ConnectionManager`.
+//!
+//! Layout, compatible with Dapr's Redis state store: a key is a hash with fields `data` (the
+//! value) and `version` (the ETag). TTLs are Redis expiries. Every write, single or
+//! transactional, runs as one Lua script (`TRANSACT`) that first checks every operation's
+//! conditions and then applies them, so a transaction is all or nothing and ETag checks are
+//! atomic. Versions come from one counter key (`herd||version`), so ETags never repeat for a key
+//! that was deleted and written again. Fencing tokens written with a key are kept in
+//! `herd-fence||<key>`, which outlives the key. Locks are `SET NX PX` keys holding the owner (as
+//! Dapr's `lock.redis`), and each grant increments `herd||fence` for its fencing token.
+//!
+//! Consistency: Redis acknowledges a write once the primary applied it. With `strong` and the
+//! component's `replicas` metadata above zero, herd also waits (`WAIT`) until that many replicas
+//! have the write, failing the request if they do not confirm within `strongTimeout`; with
+//! `eventual`, or without replicas, the primary's answer is the acknowledgement. Durability is
+//! Redis's own (AOF/RDB settings); the fencing and version counters are only as durable as that.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+
+use crate::error::StateError;
+use crate::rules;
+use crate::store::{
+    Capabilities, Concurrency, Consistency, LockOutcome, LockRequest, StateStore, UnlockStatus,
+    Versioned, WriteOp,
+};
+
+/// Connection settings read from the component's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port/db`.
+    pub url: String,
+    /// Replicas a `strong` write waits for.
+    pub replicas: u32,
+    /// How long a `strong` write waits for them.
+    pub strong_timeout: Duration,
+    /// Timeout of every command.
+    pub timeout: Duration,
+}
+
+/// Checks every operation's condition, then applies them all. KEYS: the version counter, then
+/// each operation's key and fence key. ARGV: six per operation — kind (`s`/`d`), ETag (empty:
+/// none), concurrency (`u`/`f`/`l`), fencing token (empty: none), TTL in ms (`0`: none), value.
+const TRANSACT: &str = r#"
+local n = (#KEYS - 1) / 2
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local seen = {}
+local versions = {}
+for i = 1, n do
+  local key, fkey, a = KEYS[2 * i], KEYS[2 * i + 1], (i - 1) * 6
+  local kind, etag, conc, fence = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local cur = seen[key]
+  if cur == nil then
+    local v = redis.call('HGET', key, 'version')
+    local f = redis.call('GET', fkey)
+    cur = { ver = v and tostring(v) or false, fence = f and tonumber(f) or 0 }
+  end
+  if fence ~= '' and tonumber(fence) < cur.fence then
+    return { 'FENCED', key, fence, tostring(cur.fence) }
+  end
+  if conc ~= 'l' then
+    if etag ~= '' then
+      if cur.ver ~= etag then return { 'MISMATCH', key } end
+    elseif conc == 'f' and cur.ver then
+      return { 'MISMATCH', key }
+    end
+  end
+  local nf = cur.fence
+  if fence ~= '' and tonumber(fence) > nf then nf = tonumber(fence) end
+  if kind == 's' then
+    seq = seq + 1
+    versions[i] = seq
+    seen[key] = { ver = tostring(seq), fence = nf }
+  else
+    seen[key] = { ver = false, fence = nf }
+  end
+end
+for i = 1, n do
+  local key, fkey, a = KEYS[2 * i], KEYS[2 * i + 1], (i - 1) * 6
+  local kind, fence, ttl = ARGV[a + 1], ARGV[a + 4], ARGV[a + 5]
+  if kind == 's' then
+    redis.call('HSET', key, 'data', ARGV[a + 6], 'version', versions[i])
+    if ttl ~= '0' then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
+  else
+    redis.call('DEL', key)
+  end
+  if fence ~= '' then
+    local f = tonumber(redis.call('GET', fkey) or '0')
+    if tonumber(fence) > f then redis.call('SET', fkey, fence) end
+  end
+end
+redis.call('SET', KEYS[1], seq)
+return { 'OK' }
+"#;
+
+/// KEYS: the lock key, the fencing counter. ARGV: owner, lease in ms. Returns the token, or 0
+/// when the lock is held.
+const LOCK: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local t = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return t
+"#;
+
+/// KEYS: the lock key. ARGV: owner. Returns 1 released, -1 no lock, -2 someone else's.
+const UNLOCK: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v == false then return -1 end
+if v ~= ARGV[1] then return -2 end
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+const VERSION_KEY: &str = "herd||version";
+const FENCE_COUNTER: &str = "herd||fence";
+
+fn fence_key(key: &str) -> String {
+    format!("herd-fence||{key}")
+}
+
+fn lock_key(resource: &str) -> String {
+    format!("lock||{resource}")
+}
+
+/// The Redis store.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    settings: RedisSettings,
+    transact: Script,
+    lock: Script,
+    unlock: Script,
+}
+
+fn unavailable(e: redis::RedisError) -> StateError {
+    StateError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// Connects (once; the connection manager reconnects on its own afterwards).
+    pub async fn connect(settings: RedisSettings) -> Result<Self, StateError> {
+        let client = redis::Client::open(settings.url.as_str()).map_err(unavailable)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(2);
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            conn,
+            settings,
+            transact: Script::new(TRANSACT),
+            lock: Script::new(LOCK),
+            unlock: Script::new(UNLOCK),
+        })
+    }
+
+    async fn wait_replicas(&self) -> Result<(), StateError> {
+        let wanted = self.settings.replicas;
+        let ms = self.settings.strong_timeout.as_millis() as u64;
+        let acked: u32 = redis::cmd("WAIT")
+            .arg(wanted)
+            .arg(ms)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        if acked < wanted {
+            return Err(StateError::Unavailable(format!(
+                "strong write reached {acked} of {wanted} replica(s) within {ms} ms"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn decode(
+    key: &str,
+    fields: (Option<Vec<u8>>, Option<String>),
+    pttl: i64,
+) -> Result<Option<Versioned>, StateError> {
+    match fields {
+        (Some(data), Some(version)) => Ok(Some(Versioned {
+            value: Bytes::from(data),
+            etag: version,
+            expires_at: (pttl > 0).then(|| SystemTime::now() + Duration::from_millis(pttl as u64)),
+        })),
+        (None, None) => Ok(None),
+        _ => Err(StateError::Internal(format!(
+            "key {key:?} is not a state hash with data and version"
+        ))),
+    }
+}
+
+#[async_trait]
+impl StateStore for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { lock: true }
+    }
+
+    async fn get(&self, key: &str, _: Consistency) -> Result<Option<Versioned>, StateError> {
+        let (fields, pttl): ((Option<Vec<u8>>, Option<String>), i64) = redis::pipe()
+            .cmd("HMGET")
+            .arg(key)
+            .arg("data")
+            .arg("version")
+            .cmd("PTTL")
+            .arg(key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        decode(key, fields, pttl)
+    }
+
+    async fn bulk_get(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, StateError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("HMGET").arg(key).arg("data").arg("version");
+            pipe.cmd("PTTL").arg(key);
+        }
+        let values: Vec<Value> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, pair) in keys.iter().zip(values.chunks(2)) {
+            let fields: (Option<Vec<u8>>, Option<String>) =
+                redis::from_redis_value_ref(&pair[0])
+                    .map_err(|e| StateError::Internal(e.to_string()))?;
+            let pttl: i64 = redis::from_redis_value_ref(&pair[1])
+                .map_err(|e| StateError::Internal(e.to_string()))?;
+            out.push(decode(key, fields, pttl)?);
+        }
+        Ok(out)
+    }
+
+    async fn transact(&self, ops: Vec<WriteOp>) -> Result<(), StateError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.transact.prepare_invoke();
+        invocation.key(VERSION_KEY);
+        let mut strong = false;
+        for op in &ops {
+            let guard = op.guard();
+            if let Some(etag) = &guard.etag
+                && guard.concurrency != Concurrency::LastWrite
+            {
+                rules::parse_etag(op.key(), etag)?;
+            }
+            strong |= guard.consistency == Consistency::Strong;
+            invocation.key(op.key()).key(fence_key(op.key()));
+            let (kind, ttl, value): (&str, u64, &[u8]) = match op {
+                WriteOp::Set(s) => (
+                    "s",
+                    s.ttl.map_or(0, |t| (t.as_millis() as u64).max(1)),
+                    &s.value,
+                ),
+                WriteOp::Delete(_) => ("d", 0, b""),
+            };
+            let concurrency = match guard.concurrency {
+                Concurrency::Unspecified => "u",
+                Concurrency::FirstWrite => "f",
+                Concurrency::LastWrite => "l",
+            };
+            invocation
+                .arg(kind)
+                .arg(guard.etag.as_deref().unwrap_or(""))
+                .arg(concurrency)
+                .arg(guard.fence.map(|f| f.to_string()).unwrap_or_default())
+                .arg(ttl)
+                .arg(value);
+        }
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        match reply.first().map(String::as_str) {
+            Some("OK") => {}
+            Some("MISMATCH") => {
+                return Err(StateError::EtagMismatch {
+                    key: reply.get(1).cloned().unwrap_or_default(),
+                });
+            }
+            Some("FENCED") => {
+                let num = |i: usize| reply.get(i).and_then(|s| s.parse().ok()).unwrap_or(0);
+                return Err(StateError::Fenced {
+                    key: reply.get(1).cloned().unwrap_or_default(),
+                    token: num(2),
+                    seen: num(3),
+                });
+            }
+            other => {
+                return Err(StateError::Internal(format!(
+                    "unexpected script answer {other:?}"
+                )));
+            }
+        }
+        if strong && self.settings.replicas > 0 {
+            self.wait_replicas().await?;
+        }
+        Ok(())
+    }
+
+    async fn lock(&self, request: LockRequest) -> Result<LockOutcome, StateError> {
+        let token: u64 = self
+            .lock
+            .key(lock_key(&request.resource))
+            .key(FENCE_COUNTER)
+            .arg(&request.owner)
+            .arg((request.expiry.as_millis() as u64).max(1))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(match token {
+            0 => LockOutcome::Held,
+            t => LockOutcome::Granted(t),
+        })
+    }
+
+    async fn unlock(&self, resource: &str, owner: &str) -> Result<UnlockStatus, StateError> {
+        let status: i64 = self
+            .unlock
+            .key(lock_key(resource))
+            .arg(owner)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(match status {
+            1 => UnlockStatus::Success,
+            -2 => UnlockStatus::LockBelongsToOthers,
+            _ => UnlockStatus::LockDoesNotExist,
+        })
+    }
+}

@@ -1,0 +1,151 @@
+//! The sidecar API's part of start-up: components configured (a bad type or metadata value is a
+//! config error that names its file and line), listeners bound before anything starts, and the
+//! variables each instance gets so Dapr SDKs find the API.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use herd_api::{Components, Declared, KeyPrefix, Listener, Shared};
+use herd_config::{Config, ConfigError, ConfigErrors, KeyPath};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Loads the config, the components of the resource folders, and configures every component.
+pub fn load(path: &Path, resources: &[PathBuf]) -> Result<(Config, Vec<Declared>), ConfigErrors> {
+    let mut config = herd_config::load(path)?;
+    for note in herd_config::load_resources(&mut config, resources)? {
+        tracing::info!("{note}");
+    }
+    let mut errors = Vec::new();
+    let mut declared = Vec::new();
+    for c in &config.components {
+        match herd_state::configure(&c.name, &c.kind, &c.metadata, &config.data_dir) {
+            Ok((backend, unused)) => {
+                if !unused.is_empty() {
+                    tracing::warn!(
+                        "component {}: ignoring metadata {} (not used by herd's {})",
+                        c.name,
+                        unused.join(", "),
+                        c.kind
+                    );
+                }
+                declared.push(Declared {
+                    name: c.name.clone(),
+                    kind: c.kind.clone(),
+                    scopes: c.scopes.clone(),
+                    prefix: KeyPrefix::from_metadata(
+                        c.metadata.get("keyPrefix").map(String::as_str),
+                        &c.name,
+                    ),
+                    backend,
+                });
+            }
+            Err(e) => errors.push(config.component_error(c, e.field.as_deref(), e.message)),
+        }
+    }
+    if errors.is_empty() {
+        Ok((config, declared))
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// The API's bound listeners and each service's port.
+pub struct Bound {
+    listeners: Vec<Listener>,
+    ports: HashMap<String, u16>,
+    /// The shared listener's address.
+    pub addr: SocketAddr,
+}
+
+/// Binds `[api] listen` and one loopback port per service; `None` without `[api]`.
+pub fn bind(config: &Config) -> Result<Option<Bound>, Vec<ConfigError>> {
+    let Some(api) = &config.api else {
+        return Ok(None);
+    };
+    let at = KeyPath::default().key("api").key("listen");
+    let main = TcpListener::bind(api.listen).map_err(|e| {
+        vec![
+            config
+                .source
+                .error(&at, format!("cannot bind {}: {e}", api.listen)),
+        ]
+    })?;
+    let addr = main
+        .local_addr()
+        .map_err(|e| vec![config.source.error(&at, e.to_string())])?;
+    let mut listeners = vec![Listener {
+        socket: main,
+        app_id: api.app_id.clone(),
+    }];
+    let mut ports = HashMap::new();
+    for service in &config.services {
+        let socket = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| {
+            vec![config.source.error(
+                &at,
+                format!("cannot bind a sidecar port for {}: {e}", service.name),
+            )]
+        })?;
+        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        ports.insert(service.name.clone(), port);
+        listeners.push(Listener {
+            socket,
+            app_id: service.name.clone(),
+        });
+    }
+    Ok(Some(Bound {
+        listeners,
+        ports,
+        addr,
+    }))
+}
+
+/// The API token from `HERD_API_TOKEN`, or `DAPR_API_TOKEN` for compatibility.
+pub fn token() -> Option<String> {
+    ["HERD_API_TOKEN", "DAPR_API_TOKEN"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|t| !t.is_empty()))
+}
+
+impl Bound {
+    /// What instances of `service` find in their environment: the API's port (and token), as
+    /// `dapr run` sets them.
+    pub fn env(&self, service: &str, token: Option<&str>) -> Vec<(String, String)> {
+        let Some(port) = self.ports.get(service) else {
+            return Vec::new();
+        };
+        let mut env = vec![
+            ("DAPR_HTTP_PORT".to_string(), port.to_string()),
+            (
+                "DAPR_HTTP_ENDPOINT".to_string(),
+                format!("http://127.0.0.1:{port}"),
+            ),
+            ("APP_ID".to_string(), service.to_string()),
+        ];
+        if let Some(token) = token {
+            env.push(("DAPR_API_TOKEN".to_string(), token.to_string()));
+        }
+        env
+    }
+
+    /// Starts connecting the components and serving the API until `stop`.
+    pub fn serve(
+        self,
+        config: &Config,
+        declared: Vec<Declared>,
+        token: Option<String>,
+        stop: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> std::io::Result<Arc<Components>> {
+        let max_body = config.api.as_ref().map_or(4 << 20, |a| a.max_body);
+        let components = Components::start(declared, stop, tracker);
+        let shared = Arc::new(Shared {
+            components: components.clone(),
+            token,
+        });
+        herd_api::serve(shared, max_body, self.listeners, stop, tracker)?;
+        Ok(components)
+    }
+}
