@@ -4,7 +4,9 @@
 //! anything else or no answer within `timeout` fails). An endpoint leaves the pool's address
 //! list after `unhealthy` consecutive failures and returns after `healthy` consecutive passes;
 //! endpoints start healthy, so a gateway that just started serves at once. This catches what
-//! passive breakers cannot see quickly: an endpoint that accepts connections but never answers.
+//! passive breakers and outlier ejection cannot see quickly: an endpoint that accepts connections
+//! but never answers. The checks and ejection are independent (a passing check does not end an
+//! ejection): an endpoint serves only while both let it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

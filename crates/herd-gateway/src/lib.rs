@@ -17,6 +17,7 @@
 mod balance;
 mod dns;
 mod health;
+mod outlier;
 mod proxy;
 mod route;
 mod tls;
@@ -212,6 +213,7 @@ fn build(
                     places,
                 )
                 .with_concurrency_limit(u.max_concurrency)
+                .with_outlier(u.outlier)
             }
         };
         pools.insert(route.target.clone(), Arc::new(pool));

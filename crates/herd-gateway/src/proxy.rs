@@ -6,7 +6,8 @@
 //! to another endpoint: nothing reached the first one, whatever the method. A bodyless request
 //! with an idempotent method (or on a `retryable` route) is also retried after a 502/503/504 or a
 //! reset, with the route's backoff, up to `maxRetries` and within the route's retry budget. A
-//! request with a body is sent once. Every attempt's outcome feeds the endpoint's breaker. Failures are answered with a short JSON body naming the upstream: 404 no
+//! request with a body is sent once. Every attempt's outcome feeds the endpoint's breaker and
+//! ejection counts. Failures are answered with a short JSON body naming the upstream: 404 no
 //! route, 503 no endpoint, 502 upstream failure, 504 timeout.
 
 use std::collections::HashMap;
@@ -25,7 +26,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower::retry::budget::Budget;
 
-use crate::balance::{NoEndpoint, Pool};
+use crate::balance::{Attempt, Decisions, NoEndpoint, Pool};
 use crate::route::RouteTable;
 use crate::trace::TraceContext;
 
@@ -212,6 +213,17 @@ fn no_endpoint(why: NoEndpoint, pool: &Pool, request_id: &str) -> Response<DownB
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
+        NoEndpoint::Ejected => {
+            let mut r = answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "every endpoint is ejected as an outlier",
+                Some(&pool.name),
+                request_id,
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
         NoEndpoint::AllTried => answer(
             StatusCode::BAD_GATEWAY,
             "every endpoint refused the connection",
@@ -227,6 +239,8 @@ struct Outcome<'a> {
     upstream: Option<&'a str>,
     endpoint: Option<SocketAddr>,
     tries: usize,
+    /// Endpoints left out (ejected, breaker open) and state changes the attempts caused.
+    decisions: Decisions,
 }
 
 impl Proxy {
@@ -275,6 +289,7 @@ impl Proxy {
             upstream: None,
             endpoint: None,
             tries: 0,
+            decisions: Decisions::default(),
         };
         let response = self
             .forward(&listener, peer, https, req, &trace, &mut outcome)
@@ -286,7 +301,7 @@ impl Proxy {
         }
         // Built only when someone reads it: formatting a JSON line costs as much as proxying.
         if tracing::enabled!(target: "herd::access", tracing::Level::INFO) {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "traceId": trace.trace_id,
                 "requestId": trace.request_id,
                 "listener": &*listener,
@@ -299,6 +314,7 @@ impl Proxy {
                 "latencyMs": started.elapsed().as_secs_f64() * 1000.0,
                 "tries": outcome.tries,
             });
+            outcome.decisions.annotate(&mut line);
             tracing::info!(target: "herd::access", "{line}");
         }
         let m = outcome
@@ -419,13 +435,18 @@ impl Proxy {
         let mut tried = Vec::new();
         let mut retries = 0u32;
         loop {
-            let pick = match pool.pick(&tried) {
+            let pick = match pool.pick(&tried, &mut outcome.decisions) {
                 Ok(p) => p,
-                // Everything tried once: a retry may go back to an endpoint already used.
-                Err(NoEndpoint::AllTried) => match pool.pick(&[]) {
-                    Ok(p) => p,
-                    Err(e) => return no_endpoint(e, pool, &trace.request_id),
-                },
+                // Everything tried once, or the rest ejected or breaker-open: a retry may go back
+                // to an endpoint already used.
+                Err(NoEndpoint::AllTried | NoEndpoint::Ejected | NoEndpoint::BreakersOpen)
+                    if !tried.is_empty() =>
+                {
+                    match pool.pick(&[], &mut outcome.decisions) {
+                        Ok(p) => p,
+                        Err(e) => return no_endpoint(e, pool, &trace.request_id),
+                    }
+                }
                 Err(e) => return no_endpoint(e, pool, &trace.request_id),
             };
             tried.push(pick.addr);
@@ -454,7 +475,7 @@ impl Proxy {
             };
             match result {
                 Err(_) => {
-                    pick.failed();
+                    pick.report(Attempt::NoAnswer, &mut outcome.decisions);
                     if attempt_deadline < deadline
                         && retry_allowed(retries)
                         && route.budget.withdraw()
@@ -471,7 +492,8 @@ impl Proxy {
                 }
                 Ok(Ok(resp)) if resp.status().is_server_error() => {
                     let transient = matches!(resp.status().as_u16(), 502..=504);
-                    pick.failed();
+                    let answered = Attempt::Answered(resp.status().as_u16());
+                    pick.report(answered, &mut outcome.decisions);
                     if transient && retry_allowed(retries) && route.budget.withdraw() {
                         retries += 1;
                         tokio::time::sleep(route.retry.backoff.delay(retries - 1, fastrand::f64()))
@@ -481,12 +503,13 @@ impl Proxy {
                     return resp.map(Either::Left);
                 }
                 Ok(Ok(resp)) => {
-                    pick.succeeded();
+                    let answered = Attempt::Answered(resp.status().as_u16());
+                    pick.report(answered, &mut outcome.decisions);
                     return resp.map(Either::Left);
                 }
                 Ok(Err(e)) if e.is_connect() && replayable && tried.len() < MAX_CONNECT_TRIES => {
                     tracing::debug!(endpoint = %pick.addr, "connect failed, trying another endpoint: {e}");
-                    pick.failed();
+                    pick.report(Attempt::NoAnswer, &mut outcome.decisions);
                     continue;
                 }
                 Ok(Err(e)) => {
@@ -495,7 +518,7 @@ impl Proxy {
                         drop(pick);
                         return answer(status, why, Some(&pool.name), &trace.request_id);
                     }
-                    pick.failed();
+                    pick.report(Attempt::NoAnswer, &mut outcome.decisions);
                     if !e.is_connect() && retry_allowed(retries) && route.budget.withdraw() {
                         retries += 1;
                         tokio::time::sleep(route.retry.backoff.delay(retries - 1, fastrand::f64()))

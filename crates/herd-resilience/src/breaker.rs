@@ -85,17 +85,28 @@ pub struct Permit {
     reported: bool,
 }
 
+/// What reporting an outcome found: the breaker's state afterwards, and whether this outcome
+/// changed it (tripped it open, or closed or reopened it from half-open). Learned under the
+/// lock the report takes anyway, so callers need not ask for the state again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The state after the outcome was counted.
+    pub state: BreakerState,
+    /// Whether this outcome caused a state change.
+    pub changed: bool,
+}
+
 impl Permit {
     /// The call succeeded.
-    pub fn success(mut self) {
+    pub fn success(mut self) -> Recorded {
         self.reported = true;
-        self.breaker.record(self.generation, Some(true));
+        self.breaker.record(self.generation, Some(true))
     }
 
     /// The call failed.
-    pub fn failure(mut self) {
+    pub fn failure(mut self) -> Recorded {
         self.reported = true;
-        self.breaker.record(self.generation, Some(false));
+        self.breaker.record(self.generation, Some(false))
     }
 }
 
@@ -192,18 +203,22 @@ impl CircuitBreaker {
     }
 
     /// Records an outcome: `Some(true)` success, `Some(false)` failure, `None` cancelled.
-    fn record(&self, generation: u64, outcome: Option<bool>) {
+    fn record(&self, generation: u64, outcome: Option<bool>) -> Recorded {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("breaker poisoned");
         self.advance(&mut inner, now);
+        let unchanged = Recorded {
+            state: inner.state,
+            changed: false,
+        };
         if generation != inner.generation {
-            return;
+            return unchanged;
         }
         if inner.state == BreakerState::HalfOpen {
             inner.trials = inner.trials.saturating_sub(1);
         }
         let Some(success) = outcome else {
-            return;
+            return unchanged;
         };
         let c = &mut inner.counts;
         c.requests += 1;
@@ -226,6 +241,10 @@ impl CircuitBreaker {
                 self.enter(&mut inner, BreakerState::Closed, now);
             }
             _ => {}
+        }
+        Recorded {
+            state: inner.state,
+            changed: inner.generation != generation,
         }
     }
 }

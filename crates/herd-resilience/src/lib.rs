@@ -23,7 +23,9 @@ mod trip;
 
 use std::time::Duration;
 
-pub use breaker::{Breaker, BreakerConfig, BreakerLayer, BreakerState, CircuitBreaker, Permit};
+pub use breaker::{
+    Breaker, BreakerConfig, BreakerLayer, BreakerState, CircuitBreaker, Permit, Recorded,
+};
 pub use future::Guarded;
 pub use rate_limit::{RateLimit, RateLimitLayer, TokenBucket};
 pub use retry::{Backoff, RetryPolicy, retry_budget};

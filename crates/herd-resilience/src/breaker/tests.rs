@@ -48,19 +48,32 @@ async fn half_open_lets_max_requests_trials_through_and_closes_after_as_many_suc
     let t1 = b.acquire().unwrap();
     let t2 = b.acquire().unwrap();
     assert!(b.acquire().is_err(), "only two trials at once");
-    t1.success();
+    let half = Recorded {
+        state: BreakerState::HalfOpen,
+        changed: false,
+    };
+    assert_eq!(t1.success(), half);
     assert_eq!(b.state(), BreakerState::HalfOpen);
     drop(b.acquire().unwrap()); // a cancelled trial frees its slot without counting
-    t2.success();
+    let closed = Recorded {
+        state: BreakerState::Closed,
+        changed: true,
+    };
+    assert_eq!(t2.success(), closed, "the second success closes it");
     assert_eq!(b.state(), BreakerState::Closed);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_trial_opens_again() {
     let b = CircuitBreaker::new(config("consecutiveFailures >= 1", 1));
-    fail(&b, 1);
+    let tripped = b.acquire().unwrap().failure();
+    assert_eq!((tripped.state, tripped.changed), (BreakerState::Open, true));
     tokio::time::advance(Duration::from_secs(2)).await;
-    b.acquire().unwrap().failure();
+    let reopened = b.acquire().unwrap().failure();
+    assert_eq!(
+        (reopened.state, reopened.changed),
+        (BreakerState::Open, true)
+    );
     assert_eq!(b.state(), BreakerState::Open);
 }
 
@@ -71,7 +84,8 @@ async fn outcomes_from_an_older_generation_are_ignored() {
     fail(&b, 2);
     tokio::time::advance(Duration::from_secs(2)).await;
     assert_eq!(b.state(), BreakerState::HalfOpen);
-    slow.success(); // started before the breaker opened: must not close it
+    // Started before the breaker opened: must not close it.
+    assert!(!slow.success().changed);
     assert_eq!(b.state(), BreakerState::HalfOpen);
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::util::{Backends, Client, Herd, free_port, get, wait_for};
@@ -195,12 +195,13 @@ fn upstream_gateway(
     route: &str,
     upstream: &str,
 ) -> (Herd, std::net::SocketAddr) {
+    gateway_over(&backends.ports, route, upstream)
+}
+
+/// [`upstream_gateway`] over loopback `ports`.
+fn gateway_over(ports: &[u16], route: &str, upstream: &str) -> (Herd, std::net::SocketAddr) {
     let gw = free_port();
-    let endpoints: Vec<String> = backends
-        .ports
-        .iter()
-        .map(|p| format!("\"127.0.0.1:{p}\""))
-        .collect();
+    let endpoints: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
     let herd = Herd::start(&format!(
         r#"
 [[gateway.listener]]
@@ -794,4 +795,411 @@ fn under_total_failure_the_retry_budget_caps_retries() {
         late <= 50 / 5 + 2,
         "{late} retries among the last 50 requests"
     );
+}
+
+/// An endpoint answering every request (but `/healthz`) with a status a test can change, as
+/// `{"worker": N}`, and counting the requests that reach it; serves keep-alive connections on a
+/// free loopback port until dropped.
+struct Stub {
+    port: u16,
+    status: Arc<AtomicU16>,
+    hits: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Stub {
+    fn start(worker: u64, status: u16) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stub = Stub {
+            port,
+            status: Arc::new(AtomicU16::new(status)),
+            hits: Arc::new(AtomicUsize::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (status, hits, stop) = (stub.status.clone(), stub.hits.clone(), stub.stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let (status, hits, stop) = (status.clone(), hits.clone(), stop.clone());
+                std::thread::spawn(move || Stub::serve(conn, worker, &status, &hits, &stop));
+            }
+        });
+        stub
+    }
+
+    fn serve(
+        conn: std::net::TcpStream,
+        worker: u64,
+        status: &AtomicU16,
+        hits: &AtomicUsize,
+        stop: &AtomicBool,
+    ) {
+        use std::io::{BufRead, BufReader, Write};
+        let _ = conn.set_read_timeout(Some(Duration::from_millis(100)));
+        let mut out = conn.try_clone().unwrap();
+        let mut reader = BufReader::new(conn);
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    head.push(line);
+                    continue;
+                }
+                Err(_) => return,
+            }
+            let end = line == "\r\n" || line == "\n";
+            head.push(line);
+            if !end {
+                continue;
+            }
+            let request = head.concat();
+            head.clear();
+            if request.trim().is_empty() {
+                continue;
+            }
+            let code = if request.starts_with("GET /healthz ") {
+                200
+            } else {
+                hits.fetch_add(1, Ordering::SeqCst);
+                status.load(Ordering::SeqCst)
+            };
+            let body = format!("{{\"worker\":{worker}}}");
+            let answer = format!(
+                "HTTP/1.1 {code} Stub\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if out.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Requests that reached it.
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    fn answer(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Breakers that never trip, so only ejection takes endpoints out.
+const NO_BREAKER: &str = r#"breaker = { trip = "consecutiveFailures >= 100000" }"#;
+
+/// The value of the samples on `admin`'s `/metrics` whose series contains every one of `want`.
+fn metric(admin: std::net::SocketAddr, want: &[&str]) -> f64 {
+    let r = get(admin, "/metrics").unwrap();
+    prometheus(&r.body)
+        .iter()
+        .filter(|(k, _)| want.iter().all(|w| k.contains(w)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn an_endpoint_answering_500_is_ejected_gets_no_traffic_and_returns_after_the_ejection_time() {
+    let bad = Stub::start(0, 500);
+    let good = [Stub::start(1, 200), Stub::start(2, 200)];
+    let admin_port = free_port();
+    let (herd, addr) = gateway_over(
+        &[bad.port, good[0].port, good[1].port],
+        "",
+        &format!(
+            "{NO_BREAKER}\noutlier = {{ consecutive_5xx = 3, base_ejection_time = \"3s\" }}\n\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n"
+        ),
+    );
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    let mut c = Client::new(addr);
+    // Round-robin: every third request reaches the bad endpoint; its third 500 ejects it.
+    let mut fails = 0;
+    for n in 0..9 {
+        let r = c
+            .get("/", &[("x-request-id", &format!("eject-{n}"))])
+            .unwrap();
+        fails += usize::from(r.status == 500);
+    }
+    let ejected_at = std::time::Instant::now();
+    assert_eq!((fails, bad.hits()), (3, 3));
+
+    // Ejected: no traffic reaches it, and the log names it on every request.
+    bad.answer(200);
+    for n in 0..30 {
+        let r = c
+            .get("/", &[("x-request-id", &format!("out-{n}"))])
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_ne!(r.json()["worker"], 0);
+    }
+    assert_eq!(bad.hits(), 3, "traffic reached the ejected endpoint");
+    let lines = wait_for("access lines", Duration::from_secs(5), || {
+        let eject = access_lines(&herd, "eject-");
+        let out = access_lines(&herd, "out-");
+        (eject.len() == 9 && out.len() == 30).then_some((eject, out))
+    });
+    // Turns 0, 3 and 6 reached it: the seventh request ejected it, the next two skipped it.
+    let changes: Vec<usize> = (0..9)
+        .filter(|&i| !lines.0[i]["changes"].is_null())
+        .collect();
+    assert_eq!(changes, vec![6]);
+    assert_eq!(
+        lines.0[6]["changes"],
+        serde_json::json!([{ "endpoint": bad.addr(), "event": "ejected", "ejectedMs": 3000 }])
+    );
+    assert_eq!(lines.0[6]["status"], 500);
+    assert!(
+        lines.0[..7].iter().all(|l| l["skipped"].is_null()),
+        "nothing skipped before"
+    );
+    let after = lines.0[7..].iter().chain(&lines.1);
+    let skipped = serde_json::json!([{ "endpoint": bad.addr(), "reason": "ejected" }]);
+    for l in after {
+        assert_eq!(l["skipped"], skipped, "{l}");
+        assert!(l["changes"].is_null(), "{l}");
+    }
+    let ejections = [
+        "herd_gateway_ejections_total{",
+        "upstream=\"upstream backends\"",
+        "reason=\"consecutive_5xx\"",
+    ];
+    assert_eq!(metric(admin, &ejections), 1.0);
+    assert_eq!(
+        metric(
+            admin,
+            &["herd_gateway_ejected_endpoints{upstream=\"upstream backends\"}"]
+        ),
+        1.0
+    );
+
+    // Back after its time, and in rotation as before.
+    wait_for("the endpoint back", Duration::from_secs(10), || {
+        (c.get("/", &[]).unwrap().json()["worker"] == 0).then_some(())
+    });
+    let out_for = ejected_at.elapsed();
+    assert!(
+        out_for >= Duration::from_millis(2500),
+        "back after {out_for:?}"
+    );
+    wait_for("the gauge back at 0", Duration::from_secs(5), || {
+        let gauge = ["herd_gateway_ejected_endpoints{upstream=\"upstream backends\"}"];
+        (metric(admin, &gauge) == 0.0).then_some(())
+    });
+    let before = bad.hits();
+    for _ in 0..30 {
+        assert_eq!(c.get("/", &[]).unwrap().status, 200);
+    }
+    assert_eq!(bad.hits() - before, 10, "a third of the traffic again");
+}
+
+#[test]
+fn a_second_ejection_lasts_longer_than_the_first() {
+    let bad = Stub::start(0, 500);
+    let good = Stub::start(1, 200);
+    let (herd, addr) = gateway_over(
+        &[bad.port, good.port],
+        "",
+        &format!(
+            "{NO_BREAKER}\noutlier = {{ consecutive_5xx = 2, base_ejection_time = \"1s\", interval = \"1h\" }}"
+        ),
+    );
+    let mut c = Client::new(addr);
+    let mut n = 0;
+    // Sends requests until `hits` requests reached the bad endpoint; returns when that was.
+    let mut until_hits = |hits: usize| {
+        wait_for(
+            "requests to reach the bad endpoint",
+            Duration::from_secs(15),
+            || {
+                n += 1;
+                let r = c
+                    .get("/", &[("x-request-id", &format!("again-{n}"))])
+                    .unwrap();
+                assert!(matches!(r.status, 200 | 500), "{}", r.status);
+                (bad.hits() >= hits).then(std::time::Instant::now)
+            },
+        )
+    };
+    let first = until_hits(2);
+    let back = until_hits(3);
+    let second = until_hits(4);
+    let back_again = until_hits(5);
+    let (gap1, gap2) = (back - first, back_again - second);
+    assert!(
+        gap1 >= Duration::from_millis(900),
+        "first ejection {gap1:?}"
+    );
+    assert!(
+        gap2 >= Duration::from_millis(1900),
+        "second ejection {gap2:?}"
+    );
+    assert!(gap2 > gap1, "{gap1:?} then {gap2:?}");
+    let lengths: Vec<serde_json::Value> = access_lines(&herd, "again-")
+        .iter()
+        .filter(|l| !l["changes"].is_null())
+        .map(|l| l["changes"][0]["ejectedMs"].clone())
+        .collect();
+    assert_eq!(lengths, vec![1000, 2000]);
+}
+
+#[test]
+fn max_ejection_percent_caps_how_many_endpoints_are_ejected_at_once() {
+    let failing = [Stub::start(0, 500), Stub::start(1, 500)];
+    let good = Stub::start(2, 200);
+    let (herd, addr) = gateway_over(
+        &[failing[0].port, failing[1].port, good.port],
+        "",
+        &format!(
+            "{NO_BREAKER}\noutlier = {{ consecutive_5xx = 2, base_ejection_time = \"60s\", max_ejection_percent = 34 }}"
+        ),
+    );
+    let mut c = Client::new(addr);
+    for n in 0..30 {
+        let r = c
+            .get("/", &[("x-request-id", &format!("cap-{n}"))])
+            .unwrap();
+        assert!(matches!(r.status, 200 | 500), "{}", r.status);
+    }
+    let lines = wait_for("access lines", Duration::from_secs(5), || {
+        let l = access_lines(&herd, "cap-");
+        (l.len() == 30).then_some(l)
+    });
+    let ejected: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| !l["changes"].is_null())
+        .map(|l| &l["changes"][0]["endpoint"])
+        .collect();
+    assert_eq!(
+        ejected.len(),
+        1,
+        "one of three is 33 % ≤ 34 %, two would be 67 %"
+    );
+    let (out, kept) = if *ejected[0] == failing[0].addr() {
+        (&failing[0], &failing[1])
+    } else {
+        (&failing[1], &failing[0])
+    };
+    assert_eq!(out.hits(), 2, "the ejected endpoint got no more traffic");
+    assert!(
+        kept.hits() >= 10,
+        "the other failing endpoint stays: {}",
+        kept.hits()
+    );
+    assert!(
+        herd.stderr()
+            .contains("not ejected: 1 of 3 endpoint(s) ejected already")
+    );
+}
+
+#[test]
+fn an_endpoint_refusing_connections_is_ejected_after_consecutive_failures() {
+    let mut backends = Backends::start(3, 0);
+    let (herd, addr) = upstream_gateway(
+        &backends,
+        "",
+        &format!(
+            "{NO_BREAKER}\noutlier = {{ consecutive_local_origin_failure = 2, base_ejection_time = \"60s\" }}"
+        ),
+    );
+    let dead = format!("127.0.0.1:{}", backends.ports[2]);
+    backends.kill(2);
+    let mut c = Client::new(addr);
+    for n in 0..30 {
+        let r = c
+            .get("/", &[("x-request-id", &format!("refused-{n}"))])
+            .unwrap();
+        assert_eq!(
+            r.status, 200,
+            "a refused connection is tried on another endpoint"
+        );
+    }
+    let lines = wait_for("access lines", Duration::from_secs(5), || {
+        let l = access_lines(&herd, "refused-");
+        (l.len() == 30).then_some(l)
+    });
+    // The dead endpoint's turn came twice before it was ejected; after that no request tried it.
+    let retried: Vec<usize> = (0..30).filter(|&i| lines[i]["tries"] == 2).collect();
+    assert_eq!(retried.len(), 2, "{retried:?}");
+    let last = retried[1];
+    assert_eq!(lines[last]["changes"][0]["endpoint"], dead.as_str());
+    assert_eq!(lines[last]["changes"][0]["event"], "ejected");
+    for l in &lines[last + 1..] {
+        assert_eq!(l["skipped"][0]["endpoint"], dead.as_str(), "{l}");
+    }
+}
+
+#[test]
+fn bad_outlier_settings_are_refused_with_line_and_key() {
+    let herd = Herd::prepare(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\"127.0.0.1:1\"]\n\n[upstream.outlier]\n\
+         max_ejection_percent = 101\nbase_ejection_time = \"1m\"\nmax_ejection_time = \"10s\"\n",
+    );
+    let out = herd.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        ":6: upstream[0].outlier.max_ejection_percent: must be 0 to 100, got 101",
+        ":8: upstream[0].outlier.max_ejection_time: must be at least base_ejection_time (1m)",
+    ] {
+        assert!(err.contains(want), "{want:?} in {err}");
+    }
+}
+
+#[test]
+fn a_retry_goes_back_to_a_tried_endpoint_when_the_others_are_ejected() {
+    let answering = Stub::start(0, 503);
+    let refusing = free_port();
+    let (herd, addr) = gateway_over(
+        &[answering.port, refusing],
+        r#"retries = { policy = "constant", duration = "1ms", maxRetries = 2 }"#,
+        &format!(
+            "{NO_BREAKER}\noutlier = {{ consecutive_5xx = 0, consecutive_gateway_failure = 0, \
+             consecutive_local_origin_failure = 1, base_ejection_time = \"60s\" }}"
+        ),
+    );
+    let mut c = Client::new(addr);
+    // The first request finds the refusing endpoint, which is ejected at once.
+    let r = c.get("/", &[("x-request-id", "back-0")]).unwrap();
+    assert_eq!(r.status, 503);
+    // The next one's retries have only the endpoint they tried left: they go back to it, and
+    // the client gets its answer rather than herd's "every endpoint is ejected".
+    let r = c.get("/", &[("x-request-id", "back-1")]).unwrap();
+    assert_eq!(
+        (r.status, r.json()["worker"].as_u64()),
+        (503, Some(0)),
+        "{}",
+        r.body
+    );
+    let line = wait_for("the access line", Duration::from_secs(5), || {
+        access_lines(&herd, "back-1").into_iter().next()
+    });
+    assert_eq!(line["tries"], 3, "{line}");
+    assert_eq!(line["skipped"][0]["reason"], "ejected", "{line}");
 }
