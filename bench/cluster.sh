@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # the contenders' functions are called indirectly ("start_$c", ...)
 # bench/cluster.sh — figures P3 and R1 of shared/design/BENCHMARKS.md.
 #
 # P3: the Node.js hello app (examples/node-hello/server.js) as 2 instances behind one port, run by
@@ -13,14 +14,17 @@
 # rotates each round) over a warm-up round and ROUNDS measured rounds. Medians are reported with
 # the ratio herd/best peer. R1 starts herd and PM2 afresh afterwards.
 #
-# Usage: bash bench/cluster.sh           (env: ROUNDS=5 DURATION=4 CONNS=64 R1_RELOADS=5)
+# Usage: bash bench/cluster.sh
+#   env: ROUNDS=5 DURATION=4 WARMUP_DURATION=2 CONNS=64 R1_RELOADS=5 R1_DELAY_MS=5 PM2_VERSION
+#        HERD_REV=<commit> CARGO_TARGET_DIR HERD_BENCH_CACHE=/tmp/herd-bench (see bench/lib.sh)
 # Exit: 0 when every contender ran (goals met or not), 1 when a contender failed to run.
-set -uo pipefail
+set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-APP="$ROOT/examples/node-hello/server.js"
-PRIMARY_JS="$ROOT/bench/cluster-primary.js"
-HERD="$ROOT/target/release/herd"
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+APP="$BENCH_ROOT/examples/node-hello/server.js"
+PRIMARY_JS="$BENCH_ROOT/bench/cluster-primary.js"
 
 ROUNDS=${ROUNDS:-5}                 # measured rounds, after one warm-up round
 DURATION=${DURATION:-4}             # seconds per measured wrk run
@@ -30,77 +34,39 @@ R1_RELOADS=${R1_RELOADS:-5}
 R1_DELAY_MS=${R1_DELAY_MS:-5}       # HELLO_DELAY_MS during R1
 R1_LEAD=${R1_LEAD:-2}               # seconds of load before the first and after the last reload
 R1_GAP=${R1_GAP:-1}                 # seconds between reloads
-CACHE=${HERD_BENCH_CACHE:-/tmp/herd-bench}   # PM2 is installed here (npm, not global)
-PM2_VERSION=${PM2_VERSION:-}        # empty: npm's latest
+PM2_VERSION=${PM2_VERSION:-}        # empty: npm's latest; installed under $HERD_BENCH_CACHE/pm2
 
 # CPU budget: the whole server side of each contender (supervisor/primary/daemon + 2 node
 # instances) on SERVER_CPU; wrk (1 thread) and the CLI calls (herd reload, pm2 reload, ...) on
 # LOAD_CPU.
 if [ "$(nproc)" -ge 2 ]; then SERVER_CPU=1; LOAD_CPU=0; else SERVER_CPU=0; LOAD_CPU=0; fi
+CLI_CPU=$LOAD_CPU
 BUDGET="server side (supervisor + 2 node instances) pinned to CPU $SERVER_CPU; wrk -t1 -c$CONNS and the CLI calls pinned to CPU $LOAD_CPU"
 
-say() { printf '# %s\n' "$*"; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+bench_init run
 
-WORK=$(mktemp -d /tmp/herd-bench.run.XXXXXX) || die "mktemp failed"
-
-# --- cleanup ---------------------------------------------------------------------------------
-# Every process this script starts is recorded here and ended on exit, whatever happens.
-HERD_CFGS=()      # herd configs that may still be up
-PM2_HOMES=()      # PM2 homes whose daemon may still be up
-KILL_PIDS=()      # other pids (cluster primaries, workers, wrk)
-
-pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
-children_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' '; }
-
-wait_gone() { # pid timeout_s
-  local i
-  for ((i = 0; i < $2 * 20; i++)); do pid_alive "$1" || return 0; sleep 0.05; done
-  return 1
-}
-
-cleanup() {
-  local cfg home pid
-  trap - EXIT INT TERM
-  for cfg in "${HERD_CFGS[@]}"; do
-    [ -f "$cfg" ] || continue
-    pid=$(cat "$(dirname "$cfg")/.herd/herd.pid" 2>/dev/null)
-    if pid_alive "$pid"; then
-      local kids; kids=$(children_of "$pid")
-      "$HERD" -c "$cfg" down >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null
-      wait_gone "$pid" 10 || kill -KILL "$pid" 2>/dev/null
-      for k in $kids; do kill -KILL "$k" 2>/dev/null; done
-    fi
-  done
+# PM2 homes whose daemon may still be up: `pm2 kill` on exit.
+PM2_HOMES=()
+stop_pm2_homes() {
+  local home pid k kids
   for home in "${PM2_HOMES[@]}"; do
-    pid=$(cat "$home/pm2.pid" 2>/dev/null)
-    if pid_alive "$pid"; then
-      local kids; kids=$(children_of "$pid")
-      PM2_HOME="$home" "$PM2" kill >/dev/null 2>&1
-      wait_gone "$pid" 10 || kill -KILL "$pid" 2>/dev/null
-      for k in $kids; do kill -KILL "$k" 2>/dev/null; done
-    fi
+    pid=$(cat "$home/pm2.pid" 2>/dev/null || true)
+    pid_alive "$pid" || continue
+    kids=$(children_of "$pid")
+    PM2_HOME="$home" "$PM2" kill >/dev/null 2>&1
+    wait_gone "$pid" 10 || kill -KILL "$pid" 2>/dev/null
+    for k in $kids; do kill -KILL "$k" 2>/dev/null; done
   done
-  for pid in "${KILL_PIDS[@]}"; do pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null; done
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+CLEANUP_HOOKS+=(stop_pm2_homes)
 
 # --- tools -----------------------------------------------------------------------------------
-command -v node >/dev/null || die "node is required"
-command -v curl >/dev/null || die "curl is required"
-if ! command -v wrk >/dev/null; then
-  say "installing wrk (Debian)"
-  { apt-get update -qq && apt-get install -y -qq wrk; } >"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log"; die "cannot install wrk"; }
-fi
-command -v taskset >/dev/null || die "taskset (util-linux) is required"
+need node curl taskset
+ensure_wrk
 
 declare -A FAILED=()   # contender -> reason it failed to run
 
-say "building herd (cargo build --release -p herd)"
-if ! (cd "$ROOT" && cargo build --release -q -p herd) >"$WORK/cargo.log" 2>&1 || [ ! -x "$HERD" ]; then
+if ! build_herd herd || [ ! -x "$HERD" ]; then
   cat "$WORK/cargo.log"
   FAILED[herd]="cargo build failed"
 fi
@@ -114,12 +80,6 @@ if [ ! -x "$PM2" ]; then
   [ -x "$PM2" ] || { cat "$WORK/npm.log"; FAILED[pm2]="npm i pm2 failed"; }
 fi
 
-free_port() {
-  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
-}
-
-vmrss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
-
 tree_rss_kb() { # pid: its RSS plus its children's
   local total=0 p r
   for p in "$1" $(children_of "$1"); do r=$(vmrss_kb "$p"); total=$((total + ${r:-0})); done
@@ -129,61 +89,30 @@ tree_rss_kb() { # pid: its RSS plus its children's
 affinity_ok() { # pid...: all pinned to SERVER_CPU exactly
   local p a
   for p in "$@"; do
-    a=$(taskset -cp "$p" 2>/dev/null | awk -F': ' '{print $2}')
+    a=$(affinity_of "$p")
     [ "$a" = "$SERVER_CPU" ] || { echo "pid $p has affinity '$a'"; return 1; }
   done
 }
 
-# The app must answer 200 with its JSON before any load is sent.
-wait_http() { # port timeout_s
-  local i code
-  for ((i = 0; i < $2 * 10; i++)); do
-    code=$(curl -s -o "$WORK/body" -w '%{http_code}' --max-time 1 "http://127.0.0.1:$1/" 2>/dev/null)
-    if [ "$code" = 200 ] && grep -q 'Hello from distributed node' "$WORK/body"; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
-
-cat >"$WORK/summary.lua" <<'EOF'
--- One machine-readable line from wrk's own counters. errors.status counts responses >= 400.
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "WRK requests=%d duration_us=%d connect=%d read=%d write=%d status=%d timeout=%d p50_us=%d p99_us=%d\n",
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-EOF
+# wrk's own counters only (no Lua response() callback): errors.status counts responses >= 400.
+write_wrk_lua "$WORK/summary.lua" 0
 
 # run_wrk port duration_s mode(keepalive|close) out_file; sets W_* from wrk's summary.
-W_REQ=0 W_RPS=0 W_SOCKERR=0 W_STATUS=0 W_P99=0
-parse_wrk() {
-  local line; line=$(grep '^WRK ' "$1" | tail -1)
-  [ -n "$line" ] || return 1
-  local w_requests w_duration_us w_connect w_read w_write w_status w_timeout w_p50_us w_p99_us
-  eval "$(echo "$line" | sed 's/^WRK //; s/\([a-z0-9_]*\)=/w_\1=/g')"
-  W_REQ=$w_requests
-  W_RPS=$(awk -v r="$w_requests" -v d="$w_duration_us" 'BEGIN{printf "%.0f", (d > 0 ? r / (d / 1e6) : 0)}')
-  W_SOCKERR=$((w_connect + w_read + w_write + w_timeout))
-  W_STATUS=$w_status
-  W_P99=$(awk -v u="$w_p99_us" 'BEGIN{printf "%.2f", u / 1000}')
-}
 run_wrk() {
   local hdr=()
   [ "$3" = close ] && hdr=(-H 'Connection: close')
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$2"s "${hdr[@]}" -s "$WORK/summary.lua" \
-    "http://127.0.0.1:$1/" >"$4" 2>&1
+    "http://127.0.0.1:$1/" >"$4" 2>&1 || return 1
   parse_wrk "$4"
 }
 
 # --- contenders: start_X delay_ms; sets PORT and SUP_PID (the supervising process) -------------
-PORT= SUP_PID= HERD_CFG= PM2_HOME_CUR=
+PORT='' SUP_PID='' HERD_CFG='' PM2_HOME_CUR=''
 
 start_herd() {
-  SUP_PID= PORT=
+  SUP_PID='' PORT=''
   local dir; dir=$(mktemp -d "$WORK/herd.XXXX")
-  PORT=$(free_port)
+  free_port PORT
   HERD_CFG="$dir/herd.toml"
   cat >"$HERD_CFG" <<EOF
 data_dir = "$dir/.herd"
@@ -194,64 +123,44 @@ instances = 2
 listen = "127.0.0.1:$PORT"
 env = { HELLO_DELAY_MS = "$1" }
 EOF
-  HERD_CFGS+=("$HERD_CFG")
-  taskset -c "$SERVER_CPU" "$HERD" -c "$HERD_CFG" up -d >"$dir/up.out" 2>&1 || { cat "$dir/up.out"; return 1; }
-  SUP_PID=$(cat "$dir/.herd/herd.pid" 2>/dev/null)
-  pid_alive "$SUP_PID" || return 1
-  local i ready=0
-  for ((i = 0; i < 300; i++)); do
-    ready=$("$HERD" -c "$HERD_CFG" ls --json 2>/dev/null | grep -Ec '"state": *"ready"')
-    [ "$ready" -ge 2 ] && break
-    sleep 0.1
-  done
-  [ "$ready" -ge 2 ] || { echo "herd: instances not ready"; return 1; }
-  wait_http "$PORT" 10
+  herd_up "$HERD_CFG" "$SERVER_CPU" || return 1
+  SUP_PID=$HERD_PID
+  herd_wait_ready "$HERD_CFG" 2 30 || { echo "herd: instances not ready"; return 1; }
+  wait_http "$PORT" 10 "$HELLO_BODY"
 }
-stop_herd() {
-  local kids; kids=$(children_of "$SUP_PID")
-  taskset -c "$LOAD_CPU" "$HERD" -c "$HERD_CFG" down >/dev/null 2>&1
-  # `herd down` returns before herd has finished stopping; wait for the process itself.
-  wait_gone "$SUP_PID" 15 || kill -KILL "$SUP_PID" 2>/dev/null
-  for k in $kids; do pid_alive "$k" && kill -KILL "$k" 2>/dev/null; done
-  return 0
-}
+stop_herd() { stop_herd_cfg "$HERD_CFG"; }
 reload_herd() { taskset -c "$LOAD_CPU" "$HERD" -c "$HERD_CFG" reload hello; }
 instance_pids_herd() { children_of "$SUP_PID" | sort | tr '\n' ' '; }
 
 start_nodecluster() {
-  SUP_PID= PORT=
-  PORT=$(free_port)
+  SUP_PID='' PORT=''
+  free_port PORT
   PORT=$PORT HELLO_DELAY_MS=$1 WORKERS=2 taskset -c "$SERVER_CPU" node "$PRIMARY_JS" \
     >"$WORK/nodecluster.log" 2>&1 &
   SUP_PID=$!
   KILL_PIDS+=("$SUP_PID")
-  wait_http "$PORT" 15 || return 1
+  wait_http "$PORT" 15 "$HELLO_BODY" || return 1
   local kids; kids=$(children_of "$SUP_PID")
+  # shellcheck disable=SC2206  # one pid per word
   KILL_PIDS+=($kids)
   [ "$(echo "$kids" | wc -w)" -eq 2 ] || { echo "node cluster: expected 2 workers"; return 1; }
 }
-stop_nodecluster() {
-  local kids; kids=$(children_of "$SUP_PID")
-  kill -TERM "$SUP_PID" 2>/dev/null
-  wait_gone "$SUP_PID" 15 || kill -KILL "$SUP_PID" 2>/dev/null
-  for k in $kids; do pid_alive "$k" && kill -KILL "$k" 2>/dev/null; done
-  return 0
-}
+stop_nodecluster() { stop_pid "$SUP_PID"; }
 
 # PM2 gets the same graceful stop the app expects from herd: SIGTERM (PM2's default is SIGINT,
 # which this app does not handle) and 5 s before SIGKILL (herd's default kill_timeout).
 start_pm2() {
-  SUP_PID= PORT=
+  SUP_PID='' PORT=''
   PM2_HOME_CUR=$(mktemp -d "$WORK/pm2home.XXXX")
   PM2_HOMES+=("$PM2_HOME_CUR")
-  PORT=$(free_port)
+  free_port PORT
   PM2_HOME=$PM2_HOME_CUR PM2_KILL_SIGNAL=SIGTERM PORT=$PORT HELLO_DELAY_MS=$1 \
     taskset -c "$SERVER_CPU" "$PM2" start "$APP" -i 2 --name hello --kill-timeout 5000 \
     >"$PM2_HOME_CUR/start.out" 2>&1 || { cat "$PM2_HOME_CUR/start.out"; return 1; }
-  SUP_PID=$(cat "$PM2_HOME_CUR/pm2.pid" 2>/dev/null)
+  SUP_PID=$(cat "$PM2_HOME_CUR/pm2.pid" 2>/dev/null || true)
   pid_alive "$SUP_PID" || { echo "pm2: no daemon"; return 1; }
   grep -q 'God Daemon' "/proc/$SUP_PID/cmdline" 2>/dev/null || { echo "pm2: pid $SUP_PID is not the God Daemon"; return 1; }
-  wait_http "$PORT" 15 || return 1
+  wait_http "$PORT" 15 "$HELLO_BODY" || return 1
   local i n=0
   for ((i = 0; i < 100; i++)); do
     n=$(children_of "$SUP_PID" | wc -w)
@@ -261,31 +170,22 @@ start_pm2() {
   [ "$n" -eq 2 ] || { echo "pm2: expected 2 workers, saw $n"; return 1; }
 }
 stop_pm2() {
-  local kids; kids=$(children_of "$SUP_PID")
-  PM2_HOME=$PM2_HOME_CUR taskset -c "$LOAD_CPU" "$PM2" kill >/dev/null 2>&1
-  wait_gone "$SUP_PID" 15 || kill -KILL "$SUP_PID" 2>/dev/null
-  for k in $kids; do pid_alive "$k" && kill -KILL "$k" 2>/dev/null; done
+  local k kids
+  kids=$(children_of "$SUP_PID")
+  PM2_HOME=$PM2_HOME_CUR taskset -c "$LOAD_CPU" "$PM2" kill >/dev/null 2>&1 || true
+  wait_gone "$SUP_PID" 15 || kill -KILL "$SUP_PID" 2>/dev/null || true
+  for k in $kids; do if pid_alive "$k"; then kill -KILL "$k" 2>/dev/null || true; fi; done
   return 0
 }
 reload_pm2() { PM2_HOME=$PM2_HOME_CUR taskset -c "$LOAD_CPU" "$PM2" reload hello; }
 instance_pids_pm2() { children_of "$SUP_PID" | sort | tr '\n' ' '; }
-
-# --- helpers for figures ---------------------------------------------------------------------
-median() { # numbers...
-  printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{if (NR == 0) {print "n/a"} else if (NR % 2) {print a[(NR+1)/2]} else {printf "%.0f\n", (a[NR/2]+a[NR/2+1])/2}}'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else print "n/a" }'; }
-meets() { # value op goal -> met|missed
-  awk -v v="$1" -v g="$3" -v op="$2" 'BEGIN{ if (v == "n/a") {print "missed"; exit}
-    ok = (op == ">=") ? (v+0 >= g+0) : (v+0 <= g+0); print (ok ? "met" : "missed") }'
-}
 
 CONTENDERS=(herd nodecluster pm2)
 declare -A NAME=([herd]=herd [nodecluster]=node-cluster [pm2]=pm2)
 declare -A KA=() CL=() RSS=() TREE=() ERRS=()   # space-separated per-round values
 
 say "herd P3/R1 benchmark — $(date -u)"
-say "nproc=$(nproc); node $(node --version); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2); pm2 $(node -p "require('$CACHE/pm2/node_modules/pm2/package.json').version" 2>/dev/null); herd $("$HERD" --version 2>/dev/null | awk '{print $2}') at commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo '+uncommitted changes')"
+say "nproc=$(nproc); node $(node --version); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2 || true); pm2 $(node -p "require('$CACHE/pm2/node_modules/pm2/package.json').version" 2>/dev/null || echo n/a); herd $("$HERD" --version 2>/dev/null | awk '{print $2}' || true) at commit $(herd_rev_desc)"
 say "CPU budget: $BUDGET"
 say "load: wrk -t1 -c$CONNS -d${DURATION}s, keep-alive then -H 'Connection: close'; HELLO_DELAY_MS=0; 1 warm-up round (${WARMUP_DURATION}s runs) + $ROUNDS measured rounds; contenders alternate, order rotating per round"
 say "node-cluster uses Node's default scheduling (round-robin via the primary); pm2 runs cluster mode (-i 2) with PM2_KILL_SIGNAL=SIGTERM --kill-timeout 5000"
@@ -293,25 +193,25 @@ say "node-cluster uses Node's default scheduling (round-robin via the primary); 
 # All three contenders are started once and stay up (idle, 0 req/s) while the others are measured;
 # each round runs every contender in turn, the order rotating from round to round.
 declare -A C_PORT=() C_SUP=()
+P3_HERD_CFG='' P3_PM2_HOME=''
 for c in "${CONTENDERS[@]}"; do
   [ -n "${FAILED[$c]:-}" ] && continue
   if ! "start_$c" 0 >"$WORK/$c.start" 2>&1; then
     FAILED[$c]="did not start: $(tail -3 "$WORK/$c.start" | tr '\n' ' ')"
-    say "${NAME[$c]}: FAILED to start"; "stop_$c" >/dev/null 2>&1; continue
+    say "${NAME[$c]}: FAILED to start"; "stop_$c" >/dev/null 2>&1 || true; continue
   fi
   C_PORT[$c]=$PORT C_SUP[$c]=$SUP_PID
   case $c in herd) P3_HERD_CFG=$HERD_CFG ;; pm2) P3_PM2_HOME=$PM2_HOME_CUR ;; esac
+  # shellcheck disable=SC2046  # one pid per word
   aff=$(affinity_ok "$SUP_PID" $(children_of "$SUP_PID")) || say "WARNING ${NAME[$c]}: $aff"
   say "${NAME[$c]}: up on 127.0.0.1:$PORT, supervising pid $SUP_PID ($(tr '\0' ' ' <"/proc/$SUP_PID/cmdline" | cut -c1-60)), instances $(children_of "$SUP_PID" | tr '\n' ' ')"
 done
 
 for ((round = 0; round <= ROUNDS; round++)); do
-  if [ "$round" -eq 0 ]; then d=$WARMUP_DURATION; tag="warm-up"; order=("${CONTENDERS[@]}")
-  else
-    d=$DURATION; tag="round $round/$ROUNDS"; k=$(((round - 1) % ${#CONTENDERS[@]}))
-    order=("${CONTENDERS[@]:k}" "${CONTENDERS[@]:0:k}")
-  fi
-  for c in "${order[@]}"; do
+  if [ "$round" -eq 0 ]; then d=$WARMUP_DURATION; tag="warm-up"
+  else d=$DURATION; tag="round $round/$ROUNDS"; fi
+  round_order "$round" "${CONTENDERS[@]}"
+  for c in "${ORDER[@]}"; do
     [ -n "${FAILED[$c]:-}" ] && continue
     out="$WORK/$c.r$round" port=${C_PORT[$c]} sup=${C_SUP[$c]}
     ok=1
@@ -347,7 +247,7 @@ for c in herd pm2; do
   [ -n "${FAILED[$c]:-}" ] && { say "R1 ${NAME[$c]}: skipped (failed in P3)"; continue; }
   out="$WORK/$c.r1"
   if ! "start_$c" "$R1_DELAY_MS" >"$out.start" 2>&1; then
-    FAILED[$c]="did not start for R1: $(tail -3 "$out.start" | tr '\n' ' ')"; "stop_$c" >/dev/null 2>&1; continue
+    FAILED[$c]="did not start for R1: $(tail -3 "$out.start" | tr '\n' ' ')"; "stop_$c" >/dev/null 2>&1 || true; continue
   fi
   before=$("instance_pids_$c")
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d600s -s "$WORK/summary.lua" "http://127.0.0.1:$PORT/" >"$out.wrk" 2>&1 &
@@ -358,11 +258,12 @@ for c in herd pm2; do
     t0=$(date +%s%N)
     if "reload_$c" >>"$out.reload" 2>&1; then reload_ok=$((reload_ok + 1)); fi
     times+="$(( ($(date +%s%N) - t0) / 1000000 ))ms "
-    [ "$i" -lt "$R1_RELOADS" ] && sleep "$R1_GAP"
+    if [ "$i" -lt "$R1_RELOADS" ]; then sleep "$R1_GAP"; fi
   done
   sleep "$R1_LEAD"
   wrk_alive=yes; pid_alive "$wrk_pid" || wrk_alive=no
-  kill -INT "$wrk_pid" 2>/dev/null; wait "$wrk_pid" 2>/dev/null
+  kill -INT "$wrk_pid" 2>/dev/null || true
+  wait "$wrk_pid" 2>/dev/null || true; forget_pid "$wrk_pid"
   after=$("instance_pids_$c")
   "stop_$c"
   if ! parse_wrk "$out.wrk" || [ $((W_REQ - W_STATUS)) -le 0 ]; then
@@ -374,7 +275,7 @@ for c in herd pm2; do
   R1_DETAIL[$c]="requests=$W_REQ sockerr=$W_SOCKERR http_err=$W_STATUS reloads_ok=$reload_ok/$R1_RELOADS instances_replaced=$replaced load_covered_reloads=$wrk_alive"
   say "R1 ${NAME[$c]}: failed requests ${R1_FAILED[$c]} (${R1_DETAIL[$c]}); reload times: $times"
   [ "$reload_ok" -eq "$R1_RELOADS" ] || { say "R1 ${NAME[$c]}: reload command failed:"; tail -5 "$out.reload" | sed 's/^/#   /'; }
-  grep '^WRK' "$out.wrk" | sed 's/^/#   /'
+  grep '^WRK' "$out.wrk" | sed 's/^/#   /' || true
 done
 
 # --- summary ---------------------------------------------------------------------------------
@@ -384,15 +285,16 @@ for c in "${!FAILED[@]}"; do say "FAILED ${NAME[$c]}: ${FAILED[$c]}"; status=1; 
 declare -A MKA=() MCL=() MRSS=() MTREE=()
 for c in "${CONTENDERS[@]}"; do
   if [ -n "${FAILED[$c]:-}" ] || [ -z "${KA[$c]:-}" ]; then MKA[$c]=n/a MCL[$c]=n/a MRSS[$c]=n/a MTREE[$c]=n/a; continue; fi
-  MKA[$c]=$(median ${KA[$c]}); MCL[$c]=$(median ${CL[$c]})
-  MRSS[$c]=$(median ${RSS[$c]}); MTREE[$c]=$(median ${TREE[$c]})
+  # shellcheck disable=SC2086  # one value per word
+  { MKA[$c]=$(median_int ${KA[$c]}); MCL[$c]=$(median_int ${CL[$c]})
+    MRSS[$c]=$(median_int ${RSS[$c]}); MTREE[$c]=$(median_int ${TREE[$c]}); }
 done
 
 best_of() { # map-name -> "peer value"
   local -n m=$1; local best=n/a bv=0 p
   for p in nodecluster pm2; do
     [ "${m[$p]}" = n/a ] && continue
-    awk -v a="${m[$p]}" -v b="$bv" 'BEGIN{exit !(a+0 > b+0)}' && { best=${NAME[$p]}; bv=${m[$p]}; }
+    if awk -v a="${m[$p]}" -v b="$bv" 'BEGIN{exit !(a+0 > b+0)}'; then best=${NAME[$p]}; bv=${m[$p]}; fi
   done
   echo "$best $bv"
 }
@@ -411,10 +313,11 @@ done
 printf '| %-12s | %16s | %16s | %18s | %22s | %s |\n' "herd/best" "$ka_ratio" "$cl_ratio" "" "" ""
 echo
 
-echo "RESULT P3-keepalive herd_rps=${MKA[herd]} best_peer=$ka_peer best_peer_rps=$ka_peer_rps ratio=$ka_ratio goal=1.0 $(meets "$ka_ratio" '>=' 1.0) node_cluster_rps=${MKA[nodecluster]} pm2_rps=${MKA[pm2]} cpu=server:$SERVER_CPU,load:$LOAD_CPU"
-echo "RESULT P3-close herd_rps=${MCL[herd]} best_peer=$cl_peer best_peer_rps=$cl_peer_rps ratio=$cl_ratio goal=1.3 $(meets "$cl_ratio" '>=' 1.3) node_cluster_rps=${MCL[nodecluster]} pm2_rps=${MCL[pm2]} cpu=server:$SERVER_CPU,load:$LOAD_CPU"
-echo "RESULT P3-rss herd_kb=${MRSS[herd]} pm2_daemon_kb=${MRSS[pm2]} node_primary_kb=${MRSS[nodecluster]} ratio_vs_pm2=$(ratio "${MRSS[herd]}" "${MRSS[pm2]}") goal=10240 $(meets "${MRSS[herd]}" '<=' 10240)"
+cpu="cpu=server:$SERVER_CPU,load:$LOAD_CPU"
+result "P3-keepalive herd_rps=${MKA[herd]} best_peer=$ka_peer best_peer_rps=$ka_peer_rps ratio=$ka_ratio goal=1.0 $(meets "$ka_ratio" '>=' 1.0) node_cluster_rps=${MKA[nodecluster]} pm2_rps=${MKA[pm2]} $cpu"
+result "P3-close herd_rps=${MCL[herd]} best_peer=$cl_peer best_peer_rps=$cl_peer_rps ratio=$cl_ratio goal=1.3 $(meets "$cl_ratio" '>=' 1.3) node_cluster_rps=${MCL[nodecluster]} pm2_rps=${MCL[pm2]} $cpu"
+result "P3-rss herd_kb=${MRSS[herd]} pm2_daemon_kb=${MRSS[pm2]} node_primary_kb=${MRSS[nodecluster]} ratio_vs_pm2=$(ratio "${MRSS[herd]}" "${MRSS[pm2]}") goal=10240 $(meets "${MRSS[herd]}" '<=' 10240)"
 r1h=${R1_FAILED[herd]:-n/a}; r1p=${R1_FAILED[pm2]:-n/a}
-echo "RESULT R1 herd_failed=$r1h pm2_failed=$r1p node_cluster=skipped reloads=$R1_RELOADS goal=0 $(meets "$r1h" '<=' 0)"
+result "R1 herd_failed=$r1h pm2_failed=$r1p node_cluster=skipped reloads=$R1_RELOADS goal=0 $(meets "$r1h" '<=' 0)"
 say "elapsed ${SECONDS}s"
 exit "$status"
