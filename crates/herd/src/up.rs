@@ -114,7 +114,19 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
         Arc::new(move |name: &str| {
             let s = supervisor.service(name)?;
             let spec = s.spec();
-            Some((s.endpoints(), spec.balance, spec.breaker.clone()))
+            // A shared-socket service is one address: the kernel's queue in front of every
+            // instance. One instance's crash says nothing about the others and a retry on the
+            // same address reaches a live one, so a breaker there would turn one crash into an
+            // outage of the whole service; it never trips.
+            let breaker = if spec.own_port {
+                spec.breaker.clone()
+            } else {
+                herd_config::BreakerConfig {
+                    trip: herd_config::Trip::consecutive_failures(u32::MAX),
+                    ..spec.breaker.clone()
+                }
+            };
+            Some((s.endpoints(), spec.balance, breaker))
         })
     };
     let gateway = Arc::new(herd_gateway::Gateway::start(

@@ -1203,3 +1203,70 @@ fn a_retry_goes_back_to_a_tried_endpoint_when_the_others_are_ejected() {
     assert_eq!(line["tries"], 3, "{line}");
     assert_eq!(line["skipped"][0]["reason"], "ejected", "{line}");
 }
+
+#[test]
+fn a_crash_behind_a_shared_socket_does_not_open_a_breaker_for_the_service() {
+    let gw = free_port();
+    let herd = Herd::start(&format!(
+        r#"
+[[service]]
+name = "shared"
+command = ["{{hello}}"]
+instances = 2
+listen = "127.0.0.1:0"
+env = {{ HELLO_DELAY_MS = "20" }}
+
+[[gateway.listener]]
+name = "main"
+listen = "127.0.0.1:{gw}"
+
+[[route]]
+service = "shared"
+"#
+    ));
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let (ok, refused) = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..32)
+            .map(|_| {
+                let done = &done;
+                s.spawn(move || {
+                    let mut client = crate::util::Client::new(addr);
+                    let (mut ok, mut refused) = (0, Vec::new());
+                    for _ in 0..60 {
+                        match client.get("/", &[]) {
+                            Ok(r) if r.status == 200 => ok += 1,
+                            Ok(r) => refused.push(format!("{} {}", r.status, r.body)),
+                            Err(e) => refused.push(e.to_string()),
+                        }
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    (ok, refused)
+                })
+            })
+            .collect();
+        crate::util::wait_for("load to start", std::time::Duration::from_secs(20), || {
+            (done.load(std::sync::atomic::Ordering::Relaxed) > 300).then_some(())
+        });
+        let victim = herd.pids("shared")[0];
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(victim as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        clients.into_iter().map(|c| c.join().unwrap()).fold(
+            (0, Vec::new()),
+            |(ok, mut refused), (o, r)| {
+                refused.extend(r);
+                (ok + o, refused)
+            },
+        )
+    });
+    assert!(
+        refused.iter().all(|r| !r.contains("circuit breaker")),
+        "the service's breaker opened: {refused:?}"
+    );
+    // Requests in flight on the killed instance may fail (at most one per client connection);
+    // everything else is answered.
+    assert!(ok >= 1920 - 64, "{ok} of 1920 answered: {refused:?}");
+}
