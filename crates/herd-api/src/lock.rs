@@ -77,6 +77,21 @@ fn observe(store: &str, op: &'static str, started: Instant, outcome: &'static st
         .record(started.elapsed().as_secs_f64());
 }
 
+/// Dapr's checks shared by lock and unlock: a resource and an owner are required.
+fn require(store: &str, resource: &str, owner: &str) -> Result<(), ApiError> {
+    if resource.is_empty() {
+        return Err(ApiError::malformed(format!(
+            "ResourceId is empty in lock store {store}"
+        )));
+    }
+    if owner.is_empty() {
+        return Err(ApiError::malformed(format!(
+            "LockOwner is empty in lock store {store}"
+        )));
+    }
+    Ok(())
+}
+
 /// `POST /v1.0-alpha1/lock/{store}`.
 pub async fn lock(
     State(shared): State<std::sync::Arc<Shared>>,
@@ -87,16 +102,7 @@ pub async fn lock(
     let started = Instant::now();
     let (component, store) = lock_store(&shared, &name, &app.0, "ERR_TRY_LOCK")?;
     let request: TryLock = parse_body(&body)?;
-    if request.resource_id.is_empty() {
-        return Err(ApiError::malformed(format!(
-            "ResourceId is empty in lock store {name}"
-        )));
-    }
-    if request.lock_owner.is_empty() {
-        return Err(ApiError::malformed(format!(
-            "LockOwner is empty in lock store {name}"
-        )));
-    }
+    require(&name, &request.resource_id, &request.lock_owner)?;
     if request.expiry_in_seconds <= 0 {
         return Err(ApiError::malformed(format!(
             "ExpiryInSeconds is not positive in lock store {name}"
@@ -140,16 +146,7 @@ pub async fn unlock(
     let started = Instant::now();
     let (component, store) = lock_store(&shared, &name, &app.0, "ERR_UNLOCK")?;
     let request: Unlock = parse_body(&body)?;
-    if request.resource_id.is_empty() {
-        return Err(ApiError::malformed(format!(
-            "ResourceId is empty in lock store {name}"
-        )));
-    }
-    if request.lock_owner.is_empty() {
-        return Err(ApiError::malformed(format!(
-            "LockOwner is empty in lock store {name}"
-        )));
-    }
+    require(&name, &request.resource_id, &request.lock_owner)?;
     let resource = component.prefix.apply(&app.0, &request.resource_id)?;
     let result = store.unlock(&resource, &request.lock_owner).await;
     observe(

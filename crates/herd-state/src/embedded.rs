@@ -135,13 +135,7 @@ fn encode(version: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
 impl Embedded {
     /// Opens (or creates) the database at `path`. Must be called inside a tokio runtime.
     pub fn open(path: &Path) -> Result<Self, StateError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StateError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-        let db = Database::create(path)
-            .map_err(|e| StateError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let db = herd_storage::create(path).map_err(StateError::Unavailable)?;
         let txn = db.begin_write().map_err(internal)?;
         {
             txn.open_table(STATE).map_err(internal)?;
@@ -154,22 +148,11 @@ impl Embedded {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer_db = db.clone();
-        std::thread::Builder::new()
-            .name("herd-state-writer".into())
-            .spawn(move || writer(writer_db, rx))
-            .map_err(internal)?;
-        let sweeps = tx.clone();
-        let sweeper = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                // A full queue means the writer is busy; the next tick sweeps instead.
-                if let Err(mpsc::error::TrySendError::Closed(_)) = sweeps.try_send(Job::Sweep) {
-                    return;
-                }
-            }
-        });
+        herd_storage::writer("herd-state-writer", rx, MAX_BATCH, move |batch| {
+            run_batch(&writer_db, batch)
+        })
+        .map_err(internal)?;
+        let sweeper = herd_storage::every(Duration::from_secs(1), tx.clone(), || Job::Sweep);
         Ok(Self {
             db,
             jobs: tx,
@@ -178,13 +161,10 @@ impl Embedded {
     }
 
     async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StateError> {
-        let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(job(tx))
-            .await
-            .map_err(|_| StateError::Unavailable("state writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StateError::Unavailable("state writer stopped".into()))?
+        herd_storage::submit(&self.jobs, job, || {
+            StateError::Unavailable("state writer stopped".into())
+        })
+        .await
     }
 
     async fn read<T: Send + 'static>(
@@ -251,21 +231,6 @@ impl StateStore for Embedded {
         let (resource, owner) = (resource.to_string(), owner.to_string());
         self.submit(|reply| Job::Unlock(resource, owner, reply))
             .await
-    }
-}
-
-/// The writer thread: batches jobs into one transaction each (see the module doc).
-fn writer(db: Arc<Database>, mut jobs: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = jobs.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        run_batch(&db, &mut batch);
     }
 }
 

@@ -659,8 +659,8 @@ max_concurrency = 1
     assert_eq!(r.json()["error"], "rate limit exceeded");
 }
 
-#[test]
-fn a_service_on_a_shared_socket_is_reached_through_its_address() {
+/// A gateway in front of `shared`, two instances of hello (20 ms per answer) on a shared socket.
+fn shared_service_behind_gateway() -> (Herd, std::net::SocketAddr) {
     let gw = free_port();
     let herd = Herd::start(&format!(
         r#"
@@ -679,7 +679,12 @@ listen = "127.0.0.1:{gw}"
 service = "shared"
 "#
     ));
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
+    (herd, ([127, 0, 0, 1], gw).into())
+}
+
+#[test]
+fn a_service_on_a_shared_socket_is_reached_through_its_address() {
+    let (herd, addr) = shared_service_behind_gateway();
     // The kernel spreads the gateway's pooled connections over the instances as it likes;
     // port = "auto" services are the ones the gateway itself balances.
     let workers = crate::util::workers_seen(addr, 6, 5);
@@ -1206,25 +1211,7 @@ fn a_retry_goes_back_to_a_tried_endpoint_when_the_others_are_ejected() {
 
 #[test]
 fn a_crash_behind_a_shared_socket_does_not_open_a_breaker_for_the_service() {
-    let gw = free_port();
-    let herd = Herd::start(&format!(
-        r#"
-[[service]]
-name = "shared"
-command = ["{{hello}}"]
-instances = 2
-listen = "127.0.0.1:0"
-env = {{ HELLO_DELAY_MS = "20" }}
-
-[[gateway.listener]]
-name = "main"
-listen = "127.0.0.1:{gw}"
-
-[[route]]
-service = "shared"
-"#
-    ));
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], gw).into();
+    let (herd, addr) = shared_service_behind_gateway();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let (ok, refused) = std::thread::scope(|s| {
         let clients: Vec<_> = (0..32)

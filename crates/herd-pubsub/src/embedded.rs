@@ -1,0 +1,640 @@
+//! The embedded backend (`pubsub.embedded`, herd's default): a durable log per topic in a redb
+//! database in the data directory.
+//!
+//! Write path for a publish, numbered:
+//! 1. The API task sends the message to the writer thread over a bounded channel.
+//! 2. The writer takes every job queued behind it (up to `MAX_BATCH`) into one write transaction:
+//!    a publish appends at `head + 1` of its topic (or, when its idempotency key was seen within
+//!    the dedupe window, is accepted without being stored again).
+//! 3. A batch holding a publish commits with `Durability::Immediate`: redb fsyncs before
+//!    `commit` returns. Concurrent publishers share that fsync (group commit).
+//! 4. Only then is each publish acknowledged, and consumers of the topic are woken.
+//!
+//! Consumption state (each group's cursor and its pending deliveries with their attempt counts)
+//! is written by the same thread in batches without publishes, committed with `Durability::None`:
+//! it reaches the disk with the next durable commit. A crash can therefore forget recent claims
+//! and acks, and those messages are delivered again: at-least-once, never at-most-once.
+//!
+//! A new group starts at the oldest message still retained, so subscribers that appear after a
+//! publish (an app still starting) get it. Messages are removed once every group is past them,
+//! or when older than the retention time.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::broker::{ConsumeOptions, Consumer, Delivery, Message, Nack, PubSub};
+use crate::error::PubSubError;
+
+/// `(topic, seq)` → `[published at ms][expires at ms, 0 = never][data]`.
+const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+/// Topic → the last sequence number used.
+const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
+/// `(topic, group)` → the next sequence number to hand out.
+const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
+/// `(topic, group, seq)` → `(deliveries so far, visible again at ms)`.
+const PENDING: TableDefinition<(&str, &str, u64), (u32, u64)> = TableDefinition::new("pending");
+/// `(topic, idempotency key)` → forgotten at ms.
+const DEDUPE: TableDefinition<(&str, &str), u64> = TableDefinition::new("dedupe");
+
+const MAX_BATCH: usize = 512;
+const QUEUE: usize = 4096;
+
+/// Settings of the embedded log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedSettings {
+    /// How long publisher idempotency keys are remembered.
+    pub dedupe_window: Duration,
+    /// Messages older than this are removed even if a group has not consumed them.
+    pub retention: Duration,
+}
+
+impl Default for EmbeddedSettings {
+    fn default() -> Self {
+        Self {
+            dedupe_window: Duration::from_secs(600),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, PubSubError>>;
+
+/// A message handed out: sequence number, attempt, body.
+type Claimed = (u64, u32, Bytes);
+
+enum Job {
+    Publish(String, Message, Reply<()>),
+    Claim {
+        topic: String,
+        group: String,
+        max: usize,
+        ack_timeout: Duration,
+        reply: Reply<Vec<Claimed>>,
+    },
+    Settle {
+        topic: String,
+        group: String,
+        seq: u64,
+        /// `None`: ack; `Some(d)`: visible again after `d`.
+        retry: Option<Duration>,
+        reply: Reply<()>,
+    },
+    Sweep,
+}
+
+/// The embedded pub/sub log.
+pub struct EmbeddedLog {
+    jobs: mpsc::Sender<Job>,
+    wakers: Arc<Wakers>,
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EmbeddedLog {
+    fn drop(&mut self) {
+        self.sweeper.abort();
+    }
+}
+
+/// One `Notify` per topic, signalled after each durable publish.
+#[derive(Default)]
+struct Wakers(Mutex<HashMap<String, Arc<Notify>>>);
+
+impl Wakers {
+    fn of(&self, topic: &str) -> Arc<Notify> {
+        self.0
+            .lock()
+            .expect("poisoned")
+            .entry(topic.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> PubSubError {
+    PubSubError::Internal(e.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) the log at `path`. Must be called inside a tokio runtime.
+    pub fn open(path: &Path, settings: EmbeddedSettings) -> Result<Self, PubSubError> {
+        let db = herd_storage::create(path).map_err(PubSubError::Unavailable)?;
+        let txn = db.begin_write().map_err(internal)?;
+        {
+            txn.open_table(MESSAGES).map_err(internal)?;
+            txn.open_table(HEADS).map_err(internal)?;
+            txn.open_table(CURSORS).map_err(internal)?;
+            txn.open_table(PENDING).map_err(internal)?;
+            txn.open_table(DEDUPE).map_err(internal)?;
+        }
+        txn.commit().map_err(internal)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let wakers = Arc::new(Wakers::default());
+        let writer_wakers = wakers.clone();
+        herd_storage::writer("herd-pubsub-writer", rx, MAX_BATCH, move |batch| {
+            run_batch(&db, batch, &writer_wakers, &settings)
+        })
+        .map_err(internal)?;
+        let sweeper = herd_storage::every(Duration::from_secs(10), tx.clone(), || Job::Sweep);
+        Ok(Self {
+            jobs: tx,
+            wakers,
+            sweeper,
+        })
+    }
+}
+
+async fn submit<T>(
+    jobs: &mpsc::Sender<Job>,
+    job: impl FnOnce(Reply<T>) -> Job,
+) -> Result<T, PubSubError> {
+    herd_storage::submit(jobs, job, || {
+        PubSubError::Unavailable("pub/sub writer stopped".into())
+    })
+    .await
+}
+
+#[async_trait]
+impl PubSub for EmbeddedLog {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn publish(&self, topic: &str, message: Message) -> Result<(), PubSubError> {
+        let topic = topic.to_string();
+        submit(&self.jobs, |reply| Job::Publish(topic, message, reply)).await
+    }
+
+    async fn consume(
+        &self,
+        topic: &str,
+        group: &str,
+        options: ConsumeOptions,
+    ) -> Result<Box<dyn Consumer>, PubSubError> {
+        Ok(Box::new(EmbeddedConsumer {
+            jobs: self.jobs.clone(),
+            wake: self.wakers.of(topic),
+            topic: topic.to_string(),
+            group: group.to_string(),
+            options,
+            permits: Arc::new(Semaphore::new(options.max_in_flight.max(1) as usize)),
+            ready: std::collections::VecDeque::new(),
+        }))
+    }
+}
+
+/// One consumer of a group: claims batches from the writer, hands them out one by one.
+struct EmbeddedConsumer {
+    jobs: mpsc::Sender<Job>,
+    wake: Arc<Notify>,
+    topic: String,
+    group: String,
+    options: ConsumeOptions,
+    permits: Arc<Semaphore>,
+    ready: std::collections::VecDeque<(Claimed, OwnedSemaphorePermit)>,
+}
+
+/// How long a consumer with nothing to do waits before looking again for deliveries whose ack
+/// timeout or retry delay has passed (new messages wake it at once).
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+#[async_trait]
+impl Consumer for EmbeddedConsumer {
+    async fn next(&mut self) -> Option<Result<Box<dyn Delivery>, PubSubError>> {
+        loop {
+            if let Some(((seq, attempt, data), permit)) = self.ready.pop_front() {
+                return Some(Ok(Box::new(EmbeddedDelivery {
+                    jobs: self.jobs.clone(),
+                    topic: self.topic.clone(),
+                    group: self.group.clone(),
+                    seq,
+                    attempt,
+                    data,
+                    _permit: permit,
+                })));
+            }
+            // Wait for room: at most max_in_flight deliveries are out at once.
+            let first = self.permits.clone().acquire_owned().await.ok()?;
+            let mut permits = vec![first];
+            while let Ok(p) = self.permits.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            // Register for wake-ups before looking, so a publish in between is not missed.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let (topic, group) = (self.topic.clone(), self.group.clone());
+            let (max, ack_timeout) = (permits.len(), self.options.ack_timeout);
+            let claimed = submit(&self.jobs, |reply| Job::Claim {
+                topic,
+                group,
+                max,
+                ack_timeout,
+                reply,
+            })
+            .await;
+            match claimed {
+                Err(e) => return Some(Err(e)),
+                Ok(batch) if batch.is_empty() => {
+                    drop(permits);
+                    tokio::select! {
+                        _ = woken => {}
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                }
+                Ok(batch) => {
+                    self.ready.extend(batch.into_iter().zip(permits));
+                }
+            }
+        }
+    }
+}
+
+struct EmbeddedDelivery {
+    jobs: mpsc::Sender<Job>,
+    topic: String,
+    group: String,
+    seq: u64,
+    attempt: u32,
+    data: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl EmbeddedDelivery {
+    async fn settle(self: Box<Self>, retry: Option<Duration>) -> Result<(), PubSubError> {
+        let this = *self;
+        submit(&this.jobs, |reply| Job::Settle {
+            topic: this.topic.clone(),
+            group: this.group.clone(),
+            seq: this.seq,
+            retry,
+            reply,
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Delivery for EmbeddedDelivery {
+    fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    async fn ack(self: Box<Self>) -> Result<(), PubSubError> {
+        self.settle(None).await
+    }
+
+    async fn nack(self: Box<Self>, how: Nack) -> Result<(), PubSubError> {
+        let Nack::Retry(delay) = how;
+        self.settle(Some(delay)).await
+    }
+}
+
+enum Answer {
+    Unit(Reply<()>, Result<(), PubSubError>),
+    Claimed(Reply<Vec<Claimed>>, Result<Vec<Claimed>, PubSubError>),
+}
+
+fn run_batch(db: &Database, batch: &mut Vec<Job>, wakers: &Wakers, settings: &EmbeddedSettings) {
+    let durable = batch.iter().any(|j| matches!(j, Job::Publish(..)));
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut published: Vec<String> = Vec::new();
+    let committed = (|| -> Result<(), PubSubError> {
+        let mut txn = db.begin_write().map_err(internal)?;
+        if !durable {
+            txn.set_durability(Durability::None).map_err(internal)?;
+        }
+        {
+            let mut t = Tables::open(&txn)?;
+            let now = now_ms();
+            for job in batch.drain(..) {
+                match job {
+                    Job::Publish(topic, message, reply) => {
+                        let result = t.publish(&topic, &message, now, settings);
+                        if result.is_ok() {
+                            published.push(topic);
+                        }
+                        answers.push(Answer::Unit(reply, result));
+                    }
+                    Job::Claim {
+                        topic,
+                        group,
+                        max,
+                        ack_timeout,
+                        reply,
+                    } => {
+                        let result = t.claim(&topic, &group, max, now, ms(ack_timeout));
+                        answers.push(Answer::Claimed(reply, result));
+                    }
+                    Job::Settle {
+                        topic,
+                        group,
+                        seq,
+                        retry,
+                        reply,
+                    } => {
+                        let result = t.settle(&topic, &group, seq, retry.map(|d| now + ms(d)));
+                        answers.push(Answer::Unit(reply, result));
+                    }
+                    Job::Sweep => {
+                        if let Err(e) = t.sweep(now, settings) {
+                            tracing::warn!("pub/sub sweep failed: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(internal)
+    })();
+    batch.clear();
+    let failed = |e: &PubSubError| PubSubError::Unavailable(format!("commit failed: {e}"));
+    for answer in answers {
+        match (answer, &committed) {
+            (Answer::Unit(r, result), Ok(())) => drop(r.send(result)),
+            (Answer::Claimed(r, result), Ok(())) => drop(r.send(result)),
+            (Answer::Unit(r, _), Err(e)) => drop(r.send(Err(failed(e)))),
+            (Answer::Claimed(r, _), Err(e)) => drop(r.send(Err(failed(e)))),
+        }
+    }
+    match committed {
+        Ok(()) => {
+            published.dedup();
+            for topic in published {
+                wakers.of(&topic).notify_waiters();
+            }
+        }
+        Err(e) => tracing::error!("pub/sub commit failed: {e}"),
+    }
+}
+
+struct Tables<'t> {
+    messages: Table<'t, (&'static str, u64), &'static [u8]>,
+    heads: Table<'t, &'static str, u64>,
+    cursors: Table<'t, (&'static str, &'static str), u64>,
+    pending: Table<'t, (&'static str, &'static str, u64), (u32, u64)>,
+    dedupe: Table<'t, (&'static str, &'static str), u64>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, PubSubError> {
+        Ok(Self {
+            messages: txn.open_table(MESSAGES).map_err(internal)?,
+            heads: txn.open_table(HEADS).map_err(internal)?,
+            cursors: txn.open_table(CURSORS).map_err(internal)?,
+            pending: txn.open_table(PENDING).map_err(internal)?,
+            dedupe: txn.open_table(DEDUPE).map_err(internal)?,
+        })
+    }
+
+    fn publish(
+        &mut self,
+        topic: &str,
+        message: &Message,
+        now: u64,
+        settings: &EmbeddedSettings,
+    ) -> Result<(), PubSubError> {
+        if let Some(id) = &message.id {
+            let seen = self.dedupe.get((topic, id.as_str())).map_err(internal)?;
+            if seen.is_some_and(|until| until.value() > now) {
+                return Ok(());
+            }
+            self.dedupe
+                .insert((topic, id.as_str()), now + ms(settings.dedupe_window))
+                .map_err(internal)?;
+        }
+        let seq = self
+            .heads
+            .get(topic)
+            .map_err(internal)?
+            .map_or(0, |v| v.value())
+            + 1;
+        self.heads.insert(topic, seq).map_err(internal)?;
+        let expires = message.ttl.map_or(0, |t| now + ms(t).max(1));
+        let mut record = Vec::with_capacity(16 + message.data.len());
+        record.extend_from_slice(&now.to_le_bytes());
+        record.extend_from_slice(&expires.to_le_bytes());
+        record.extend_from_slice(&message.data);
+        self.messages
+            .insert((topic, seq), record.as_slice())
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    /// The oldest sequence number still stored for `topic`.
+    fn oldest(&self, topic: &str) -> Result<u64, PubSubError> {
+        let first = self
+            .messages
+            .range((topic, 0)..=(topic, u64::MAX))
+            .map_err(internal)?
+            .next()
+            .transpose()
+            .map_err(internal)?;
+        Ok(match first {
+            Some((k, _)) => k.value().1,
+            None => {
+                self.heads
+                    .get(topic)
+                    .map_err(internal)?
+                    .map_or(0, |v| v.value())
+                    + 1
+            }
+        })
+    }
+
+    fn claim(
+        &mut self,
+        topic: &str,
+        group: &str,
+        max: usize,
+        now: u64,
+        ack_timeout: u64,
+    ) -> Result<Vec<Claimed>, PubSubError> {
+        let mut out = Vec::new();
+        // Redeliveries first: pending entries whose ack timeout or retry delay has passed.
+        let due: Vec<(u64, u32)> = self
+            .pending
+            .range((topic, group, 0)..=(topic, group, u64::MAX))
+            .map_err(internal)?
+            .filter_map(|e| e.ok())
+            .map(|(k, v)| (k.value().2, v.value()))
+            .filter(|(_, (_, visible))| *visible <= now)
+            .take(max)
+            .map(|(seq, (attempts, _))| (seq, attempts))
+            .collect();
+        for (seq, attempts) in due {
+            match self.body(topic, seq, now)? {
+                Some(data) => {
+                    self.pending
+                        .insert((topic, group, seq), (attempts + 1, now + ack_timeout))
+                        .map_err(internal)?;
+                    out.push((seq, attempts + 1, data));
+                }
+                // Removed by retention or expired by its TTL: nothing to redeliver.
+                None => {
+                    self.pending.remove((topic, group, seq)).map_err(internal)?;
+                }
+            }
+        }
+        // Then new messages from the group's cursor.
+        let mut cursor = match self.cursors.get((topic, group)).map_err(internal)? {
+            Some(c) => c.value(),
+            None => self.oldest(topic)?,
+        };
+        let head = self
+            .heads
+            .get(topic)
+            .map_err(internal)?
+            .map_or(0, |v| v.value());
+        while out.len() < max && cursor <= head {
+            if let Some(data) = self.body(topic, cursor, now)? {
+                self.pending
+                    .insert((topic, group, cursor), (1, now + ack_timeout))
+                    .map_err(internal)?;
+                out.push((cursor, 1, data));
+            }
+            cursor += 1;
+        }
+        self.cursors
+            .insert((topic, group), cursor)
+            .map_err(internal)?;
+        Ok(out)
+    }
+
+    /// A message's body, unless it is gone or expired.
+    fn body(&self, topic: &str, seq: u64, now: u64) -> Result<Option<Bytes>, PubSubError> {
+        let Some(record) = self.messages.get((topic, seq)).map_err(internal)? else {
+            return Ok(None);
+        };
+        let record = record.value();
+        if record.len() < 16 {
+            return Err(internal("truncated message record"));
+        }
+        let expires = u64_at(record, 8);
+        if expires != 0 && expires <= now {
+            return Ok(None);
+        }
+        Ok(Some(Bytes::copy_from_slice(&record[16..])))
+    }
+
+    fn settle(
+        &mut self,
+        topic: &str,
+        group: &str,
+        seq: u64,
+        retry_at: Option<u64>,
+    ) -> Result<(), PubSubError> {
+        match retry_at {
+            None => {
+                self.pending.remove((topic, group, seq)).map_err(internal)?;
+            }
+            Some(at) => {
+                let attempts = self
+                    .pending
+                    .get((topic, group, seq))
+                    .map_err(internal)?
+                    .map(|v| v.value().0);
+                if let Some(attempts) = attempts {
+                    self.pending
+                        .insert((topic, group, seq), (attempts, at))
+                        .map_err(internal)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes messages every group is past (or older than the retention time) and forgotten
+    /// idempotency keys.
+    fn sweep(&mut self, now: u64, settings: &EmbeddedSettings) -> Result<(), PubSubError> {
+        let mut needed: HashMap<String, u64> = HashMap::new();
+        for entry in self.cursors.iter().map_err(internal)? {
+            let (k, v) = entry.map_err(internal)?;
+            let (topic, _) = k.value();
+            let low = needed.entry(topic.to_string()).or_insert(u64::MAX);
+            *low = (*low).min(v.value());
+        }
+        for entry in self.pending.iter().map_err(internal)? {
+            let (k, _) = entry.map_err(internal)?;
+            let (topic, _, seq) = k.value();
+            let low = needed.entry(topic.to_string()).or_insert(u64::MAX);
+            *low = (*low).min(seq);
+        }
+        let cutoff = now.saturating_sub(ms(settings.retention));
+        let heads: Vec<String> = self
+            .heads
+            .iter()
+            .map_err(internal)?
+            .filter_map(|e| e.ok().map(|(k, _)| k.value().to_string()))
+            .collect();
+        for topic in heads {
+            // Without any group, messages wait (up to the retention time) for one to appear.
+            let below = needed.get(&topic).copied().unwrap_or(0);
+            let mut doomed = Vec::new();
+            for entry in self
+                .messages
+                .range((topic.as_str(), 0)..=(topic.as_str(), u64::MAX))
+                .map_err(internal)?
+                .take(10_000)
+            {
+                let (k, v) = entry.map_err(internal)?;
+                let seq = k.value().1;
+                let published = u64_at(v.value(), 0);
+                if seq < below || published < cutoff {
+                    doomed.push(seq);
+                } else {
+                    break;
+                }
+            }
+            for seq in doomed {
+                self.messages
+                    .remove((topic.as_str(), seq))
+                    .map_err(internal)?;
+            }
+        }
+        let stale: Vec<(String, String)> = self
+            .dedupe
+            .iter()
+            .map_err(internal)?
+            .filter_map(|e| e.ok())
+            .filter(|(_, until)| until.value() <= now)
+            .map(|(k, _)| (k.value().0.to_string(), k.value().1.to_string()))
+            .take(10_000)
+            .collect();
+        for (topic, id) in stale {
+            self.dedupe
+                .remove((topic.as_str(), id.as_str()))
+                .map_err(internal)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
