@@ -102,12 +102,24 @@ impl Drop for EmbeddedLog {
     }
 }
 
-/// One `Notify` per topic, signalled after each durable publish.
+/// Per topic: a count of durable publishes and a `Notify` signalled after each.
 #[derive(Default)]
-struct Wakers(Mutex<HashMap<String, Arc<Notify>>>);
+struct Wake {
+    published: std::sync::atomic::AtomicU64,
+    notify: Notify,
+}
+
+impl Wake {
+    fn published(&self) -> u64 {
+        self.published.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+#[derive(Default)]
+struct Wakers(Mutex<HashMap<String, Arc<Wake>>>);
 
 impl Wakers {
-    fn of(&self, topic: &str) -> Arc<Notify> {
+    fn of(&self, topic: &str) -> Arc<Wake> {
         self.0
             .lock()
             .expect("poisoned")
@@ -202,19 +214,31 @@ impl PubSub for EmbeddedLog {
             options,
             permits: Arc::new(Semaphore::new(options.max_in_flight.max(1) as usize)),
             ready: std::collections::VecDeque::new(),
+            claim: None,
         }))
     }
 }
 
 /// One consumer of a group: claims batches from the writer, hands them out one by one.
+///
+/// `next` is cancel-safe: a claim sent to the writer is kept (with its permits and the publish
+/// count seen before it) until its answer is read, so a cancelled `next` loses no delivery.
 struct EmbeddedConsumer {
     jobs: mpsc::Sender<Job>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     topic: String,
     group: String,
     options: ConsumeOptions,
     permits: Arc<Semaphore>,
     ready: std::collections::VecDeque<(Claimed, OwnedSemaphorePermit)>,
+    claim: Option<PendingClaim>,
+}
+
+/// A claim sent to the writer and not yet answered.
+struct PendingClaim {
+    answer: oneshot::Receiver<Result<Vec<Claimed>, PubSubError>>,
+    permits: Vec<OwnedSemaphorePermit>,
+    published: u64,
 }
 
 /// How long a consumer with nothing to do waits before looking again for deliveries whose ack
@@ -236,36 +260,59 @@ impl Consumer for EmbeddedConsumer {
                     _permit: permit,
                 })));
             }
-            // Wait for room: at most max_in_flight deliveries are out at once.
-            let first = self.permits.clone().acquire_owned().await.ok()?;
-            let mut permits = vec![first];
-            while let Ok(p) = self.permits.clone().try_acquire_owned() {
-                permits.push(p);
+            if self.claim.is_none() {
+                // Wait for room: at most max_in_flight deliveries are out at once.
+                let first = self.permits.clone().acquire_owned().await.ok()?;
+                let mut permits = vec![first];
+                while let Ok(p) = self.permits.clone().try_acquire_owned() {
+                    permits.push(p);
+                }
+                let published = self.wake.published();
+                let (reply, answer) = oneshot::channel();
+                let job = Job::Claim {
+                    topic: self.topic.clone(),
+                    group: self.group.clone(),
+                    max: permits.len(),
+                    ack_timeout: self.options.ack_timeout,
+                    reply,
+                };
+                if self.jobs.send(job).await.is_err() {
+                    return Some(Err(PubSubError::Unavailable(
+                        "pub/sub writer stopped".into(),
+                    )));
+                }
+                self.claim = Some(PendingClaim {
+                    answer,
+                    permits,
+                    published,
+                });
             }
-            // Register for wake-ups before looking, so a publish in between is not missed.
-            let woken = self.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let (topic, group) = (self.topic.clone(), self.group.clone());
-            let (max, ack_timeout) = (permits.len(), self.options.ack_timeout);
-            let claimed = submit(&self.jobs, |reply| Job::Claim {
-                topic,
-                group,
-                max,
-                ack_timeout,
-                reply,
-            })
-            .await;
-            match claimed {
-                Err(e) => return Some(Err(e)),
-                Ok(batch) if batch.is_empty() => {
+            let pending = self.claim.as_mut().expect("a claim was just sent");
+            let answer = (&mut pending.answer).await;
+            let PendingClaim {
+                permits, published, ..
+            } = self.claim.take().expect("still pending");
+            match answer {
+                Err(_) => {
+                    return Some(Err(PubSubError::Unavailable(
+                        "pub/sub writer stopped".into(),
+                    )));
+                }
+                Ok(Err(e)) => return Some(Err(e)),
+                Ok(Ok(batch)) if batch.is_empty() => {
                     drop(permits);
-                    tokio::select! {
-                        _ = woken => {}
-                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                    // Register before comparing, so a publish right now is not missed.
+                    let woken = self.wake.notify.notified();
+                    tokio::pin!(woken);
+                    woken.as_mut().enable();
+                    if self.wake.published() == published {
+                        tokio::select! {
+                            _ = woken => {}
+                            _ = tokio::time::sleep(IDLE_POLL) => {}
+                        }
                     }
                 }
-                Ok(batch) => {
+                Ok(Ok(batch)) => {
                     self.ready.extend(batch.into_iter().zip(permits));
                 }
             }
@@ -387,7 +434,10 @@ fn run_batch(db: &Database, batch: &mut Vec<Job>, wakers: &Wakers, settings: &Em
         Ok(()) => {
             published.dedup();
             for topic in published {
-                wakers.of(&topic).notify_waiters();
+                let wake = wakers.of(&topic);
+                wake.published
+                    .fetch_add(1, std::sync::atomic::Ordering::Release);
+                wake.notify.notify_waiters();
             }
         }
         Err(e) => tracing::error!("pub/sub commit failed: {e}"),

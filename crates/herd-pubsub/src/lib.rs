@@ -1,10 +1,14 @@
 //! Pub/sub for herd's sidecar API: the [`PubSub`] contract (`broker.rs`) and its backends, one
-//! module each, starting with `embedded` (a durable log in redb, the default).
+//! module each, starting with `embedded` (a durable log in redb, the default). As for state
+//! stores, [`configure`] turns a component's type and metadata into a [`Backend`] at start-up
+//! and [`open`] connects it; a backend is one module plus one arm in each.
 
 mod broker;
 mod embedded;
 mod error;
+mod settings;
 
 pub use broker::{ConsumeOptions, Consumer, Delivery, Message, Nack, PubSub};
 pub use embedded::{EmbeddedLog, EmbeddedSettings};
 pub use error::PubSubError;
+pub use settings::{Backend, FieldError, KINDS, configure, open};

@@ -1,8 +1,6 @@
-//! The embedded log against its contract: durable publish, fan-out across groups, competing
-//! consumers within one, redelivery of what is not acknowledged, idempotency keys, TTLs, and
-//! reopening after the process let go of the file.
+//! What only the embedded log promises (the shared contract is in `tests/conformance.rs`):
+//! redelivery after the ack timeout, idempotency keys, TTLs, and reopening the file.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,51 +36,6 @@ fn open(dir: &tempfile::TempDir) -> EmbeddedLog {
 }
 
 #[tokio::test]
-async fn every_group_gets_every_message_and_consumers_of_a_group_share_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(&dir);
-    for i in 0..10 {
-        log.publish("orders", message(&i.to_string()))
-            .await
-            .unwrap();
-    }
-    // One in flight each, so neither consumer prefetches the other's share.
-    let one = options(1, Duration::from_secs(60));
-    let mut a1 = log.consume("orders", "a", one).await.unwrap();
-    let mut a2 = log.consume("orders", "a", one).await.unwrap();
-    let mut b = log
-        .consume("orders", "b", ConsumeOptions::default())
-        .await
-        .unwrap();
-    let mut seen_a = Vec::new();
-    for _ in 0..5 {
-        for c in [&mut a1, &mut a2] {
-            let d = next(c).await;
-            seen_a.push(String::from_utf8(d.data().to_vec()).unwrap());
-            d.ack().await.unwrap();
-        }
-    }
-    let mut seen_b = Vec::new();
-    for _ in 0..10 {
-        let d = next(&mut b).await;
-        seen_b.push(String::from_utf8(d.data().to_vec()).unwrap());
-        d.ack().await.unwrap();
-    }
-    let all: BTreeSet<String> = (0..10).map(|i| i.to_string()).collect();
-    assert_eq!(seen_a.iter().cloned().collect::<BTreeSet<_>>(), all);
-    assert_eq!(
-        seen_a.len(),
-        10,
-        "each message once within the group: {seen_a:?}"
-    );
-    assert_eq!(
-        seen_b,
-        (0..10).map(|i| i.to_string()).collect::<Vec<_>>(),
-        "in order"
-    );
-}
-
-#[tokio::test]
 async fn unacknowledged_messages_come_back_with_a_higher_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir);
@@ -111,29 +64,6 @@ async fn unacknowledged_messages_come_back_with_a_higher_attempt() {
         &Bytes::from("y"),
         "an acked message is not delivered again"
     );
-}
-
-#[tokio::test]
-async fn max_in_flight_one_keeps_order_and_holds_back_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(&dir);
-    for i in 0..3 {
-        log.publish("t", message(&i.to_string())).await.unwrap();
-    }
-    let mut c = log
-        .consume("t", "g", options(1, Duration::from_secs(60)))
-        .await
-        .unwrap();
-    let d0 = next(&mut c).await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), c.next())
-            .await
-            .is_err(),
-        "a second delivery while the first is out"
-    );
-    assert_eq!(d0.data(), &Bytes::from("0"));
-    d0.ack().await.unwrap();
-    assert_eq!(next(&mut c).await.data(), &Bytes::from("1"));
 }
 
 #[tokio::test]

@@ -1,0 +1,103 @@
+//! Component metadata → a [`Backend`] ([`configure`]), and a backend → a running broker
+//! ([`open`]), as for state stores: bad metadata is a config error at start-up, a broker that
+//! cannot be reached is retried by the caller.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::PubSub;
+use crate::embedded::{EmbeddedLog, EmbeddedSettings};
+use crate::error::PubSubError;
+
+/// Component types this crate serves.
+pub const KINDS: &[&str] = &["pubsub.embedded"];
+
+/// A configured backend, ready to be opened.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The embedded log: its file and settings.
+    Embedded(PathBuf, EmbeddedSettings),
+}
+
+/// A metadata problem: which key (if one is to blame) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The metadata key at fault.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn duration(
+    metadata: &BTreeMap<String, String>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, FieldError> {
+    match metadata.get(key).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => humantime::parse_duration(v).map_err(|e| FieldError {
+            field: Some(key.to_string()),
+            message: format!("invalid duration {v:?}: {e}"),
+        }),
+    }
+}
+
+/// Builds the backend of component `name` of type `kind`; relative paths are resolved against
+/// `data_dir`.
+pub fn configure(
+    name: &str,
+    kind: &str,
+    metadata: &BTreeMap<String, String>,
+    data_dir: &Path,
+) -> Result<Backend, FieldError> {
+    match kind {
+        "pubsub.embedded" => {
+            let path = match metadata.get("path").filter(|p| !p.is_empty()) {
+                Some(p) => data_dir.join(p),
+                None => data_dir.join("pubsub").join(format!("{name}.redb")),
+            };
+            let defaults = EmbeddedSettings::default();
+            Ok(Backend::Embedded(
+                path,
+                EmbeddedSettings {
+                    dedupe_window: duration(metadata, "dedupeWindow", defaults.dedupe_window)?,
+                    retention: duration(metadata, "retention", defaults.retention)?,
+                },
+            ))
+        }
+        other => Err(FieldError {
+            field: None,
+            message: format!(
+                "unsupported component type {other:?}; herd serves {}",
+                KINDS.join(", ")
+            ),
+        }),
+    }
+}
+
+/// Opens a configured backend. Must be called inside a tokio runtime.
+pub async fn open(backend: &Backend) -> Result<Arc<dyn PubSub>, PubSubError> {
+    Ok(match backend {
+        Backend::Embedded(path, settings) => Arc::new(EmbeddedLog::open(path, settings.clone())?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_and_bad_durations() {
+        let none = BTreeMap::new();
+        let Backend::Embedded(path, settings) =
+            configure("events", "pubsub.embedded", &none, Path::new("/d")).unwrap();
+        assert_eq!(path, Path::new("/d/pubsub/events.redb"));
+        assert_eq!(settings, EmbeddedSettings::default());
+        let bad = BTreeMap::from([("retention".to_string(), "forever".to_string())]);
+        let err = configure("events", "pubsub.embedded", &bad, Path::new("/d")).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("retention"));
+        assert!(configure("e", "pubsub.kafka", &none, Path::new("/d")).is_err());
+    }
+}
