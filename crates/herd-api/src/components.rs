@@ -1,4 +1,5 @@
-//! The components the API serves, by name, each connecting in the background.
+//! The components the API serves (state stores, lock stores, pub/sub brokers), by name, each
+//! connecting in the background.
 //!
 //! A component whose backend cannot be reached at start-up does not stop herd: its connect task
 //! retries with doubling delays (up to 30 s) and logs each failure, requests to it fail with a
@@ -8,7 +9,8 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use herd_state::{Backend, StateStore};
+use herd_pubsub::PubSub;
+use herd_state::StateStore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,6 +23,23 @@ pub enum Block {
     State,
     /// `lock.*`: the lock API only.
     Lock,
+    /// `pubsub.*`: publish and subscriptions.
+    PubSub,
+}
+
+/// A configured backend of either building block.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A state (or lock) store.
+    State(herd_state::Backend),
+    /// A pub/sub broker.
+    PubSub(herd_pubsub::Backend),
+}
+
+/// A connected backend.
+enum Opened {
+    State(Arc<dyn StateStore>),
+    PubSub(Arc<dyn PubSub>),
 }
 
 /// One configured component.
@@ -37,27 +56,42 @@ pub struct Component {
     pub scopes: Vec<String>,
     /// It serves the lock API.
     pub locks: bool,
-    store: OnceLock<Arc<dyn StateStore>>,
+    opened: OnceLock<Opened>,
     last_error: Mutex<Option<String>>,
 }
 
 impl Component {
-    /// The connected store, or why there is none yet.
+    fn not_connected(&self) -> String {
+        let why = self.last_error.lock().expect("poisoned").clone();
+        format!(
+            "{} {:?} is not connected yet{}",
+            self.kind,
+            self.name,
+            why.map(|w| format!(": {w}")).unwrap_or_default()
+        )
+    }
+
+    /// The connected state store, or why there is none yet.
     pub fn store(&self) -> Result<&Arc<dyn StateStore>, String> {
-        self.store.get().ok_or_else(|| {
-            let why = self.last_error.lock().expect("poisoned").clone();
-            format!(
-                "{} {:?} is not connected yet{}",
-                self.kind,
-                self.name,
-                why.map(|w| format!(": {w}")).unwrap_or_default()
-            )
-        })
+        match self.opened.get() {
+            Some(Opened::State(s)) => Ok(s),
+            Some(Opened::PubSub(_)) => Err(format!("{} is not a state store", self.name)),
+            None => Err(self.not_connected()),
+        }
+    }
+
+    /// The connected broker, or why there is none yet.
+    pub fn broker(&self) -> Result<&Arc<dyn PubSub>, String> {
+        match self.opened.get() {
+            Some(Opened::PubSub(b)) => Ok(b),
+            Some(Opened::State(_)) => Err(format!("{} is not a pub/sub component", self.name)),
+            None => Err(self.not_connected()),
+        }
     }
 
     /// True once connected.
     pub fn ready(&self) -> bool {
-        self.store.get().is_some()
+        self.opened.get().is_some()
     }
 
     /// True if `app` may use it.
@@ -96,17 +130,20 @@ impl Components {
         for d in declared {
             let block = if d.kind.starts_with("lock.") {
                 Block::Lock
+            } else if d.kind.starts_with("pubsub.") {
+                Block::PubSub
             } else {
                 Block::State
             };
+            let locks = matches!(&d.backend, Backend::State(b) if b.supports_locks());
             let component = Arc::new(Component {
                 name: d.name,
                 kind: d.kind,
                 block,
                 prefix: d.prefix,
                 scopes: d.scopes,
-                locks: d.backend.supports_locks(),
-                store: OnceLock::new(),
+                locks,
+                opened: OnceLock::new(),
                 last_error: Mutex::new(None),
             });
             tracker.spawn(connect(component.clone(), d.backend, stop.clone()));
@@ -148,7 +185,7 @@ async fn connect(component: Arc<Component>, backend: Backend, stop: Cancellation
     loop {
         let opened = tokio::select! {
             _ = stop.cancelled() => return,
-            opened = herd_state::open(&backend) => opened,
+            opened = open(&backend) => opened,
         };
         match opened {
             Ok(store) => {
@@ -158,7 +195,7 @@ async fn connect(component: Arc<Component>, backend: Backend, stop: Cancellation
                         component.name
                     );
                 }
-                let _ = component.store.set(store);
+                let _ = component.opened.set(store);
                 return;
             }
             Err(e) => {
@@ -177,5 +214,18 @@ async fn connect(component: Arc<Component>, backend: Backend, stop: Cancellation
         }
         delay = (delay * 2).min(Duration::from_secs(30));
         attempt += 1;
+    }
+}
+
+async fn open(backend: &Backend) -> Result<Opened, String> {
+    match backend {
+        Backend::State(b) => herd_state::open(b)
+            .await
+            .map(Opened::State)
+            .map_err(|e| e.to_string()),
+        Backend::PubSub(b) => herd_pubsub::open(b)
+            .await
+            .map(Opened::PubSub)
+            .map_err(|e| e.to_string()),
     }
 }

@@ -7,16 +7,21 @@
 //!
 //! - `meta.rs`: `/v1.0/healthz`, `/v1.0/healthz/outbound`, `/v1.0/metadata`;
 //! - `state.rs`: `/v1.0/state/{store}` save, get, bulk, delete, transaction;
-//! - `lock.rs`: `/v1.0-alpha1/lock/{store}`, `/v1.0-alpha1/unlock/{store}`.
+//! - `lock.rs`: `/v1.0-alpha1/lock/{store}`, `/v1.0-alpha1/unlock/{store}`;
+//! - `publish.rs`: `/v1.0/publish/{pubsub}/{topic}` and bulk publish (CloudEvents in
+//!   `cloudevent.rs`); `delivery.rs` runs subscriptions and posts messages to the apps.
 //!
 //! Every request but `/v1.0/healthz` must carry `dapr-api-token` when a token is configured;
 //! bodies larger than `[api] max_body` get 413.
 
+mod cloudevent;
 pub mod components;
+pub mod delivery;
 mod error;
 mod keys;
 mod lock;
 mod meta;
+mod publish;
 mod state;
 
 use std::sync::Arc;
@@ -119,6 +124,11 @@ fn router(shared: Arc<Shared>, max_body: usize) -> Router {
         )
         .route("/v1.0-alpha1/lock/{store}", post(lock::lock))
         .route("/v1.0-alpha1/unlock/{store}", post(lock::unlock))
+        .route("/v1.0/publish/{pubsub}/{topic}", post(publish::publish))
+        .route(
+            "/v1.0-alpha1/publish/bulk/{pubsub}/{topic}",
+            post(publish::bulk),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))

@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::model::{ApiSpec, ComponentSpec, Origin, ServiceSpec};
-use crate::raw::{RawApi, RawComponent};
+use crate::model::{ApiSpec, ComponentSpec, Origin, ServiceSpec, SubscriptionSpec};
+use crate::raw::{RawApi, RawComponent, RawSubscription};
 use crate::source::KeyPath;
 use crate::validate::Checker;
 
@@ -101,6 +101,86 @@ pub(crate) fn check(
         }),
         specs,
     )
+}
+
+/// The name Dapr's quick starts give the pub/sub component, used for the default one.
+pub const DEFAULT_PUBSUB: &str = "pubsub";
+
+/// Adds the default embedded `pubsub` when the API has no pub/sub component.
+pub(crate) fn add_default_pubsub(components: &mut Vec<ComponentSpec>) {
+    if components
+        .iter()
+        .any(|c| c.kind.starts_with("pubsub.") || c.name == DEFAULT_PUBSUB)
+    {
+        return;
+    }
+    components.push(ComponentSpec {
+        name: DEFAULT_PUBSUB.to_string(),
+        kind: "pubsub.embedded".to_string(),
+        metadata: BTreeMap::new(),
+        scopes: Vec::new(),
+        origin: Origin::Default,
+    });
+}
+
+/// Checks `[[subscription]]` entries against the services.
+pub(crate) fn subscriptions(
+    c: &mut Checker<'_>,
+    raw: Vec<RawSubscription>,
+    services: &[ServiceSpec],
+) -> Vec<SubscriptionSpec> {
+    let mut out = Vec::new();
+    for (index, s) in raw.into_iter().enumerate() {
+        let at = KeyPath::default().key("subscription").index(index);
+        if !services.iter().any(|svc| svc.name == s.service) {
+            c.err(
+                &at.key("service"),
+                format!("no service named {:?}", s.service),
+            );
+        }
+        if s.topic.is_empty() || s.topic.contains(char::is_whitespace) {
+            c.err(
+                &at.key("topic"),
+                format!("{:?} is not a topic name", s.topic),
+            );
+        }
+        if !s.route.starts_with('/') {
+            c.err(&at.key("route"), "must be a path starting with /");
+        }
+        let mut rules = Vec::new();
+        for (i, rule) in s.rules.iter().enumerate() {
+            match SubscriptionSpec::parse_match(&rule.matches) {
+                Some(kind) => rules.push((kind, rule.path.clone())),
+                None => c.err(
+                    &at.key("rules").index(i).key("match"),
+                    "herd evaluates rules of the form event.type == \"<type>\"",
+                ),
+            }
+            if !rule.path.starts_with('/') {
+                c.err(&at.key("rules").index(i).key("path"), "must start with /");
+            }
+        }
+        let max_in_flight = s.max_in_flight.unwrap_or(16);
+        if max_in_flight == 0 {
+            c.err(&at.key("max_in_flight"), "must be at least 1");
+        }
+        let max_deliveries = s.max_deliveries.unwrap_or(10);
+        if max_deliveries == 0 {
+            c.err(&at.key("max_deliveries"), "must be at least 1");
+        }
+        out.push(SubscriptionSpec {
+            service: s.service,
+            pubsub: s.pubsub,
+            topic: s.topic,
+            route: s.route,
+            rules,
+            dead_letter_topic: s.dead_letter_topic.filter(|t| !t.is_empty()),
+            max_in_flight: if s.in_order { 1 } else { max_in_flight },
+            in_order: s.in_order,
+            max_deliveries,
+        });
+    }
+    out
 }
 
 /// Adds the default embedded `statestore` when the API has no state component.

@@ -1,4 +1,5 @@
-//! Dapr resource files: the `Component`s of a `--resources-path` folder, added to the config.
+//! Dapr resource files: the `Component`s and `Subscription`s of a `--resources-path` folder,
+//! added to the config.
 //!
 //! Every `*.yaml` / `*.yml` file of each directory is read (in name order), each `---`
 //! document on its own. Documents of other kinds (`Subscription`, `Configuration`,
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::{ComponentSpec, Config, Origin};
+use crate::model::{ComponentSpec, Config, Origin, SubscriptionSpec};
 use crate::source::{ConfigError, ConfigErrors};
 
 #[derive(Debug, Deserialize)]
@@ -32,11 +33,32 @@ struct ResourceMeta {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Spec {
     #[serde(rename = "type")]
     kind: Option<String>,
     #[serde(default)]
     metadata: Vec<MetaItem>,
+    // Subscription (v1alpha1 `route`, v2alpha1 `routes`).
+    topic: Option<String>,
+    pubsubname: Option<String>,
+    route: Option<String>,
+    routes: Option<Routes>,
+    dead_letter_topic: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Routes {
+    default: Option<String>,
+    #[serde(default)]
+    rules: Vec<RouteRule>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RouteRule {
+    #[serde(rename = "match")]
+    matches: String,
+    path: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,7 +71,7 @@ struct MetaItem {
 }
 
 /// Building blocks whose components herd serves; other components are skipped with a note.
-const SERVED: &[&str] = &["state.", "lock."];
+const SERVED: &[&str] = &["state.", "lock.", "pubsub."];
 
 /// Loads the components of every resource directory (`[api] resources_path` and `extra`) into
 /// `config`. Returns notes about what was skipped.
@@ -66,6 +88,8 @@ pub fn load_resources(config: &mut Config, extra: &[PathBuf]) -> Result<Vec<Stri
         }]));
     };
     let dirs: Vec<PathBuf> = api.resources.iter().chain(extra).cloned().collect();
+    let services: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
+    let mut subscriptions = Vec::new();
     let mut notes = Vec::new();
     let mut errors = Vec::new();
     let mut found = Vec::new();
@@ -86,7 +110,14 @@ pub fn load_resources(config: &mut Config, extra: &[PathBuf]) -> Result<Vec<Stri
         };
         files.sort();
         for file in files {
-            read_file(&file, &mut found, &mut notes, &mut errors);
+            read_file(
+                &file,
+                &services,
+                &mut found,
+                &mut subscriptions,
+                &mut notes,
+                &mut errors,
+            );
         }
     }
     config.components.retain(|c| c.origin != Origin::Default);
@@ -102,6 +133,8 @@ pub fn load_resources(config: &mut Config, extra: &[PathBuf]) -> Result<Vec<Stri
         }
     }
     crate::api::add_default_store(&mut config.components);
+    crate::api::add_default_pubsub(&mut config.components);
+    config.subscriptions.extend(subscriptions);
     if errors.is_empty() {
         Ok(notes)
     } else {
@@ -136,9 +169,79 @@ fn documents(text: &str) -> Vec<(usize, String)> {
     docs
 }
 
+/// A Dapr `Subscription`: one [`SubscriptionSpec`] per scoped app (every service when unscoped).
+fn subscription(
+    file: &Path,
+    line: usize,
+    resource: Resource,
+    services: &[String],
+    out: &mut Vec<SubscriptionSpec>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let problem = |key: &str, message: String| ConfigError {
+        file: file.to_path_buf(),
+        line: Some(line),
+        key: Some(key.to_string()),
+        message,
+    };
+    let spec = resource.spec;
+    let (Some(topic), Some(pubsub)) = (spec.topic, spec.pubsubname) else {
+        errors.push(problem(
+            "spec",
+            "a Subscription needs spec.topic and spec.pubsubname".into(),
+        ));
+        return;
+    };
+    let routes = spec.routes.unwrap_or_default();
+    let Some(route) = routes.default.or(spec.route) else {
+        errors.push(problem(
+            "spec.routes.default",
+            "a Subscription needs a default route".into(),
+        ));
+        return;
+    };
+    let mut rules = Vec::new();
+    for rule in routes.rules {
+        match SubscriptionSpec::parse_match(&rule.matches) {
+            Some(kind) => rules.push((kind, rule.path)),
+            None => errors.push(problem(
+                "spec.routes.rules",
+                format!(
+                    "{:?}: herd evaluates rules of the form event.type == \"<type>\"",
+                    rule.matches
+                ),
+            )),
+        }
+    }
+    let apps: Vec<String> = if resource.scopes.is_empty() {
+        services.to_vec()
+    } else {
+        resource.scopes
+    };
+    for service in apps {
+        if !services.contains(&service) {
+            errors.push(problem("scopes", format!("no service named {service:?}")));
+            continue;
+        }
+        out.push(SubscriptionSpec {
+            service,
+            pubsub: pubsub.clone(),
+            topic: topic.clone(),
+            route: route.clone(),
+            rules: rules.clone(),
+            dead_letter_topic: spec.dead_letter_topic.clone(),
+            max_in_flight: 16,
+            in_order: false,
+            max_deliveries: 10,
+        });
+    }
+}
+
 fn read_file(
     file: &Path,
+    services: &[String],
     found: &mut Vec<ComponentSpec>,
+    subscriptions: &mut Vec<SubscriptionSpec>,
     notes: &mut Vec<String>,
     errors: &mut Vec<ConfigError>,
 ) {
@@ -163,6 +266,10 @@ fn read_file(
         };
         let doc_line = line_of(&|l| l.starts_with("kind:")).unwrap_or(first);
         let kind = resource.kind.as_deref().unwrap_or("");
+        if kind == "Subscription" {
+            subscription(file, doc_line, resource, services, subscriptions, errors);
+            continue;
+        }
         if kind != "Component" {
             notes.push(format!(
                 "{}:{doc_line}: skipped a {kind:?} resource (herd reads only Components here)",

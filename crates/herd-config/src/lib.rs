@@ -16,9 +16,9 @@ mod validate;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use api::DEFAULT_STORE;
+pub use api::{DEFAULT_PUBSUB, DEFAULT_STORE};
 pub use dapr::load_resources;
-pub use model::{ApiSpec, ComponentSpec, Origin};
+pub use model::{ApiSpec, ComponentSpec, Origin, SubscriptionSpec};
 pub use model::{
     Backoff, Balance, BreakerConfig, Config, GatewaySpec, HealthSpec, Limits, ListenerSpec,
     LogSettings, OutlierSpec, Readiness, ReadyMode, Regions, RestartPolicy, RetrySpec, RouteSpec,

@@ -34,6 +34,8 @@ pub struct Config {
     /// Components from `[[component]]` (Dapr resource files are added by
     /// [`crate::load_resources`]).
     pub components: Vec<ComponentSpec>,
+    /// Declarative subscriptions from `[[subscription]]` and Dapr `Subscription` files.
+    pub subscriptions: Vec<SubscriptionSpec>,
 }
 
 /// The gateway's configuration.
@@ -462,5 +464,41 @@ impl Config {
                 message,
             },
         }
+    }
+}
+
+/// A declarative subscription: `topic` on `pubsub` delivered to the instances of `service`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSpec {
+    /// The subscribing service (its app id is the consumer group).
+    pub service: String,
+    /// The pub/sub component.
+    pub pubsub: String,
+    /// The topic.
+    pub topic: String,
+    /// The default path.
+    pub route: String,
+    /// `(event type, path)` rules, tried in order.
+    pub rules: Vec<(String, String)>,
+    /// Dead-letter topic.
+    pub dead_letter_topic: Option<String>,
+    /// Deliveries in flight at most.
+    pub max_in_flight: u32,
+    /// One at a time, in order.
+    pub in_order: bool,
+    /// Deliveries before dead-lettering.
+    pub max_deliveries: u32,
+}
+
+impl SubscriptionSpec {
+    /// Parses a rule's match expression; herd evaluates `event.type == "<type>"`.
+    pub fn parse_match(expression: &str) -> Option<String> {
+        let rest = expression.trim().strip_prefix("event.type")?.trim_start();
+        let rest = rest.strip_prefix("==")?.trim();
+        let quoted = rest
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .or_else(|| rest.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')))?;
+        (!quoted.contains(['"', '\''])).then(|| quoted.to_string())
     }
 }

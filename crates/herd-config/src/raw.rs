@@ -37,9 +37,14 @@ pub struct RawConfig {
     pub upstream: Vec<RawUpstream>,
     /// The sidecar API (Dapr's HTTP API). Absent: no API server, no components.
     pub api: Option<RawApi>,
-    /// Building-block components (state stores, lock stores), one `[[component]]` each.
+    /// Building-block components (state stores, lock stores, pub/sub brokers), one
+    /// `[[component]]` each.
     #[serde(default)]
     pub component: Vec<RawComponent>,
+    /// Declarative subscriptions: topics herd delivers to a service, one `[[subscription]]`
+    /// each (apps can also declare theirs at `GET /dapr/subscribe`).
+    #[serde(default)]
+    pub subscription: Vec<RawSubscription>,
 }
 
 /// `[gateway]`.
@@ -428,4 +433,42 @@ impl RawMetaValue {
             RawMetaValue::Bool(b) => b.to_string(),
         }
     }
+}
+
+/// One `[[subscription]]`: messages of `topic` on `pubsub` delivered to `service`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubscription {
+    /// The subscribing service; its instances share the messages (one consumer group).
+    pub service: String,
+    /// The pub/sub component.
+    pub pubsub: String,
+    /// The topic.
+    pub topic: String,
+    /// Path the CloudEvent is POSTed to when no rule matches, e.g. `"/orders"`.
+    pub route: String,
+    /// Routing rules tried in order: `{ match = 'event.type == "order.created"', path = "/created" }`.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    /// Where messages go that the app dropped or that failed `max_deliveries` times.
+    pub dead_letter_topic: Option<String>,
+    /// Deliveries to the app in flight at once, at most. Default: 16.
+    pub max_in_flight: Option<u32>,
+    /// Deliver one message at a time, in publish order. Default: false.
+    #[serde(default)]
+    pub in_order: bool,
+    /// Deliveries of one message before it is dead-lettered (or dropped without a dead-letter
+    /// topic). Default: 10.
+    pub max_deliveries: Option<u32>,
+}
+
+/// A routing rule of a subscription.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// `event.type == "<type>"` (the form herd evaluates).
+    #[serde(rename = "match")]
+    pub matches: String,
+    /// The path for matching events.
+    pub path: String,
 }

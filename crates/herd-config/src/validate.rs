@@ -392,6 +392,14 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
     let (api, mut components) = crate::api::check(&mut c, raw.api, raw.component, &services);
     if api.is_some() {
         crate::api::add_default_store(&mut components);
+        crate::api::add_default_pubsub(&mut components);
+    }
+    let subscriptions = crate::api::subscriptions(&mut c, raw.subscription, &services);
+    if api.is_none() && !subscriptions.is_empty() {
+        c.err(
+            &KeyPath::default().key("subscription"),
+            "subscriptions are served by the sidecar API: add an [api] table",
+        );
     }
     let data_dir = c.base.join(raw.data_dir.as_deref().unwrap_or(".herd"));
     if c.errors.is_empty() {
@@ -404,6 +412,7 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
             admin,
             api,
             components,
+            subscriptions,
         })
     } else {
         Err(c.errors)

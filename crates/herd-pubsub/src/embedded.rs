@@ -159,8 +159,24 @@ impl EmbeddedLog {
             txn.open_table(MESSAGES).map_err(internal)?;
             txn.open_table(HEADS).map_err(internal)?;
             txn.open_table(CURSORS).map_err(internal)?;
-            txn.open_table(PENDING).map_err(internal)?;
             txn.open_table(DEDUPE).map_err(internal)?;
+            // Deliveries pending from an earlier run were handed to consumers that are gone
+            // with it: make them due at once instead of after their ack timeout.
+            let mut pending = txn.open_table(PENDING).map_err(internal)?;
+            let due: Vec<((String, String, u64), u32)> = pending
+                .iter()
+                .map_err(internal)?
+                .filter_map(|e| e.ok())
+                .map(|(k, v)| {
+                    let (topic, group, seq) = k.value();
+                    ((topic.to_string(), group.to_string(), seq), v.value().0)
+                })
+                .collect();
+            for ((topic, group, seq), attempts) in due {
+                pending
+                    .insert((topic.as_str(), group.as_str(), seq), (attempts, 0))
+                    .map_err(internal)?;
+            }
         }
         txn.commit().map_err(internal)?;
         let (tx, rx) = mpsc::channel(QUEUE);

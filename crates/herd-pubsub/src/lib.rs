@@ -6,9 +6,17 @@
 mod broker;
 mod embedded;
 mod error;
+mod nats;
+mod rabbitmq;
+mod redis_streams;
 mod settings;
 
 pub use broker::{ConsumeOptions, Consumer, Delivery, Message, Nack, PubSub};
 pub use embedded::{EmbeddedLog, EmbeddedSettings};
 pub use error::PubSubError;
+pub use nats::{JetStream, NatsAuth, NatsSettings, StartAt};
+pub use rabbitmq::{
+    MAX_RETRY_DELAY, QueueType, RabbitMq, RabbitMqSettings, TopicExchange, queue_name,
+};
+pub use redis_streams::{RedisStreams, RedisStreamsSettings};
 pub use settings::{Backend, FieldError, KINDS, configure, open};

@@ -10,15 +10,29 @@ use std::time::Duration;
 use crate::PubSub;
 use crate::embedded::{EmbeddedLog, EmbeddedSettings};
 use crate::error::PubSubError;
+use crate::nats::{JetStream, NatsSettings};
+use crate::rabbitmq::{RabbitMq, RabbitMqSettings};
+use crate::redis_streams::{RedisStreams, RedisStreamsSettings};
 
 /// Component types this crate serves.
-pub const KINDS: &[&str] = &["pubsub.embedded"];
+pub const KINDS: &[&str] = &[
+    "pubsub.embedded",
+    "pubsub.jetstream",
+    "pubsub.rabbitmq",
+    "pubsub.redis",
+];
 
 /// A configured backend, ready to be opened.
 #[derive(Debug, Clone)]
 pub enum Backend {
     /// The embedded log: its file and settings.
     Embedded(PathBuf, EmbeddedSettings),
+    /// A NATS JetStream server.
+    Jetstream(Box<NatsSettings>),
+    /// A RabbitMQ broker.
+    Rabbitmq(Box<RabbitMqSettings>),
+    /// A Redis server, used through Redis Streams.
+    Redis(Box<RedisStreamsSettings>),
 }
 
 /// A metadata problem: which key (if one is to blame) and what is wrong.
@@ -67,6 +81,15 @@ pub fn configure(
                 },
             ))
         }
+        "pubsub.jetstream" => Ok(Backend::Jetstream(Box::new(NatsSettings::from_metadata(
+            metadata,
+        )?))),
+        "pubsub.rabbitmq" => Ok(Backend::Rabbitmq(Box::new(
+            RabbitMqSettings::from_metadata(metadata)?,
+        ))),
+        "pubsub.redis" => Ok(Backend::Redis(Box::new(
+            RedisStreamsSettings::from_metadata(metadata)?,
+        ))),
         other => Err(FieldError {
             field: None,
             message: format!(
@@ -81,6 +104,9 @@ pub fn configure(
 pub async fn open(backend: &Backend) -> Result<Arc<dyn PubSub>, PubSubError> {
     Ok(match backend {
         Backend::Embedded(path, settings) => Arc::new(EmbeddedLog::open(path, settings.clone())?),
+        Backend::Jetstream(settings) => Arc::new(JetStream::connect((**settings).clone()).await?),
+        Backend::Rabbitmq(settings) => Arc::new(RabbitMq::open((**settings).clone()).await?),
+        Backend::Redis(settings) => Arc::new(RedisStreams::connect((**settings).clone()).await?),
     })
 }
 
@@ -92,7 +118,10 @@ mod tests {
     fn embedded_defaults_and_bad_durations() {
         let none = BTreeMap::new();
         let Backend::Embedded(path, settings) =
-            configure("events", "pubsub.embedded", &none, Path::new("/d")).unwrap();
+            configure("events", "pubsub.embedded", &none, Path::new("/d")).unwrap()
+        else {
+            panic!("not the embedded backend");
+        };
         assert_eq!(path, Path::new("/d/pubsub/events.redb"));
         assert_eq!(settings, EmbeddedSettings::default());
         let bad = BTreeMap::from([("retention".to_string(), "forever".to_string())]);

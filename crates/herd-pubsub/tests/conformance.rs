@@ -193,7 +193,12 @@ async fn unanswered_deliveries_reach_another_consumer(broker: &dyn PubSub, run: 
 
 /// Runs every case against `broker`.
 async fn suite(broker: Arc<dyn PubSub>) {
-    let run = run_id();
+    suite_named(broker, run_id()).await;
+}
+
+/// Runs every case against `broker` with `run` in every topic and group name, so a backend's
+/// test can find what the run created on its server and remove it.
+async fn suite_named(broker: Arc<dyn PubSub>, run: String) {
     fan_out_and_competing_consumers(broker.as_ref(), &run).await;
     nack_redelivers_with_a_higher_attempt(broker.as_ref(), &run).await;
     one_in_flight_keeps_order(broker.as_ref(), &run).await;
@@ -205,4 +210,386 @@ async fn embedded() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(&dir.path().join("log.redb"), EmbeddedSettings::default()).unwrap();
     suite(Arc::new(log)).await;
+}
+
+/// NATS JetStream: the suite with a stream per topic, again with one stream for every topic
+/// (`streamName`), and publisher deduplication. Every stream the run created is deleted at the
+/// end, whatever the outcome (deleting a stream deletes its consumers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream() {
+    use futures_core::Stream as _;
+
+    let Ok(url) = std::env::var("HERD_TEST_NATS_URL") else {
+        println!("skipped: HERD_TEST_NATS_URL is not set");
+        return;
+    };
+    let run = run_id();
+    let outcome = tokio::spawn(jetstream_cases(url.clone(), run.clone())).await;
+    // Per-topic streams are named after their topics and the shared one after the run, so every
+    // stream of this run has the run id in its name.
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let mut names = js.stream_names();
+    let mut ours = Vec::new();
+    while let Some(name) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut names).poll_next(cx)).await
+    {
+        let name = name.unwrap();
+        if name.contains(&run) {
+            ours.push(name);
+        }
+    }
+    for name in &ours {
+        js.delete_stream(name).await.unwrap();
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    // Four topics of the suite with a stream each, the shared stream, the deduplication topic.
+    assert_eq!(ours.len(), 6, "{ours:?}");
+}
+
+async fn jetstream_cases(url: String, run: String) {
+    use herd_pubsub::{JetStream, NatsSettings, PubSubError};
+
+    let per_topic = Arc::new(JetStream::connect(NatsSettings::new(&url)).await.unwrap());
+    suite_named(per_topic.clone(), run.clone()).await;
+
+    let mut shared = NatsSettings::new(&url);
+    shared.stream_name = Some(format!("herd-{run}"));
+    let shared = Arc::new(JetStream::connect(shared).await.unwrap());
+    suite_named(shared, format!("{run}s")).await;
+
+    // A repeated idempotency key is accepted and not stored again.
+    let topic = format!("dedupe-{run}");
+    let keyed = |body: &str, id: &str| Message {
+        id: Some(id.to_string()),
+        ..message(body)
+    };
+    per_topic
+        .publish(&topic, keyed("first", "k1"))
+        .await
+        .unwrap();
+    per_topic
+        .publish(&topic, keyed("again", "k1"))
+        .await
+        .unwrap();
+    per_topic
+        .publish(&topic, keyed("second", "k2"))
+        .await
+        .unwrap();
+    let mut c = per_topic
+        .consume(
+            &topic,
+            &format!("g-{run}"),
+            options(16, Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    for want in ["first", "second"] {
+        let d = next(&mut c).await;
+        assert_eq!(text(d.as_ref()), want);
+        assert_eq!(d.attempt(), 1);
+        d.ack().await.unwrap();
+    }
+    quiet(&mut c, "a deduplicated publish").await;
+
+    // A topic must be a subject messages can be published to.
+    let err = per_topic.publish("a b", message("x")).await.unwrap_err();
+    assert!(matches!(err, PubSubError::Invalid(_)), "{err:?}");
+}
+
+/// RabbitMQ: the suite on quorum queues (the default) and again on classic queues. The queue of
+/// every group the run joined (named `<group>-<topic>`, as Dapr names it) must exist afterwards;
+/// it is deleted with the topic's exchange at the end, whatever the outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq() {
+    let Ok(url) = std::env::var("HERD_TEST_AMQP_URL") else {
+        println!("skipped: HERD_TEST_AMQP_URL is not set");
+        return;
+    };
+    let run = run_id();
+    let joined = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let outcome = tokio::spawn(rabbitmq_cases(url.clone(), run, joined.clone())).await;
+
+    let connection = lapin::Connection::connect(&url, Default::default())
+        .await
+        .unwrap();
+    let joined = std::mem::take(&mut *joined.lock().unwrap());
+    let mut missing = Vec::new();
+    let mut topics = BTreeSet::new();
+    for (topic, group) in &joined {
+        let queue = herd_pubsub::queue_name(topic, group);
+        // A channel each: a failed passive declare closes its channel.
+        let channel = connection.create_channel().await.unwrap();
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        if channel
+            .queue_declare(queue.as_str().into(), passive, Default::default())
+            .await
+            .is_err()
+        {
+            missing.push(queue.clone());
+        }
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .unwrap();
+        topics.insert(topic.clone());
+    }
+    let channel = connection.create_channel().await.unwrap();
+    for topic in &topics {
+        channel
+            .exchange_delete(topic.as_str().into(), Default::default())
+            .await
+            .unwrap();
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    assert!(missing.is_empty(), "queues not found: {missing:?}");
+    // Two runs of the suite: groups a and b on one topic, one group on each of three others.
+    assert_eq!(joined.len(), 10, "{joined:?}");
+}
+
+/// `(topic, group)` of every `consume` call.
+type Joined = Arc<std::sync::Mutex<BTreeSet<(String, String)>>>;
+
+async fn rabbitmq_cases(url: String, run: String, joined: Joined) {
+    use herd_pubsub::{RabbitMq, RabbitMqSettings};
+
+    for (queue_type, suffix) in [("quorum", "q"), ("classic", "c")] {
+        let metadata = [
+            ("connectionString", url.as_str()),
+            ("queueType", queue_type),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let settings = RabbitMqSettings::from_metadata(&metadata).unwrap();
+        let broker = RabbitMq::open(settings).await.unwrap();
+        let recorded = Arc::new(Recorded {
+            inner: broker,
+            joined: joined.clone(),
+        });
+        suite_named(recorded, format!("{run}{suffix}")).await;
+    }
+}
+
+/// A backend that remembers which groups joined which topics.
+struct Recorded<B> {
+    inner: B,
+    joined: Joined,
+}
+
+#[async_trait::async_trait]
+impl<B: PubSub> PubSub for Recorded<B> {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn publish(&self, topic: &str, message: Message) -> Result<(), herd_pubsub::PubSubError> {
+        self.inner.publish(topic, message).await
+    }
+
+    async fn consume(
+        &self,
+        topic: &str,
+        group: &str,
+        options: ConsumeOptions,
+    ) -> Result<Box<dyn Consumer>, herd_pubsub::PubSubError> {
+        self.joined
+            .lock()
+            .unwrap()
+            .insert((topic.to_string(), group.to_string()));
+        self.inner.consume(topic, group, options).await
+    }
+}
+
+/// Redis Streams, set up from Dapr metadata as a component would be: the suite, then checks of
+/// the Dapr layout and of messages past their TTL. Every stream the run created (named
+/// `<case>-<run>`; deleting a stream deletes its groups) is deleted at the end, whatever the
+/// outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_streams() {
+    let Ok(url) = std::env::var("HERD_TEST_REDIS_URL") else {
+        println!("skipped: HERD_TEST_REDIS_URL is not set");
+        return;
+    };
+    let run = run_id();
+    let outcome = tokio::spawn(redis_streams_cases(url.clone(), run.clone())).await;
+
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut ours: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("*-{run}"))
+            .arg("TYPE")
+            .arg("stream")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        ours.extend(keys);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    if !ours.is_empty() {
+        let _: i64 = redis::cmd("DEL")
+            .arg(&ours)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    // Four topics of the suite, the layout, TTL and two nack topics.
+    ours.sort();
+    assert_eq!(ours.len(), 8, "{ours:?}");
+}
+
+async fn redis_streams_cases(url: String, run: String) {
+    // `redis://[user:password@]host:port[/db]` → Dapr's metadata.
+    let rest = url.strip_prefix("redis://").unwrap_or(&url);
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    let (host, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut metadata =
+        std::collections::BTreeMap::from([("redisHost".to_string(), host.to_string())]);
+    if !db.is_empty() {
+        metadata.insert("redisDB".to_string(), db.to_string());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backend = herd_pubsub::configure("pubsub", "pubsub.redis", &metadata, dir.path()).unwrap();
+    let broker = herd_pubsub::open(&backend).await.unwrap();
+    assert_eq!(broker.kind(), "redis");
+    suite_named(broker.clone(), run.clone()).await;
+
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+
+    // Dapr's layout: the stream is the topic, the body is the `data` field, the group is the
+    // app's, created when it subscribes.
+    let topic = format!("layout-{run}");
+    let group = format!("app-{run}");
+    let mut c = broker
+        .consume(&topic, &group, options(4, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    broker.publish(&topic, message("hello")).await.unwrap();
+    type Fields = Vec<(String, Vec<u8>)>;
+    let entries: Vec<(String, Fields)> = redis::cmd("XRANGE")
+        .arg(&topic)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].1, vec![("data".to_string(), b"hello".to_vec())]);
+    let groups: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&topic)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(groups.len(), 1);
+    assert!(
+        groups[0].contains(&redis::Value::BulkString(group.clone().into_bytes())),
+        "{groups:?}"
+    );
+    let d = next(&mut c).await;
+    assert_eq!(text(d.as_ref()), "hello");
+    d.ack().await.unwrap();
+
+    // A message past its TTL is acknowledged and skipped; one within it is delivered.
+    let topic = format!("expired-{run}");
+    let mut c = broker
+        .consume(&topic, &group, options(4, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&topic)
+        .arg("*")
+        .arg("data")
+        .arg("stale")
+        .arg("expiresAt")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fresh = Message {
+        ttl: Some(Duration::from_secs(600)),
+        ..message("fresh")
+    };
+    broker.publish(&topic, fresh).await.unwrap();
+    let d = next(&mut c).await;
+    assert_eq!(text(d.as_ref()), "fresh");
+    d.ack().await.unwrap();
+    let pending: (i64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(&topic)
+        .arg(&group)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pending.0, 0, "nothing left pending: {pending:?}");
+
+    // A nacked message comes back to its consumer once the delay is over, not at the next
+    // reclaim (a quarter of the 30 s ack timeout).
+    let topic = format!("delayed-{run}");
+    let mut c = broker
+        .consume(&topic, &group, options(1, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    broker.publish(&topic, message("later")).await.unwrap();
+    let d = next(&mut c).await;
+    let nacked = std::time::Instant::now();
+    d.nack(Nack::Retry(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let again = next(&mut c).await;
+    let took = nacked.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(
+        (text(again.as_ref()).as_str(), again.attempt()),
+        ("later", 2)
+    );
+    again.ack().await.unwrap();
+
+    // A nacked message whose consumer goes away during the delay reaches another consumer about
+    // the delay later, not a whole ack timeout later.
+    let topic = format!("nacked-{run}");
+    let ten = options(1, Duration::from_secs(10));
+    let mut gone = broker.consume(&topic, &group, ten).await.unwrap();
+    broker.publish(&topic, message("retry me")).await.unwrap();
+    let d = next(&mut gone).await;
+    let nacked = std::time::Instant::now();
+    d.nack(Nack::Retry(Duration::from_secs(1))).await.unwrap();
+    drop(gone);
+    let mut other = broker.consume(&topic, &group, ten).await.unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(6), other.next())
+        .await
+        .expect("back well before the 10 s ack timeout")
+        .unwrap()
+        .unwrap();
+    assert!(
+        nacked.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        nacked.elapsed()
+    );
+    assert_eq!(text(again.as_ref()), "retry me");
+    assert_eq!(again.attempt(), 2);
+    again.ack().await.unwrap();
 }

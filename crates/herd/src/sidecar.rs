@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use herd_api::components::Backend;
 use herd_api::{Components, Declared, KeyPrefix, Listener, Shared};
 use herd_config::{Config, ConfigError, ConfigErrors, KeyPath};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +22,16 @@ pub fn load(path: &Path, resources: &[PathBuf]) -> Result<(Config, Vec<Declared>
     let mut errors = Vec::new();
     let mut declared = Vec::new();
     for c in &config.components {
-        match herd_state::configure(&c.name, &c.kind, &c.metadata, &config.data_dir) {
+        let configured = if c.kind.starts_with("pubsub.") {
+            herd_pubsub::configure(&c.name, &c.kind, &c.metadata, &config.data_dir)
+                .map(|b| (Backend::PubSub(b), Vec::new()))
+                .map_err(|e| (e.field, e.message))
+        } else {
+            herd_state::configure(&c.name, &c.kind, &c.metadata, &config.data_dir)
+                .map(|(b, unused)| (Backend::State(b), unused))
+                .map_err(|e| (e.field, e.message))
+        };
+        match configured {
             Ok((backend, unused)) => {
                 if !unused.is_empty() {
                     tracing::warn!(
@@ -42,7 +52,26 @@ pub fn load(path: &Path, resources: &[PathBuf]) -> Result<(Config, Vec<Declared>
                     backend,
                 });
             }
-            Err(e) => errors.push(config.component_error(c, e.field.as_deref(), e.message)),
+            Err((field, message)) => {
+                errors.push(config.component_error(c, field.as_deref(), message))
+            }
+        }
+    }
+    for (i, s) in config.subscriptions.iter().enumerate() {
+        let known = config
+            .components
+            .iter()
+            .any(|c| c.name == s.pubsub && c.kind.starts_with("pubsub."));
+        if !known {
+            let at = KeyPath::default()
+                .key("subscription")
+                .index(i)
+                .key("pubsub");
+            errors.push(
+                config
+                    .source
+                    .error(&at, format!("no pub/sub component named {:?}", s.pubsub)),
+            );
         }
     }
     if errors.is_empty() {

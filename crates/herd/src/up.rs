@@ -89,10 +89,13 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
             (s.name.clone(), vars)
         })
         .collect();
-    if let Some(api) = api {
-        tracing::info!("sidecar API on {}", api.addr);
-        api.serve(&config, components, token, &api_stop, &api_tracker)?;
-    }
+    let components = match api {
+        Some(api) => {
+            tracing::info!("sidecar API on {}", api.addr);
+            Some(api.serve(&config, components, token, &api_stop, &api_tracker)?)
+        }
+        None => None,
+    };
     let extra_env = |name: &str| {
         env.iter()
             .find(|(n, _)| n == name)
@@ -100,6 +103,21 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
             .unwrap_or_default()
     };
     let supervisor = Arc::new(Supervisor::start(&config, sockets, logs, &extra_env));
+    if let Some(components) = components {
+        let apps: herd_api::delivery::Apps = {
+            let supervisor = supervisor.clone();
+            Arc::new(move |name: &str| supervisor.service(name).map(|s| s.endpoints()))
+        };
+        let services = config.services.iter().map(|s| s.name.clone()).collect();
+        herd_api::delivery::start(
+            components,
+            config.subscriptions.clone(),
+            services,
+            apps,
+            &api_stop,
+            &api_tracker,
+        );
+    }
     for s in supervisor.status() {
         tracing::info!(
             "{}: {} instance(s){}",

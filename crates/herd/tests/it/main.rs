@@ -9,6 +9,7 @@ mod gateway;
 mod lifecycle;
 mod limits;
 mod node;
+mod pubsub;
 mod sdk;
 mod sidecar;
 mod state;

@@ -44,7 +44,7 @@ fn api_token_is_required_when_set_and_healthz_stays_open() {
         .iter()
         .map(|c| c["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(names, vec!["statestore".to_string()]);
+    assert_eq!(names, vec!["statestore".to_string(), "pubsub".to_string()]);
     assert_eq!(call_at(addr, "GET", "/v1.0/healthz", &[], "").status, 204);
     // Instances get the token so SDKs send it.
     wait_for("the instance's token", Duration::from_secs(10), || {
@@ -67,7 +67,7 @@ fn dapr_component_files_are_loaded_and_scoped() {
         // A component of a block herd does not serve is skipped, not an error.
         std::fs::write(
             resources.join("pubsub.yaml"),
-            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata: []\n",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: cron\nspec:\n  type: bindings.cron\n  version: v1\n  metadata: []\n",
         )
         .unwrap();
     });
@@ -78,7 +78,11 @@ fn dapr_component_files_are_loaded_and_scoped() {
         .iter()
         .map(|c| c["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(names, vec!["orders".to_string()], "{meta}");
+    assert_eq!(
+        names,
+        vec!["orders".to_string(), "pubsub".to_string()],
+        "{meta}"
+    );
     let r = api.call(
         "POST",
         "/v1.0/state/orders",
@@ -93,7 +97,7 @@ fn dapr_component_files_are_loaded_and_scoped() {
     let r = api.call("GET", "/v1.0/state/private/o1", "");
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
-        api.herd.stderr().contains("skipped component \"pubsub\""),
+        api.herd.stderr().contains("skipped component \"cron\""),
         "{}",
         api.herd.stderr()
     );
@@ -203,5 +207,37 @@ fn oversized_body_is_413_and_nothing_is_written() {
     assert_eq!(
         call_at(addr, "POST", "/v1.0/state/statestore", &[], &small).status,
         204
+    );
+}
+
+#[test]
+fn bad_subscriptions_name_line_and_key() {
+    let herd = Herd::prepare(
+        "[api]\n\n[[subscription]]\nservice = \"ghost\"\npubsub = \"pubsub\"\ntopic = \"t\"\nroute = \"/t\"\nrules = [{ match = \"event.source == 1\", path = \"/x\" }]\n",
+    );
+    let out = herd.cli(&["check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let file = herd.config().display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{file}:4: subscription[0].service: no service named \"ghost\""
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("subscription[0].rules[0].match: herd evaluates rules"),
+        "{err}"
+    );
+
+    let herd = Herd::prepare(
+        "[api]\n\n[[service]]\nname = \"s\"\ncommand = [\"true\"]\n\n[[subscription]]\nservice = \"s\"\npubsub = \"missing\"\ntopic = \"t\"\nroute = \"/t\"\n",
+    );
+    let out = herd.cli(&["check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(":9: subscription[0].pubsub: no pub/sub component named \"missing\""),
+        "{err}"
     );
 }

@@ -1,0 +1,496 @@
+//! Delivery of messages to apps: subscriptions found, consumers run, answers interpreted.
+//!
+//! For every service, once one of its instances is ready, herd asks it for its programmatic
+//! subscriptions (`GET /dapr/subscribe`, as Dapr does) and adds the declarative ones of
+//! herd.toml and Dapr `Subscription` files. Each subscription consumes its topic as the consumer
+//! group named after the service, so the service's instances share the messages and every
+//! subscribing service gets all of them.
+//!
+//! A delivery is the CloudEvent POSTed to the route (the first rule whose `event.type` matches,
+//! else the default) on one of the service's ready endpoints, round robin. The answer decides:
+//! 2xx with no body or `{"status":"SUCCESS"}` acknowledges; `{"status":"DROP"}` or a 404 drops
+//! (to the dead-letter topic when one is set); `{"status":"RETRY"}`, any other status, a timeout
+//! or no ready instance retries with exponential backoff and full jitter. A message delivered
+//! `max_deliveries` times goes to the dead-letter topic (or is dropped, logged, without one).
+//! The broker's own redelivery covers a crash of herd or of the instance mid-delivery.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use herd_config::SubscriptionSpec;
+use herd_pubsub::{ConsumeOptions, Delivery, Message, Nack, PubSub};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::components::{Block, Components};
+
+/// The ready endpoints of a service, as the supervisor publishes them.
+pub type Endpoints = watch::Receiver<Arc<Vec<SocketAddr>>>;
+
+/// Looks a service's endpoints up by name.
+pub type Apps = Arc<dyn Fn(&str) -> Option<Endpoints> + Send + Sync>;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// How long an app may take to answer a delivery.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `GET /dapr/subscribe` may take.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts delivery for every service in `services`: declarative subscriptions from `declared`,
+/// programmatic ones asked from the service once an instance is ready.
+pub fn start(
+    components: Arc<Components>,
+    declared: Vec<SubscriptionSpec>,
+    services: Vec<String>,
+    apps: Apps,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build_http();
+    for service in services {
+        let Some(endpoints) = apps(&service) else {
+            continue;
+        };
+        let mine: Vec<SubscriptionSpec> = declared
+            .iter()
+            .filter(|s| s.service == service)
+            .cloned()
+            .collect();
+        let app = App {
+            service,
+            endpoints,
+            client: client.clone(),
+            turn: Arc::new(AtomicUsize::new(0)),
+        };
+        tracker.spawn(run_app(
+            app,
+            mine,
+            components.clone(),
+            stop.clone(),
+            tracker.clone(),
+        ));
+    }
+}
+
+/// One subscribing service.
+#[derive(Clone)]
+struct App {
+    service: String,
+    endpoints: Endpoints,
+    client: HttpClient,
+    turn: Arc<AtomicUsize>,
+}
+
+impl App {
+    /// Waits until the service has a ready endpoint, then picks the next one round robin.
+    async fn endpoint(&mut self, stop: &CancellationToken) -> Option<SocketAddr> {
+        loop {
+            {
+                let list = self.endpoints.borrow_and_update();
+                if !list.is_empty() {
+                    let i = self.turn.fetch_add(1, Ordering::Relaxed);
+                    return Some(list[i % list.len()]);
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                changed = self.endpoints.changed() => changed.ok()?,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Programmatic {
+    pubsubname: String,
+    topic: String,
+    route: Option<String>,
+    routes: Option<Routes>,
+    dead_letter_topic: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Routes {
+    default: Option<String>,
+    #[serde(default)]
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Rule {
+    #[serde(rename = "match")]
+    matches: String,
+    path: String,
+}
+
+/// Asks the app for its subscriptions; none when it has no such route.
+async fn discover(app: &mut App, stop: &CancellationToken) -> Vec<SubscriptionSpec> {
+    let Some(addr) = app.endpoint(stop).await else {
+        return Vec::new();
+    };
+    let uri = format!("http://{addr}/dapr/subscribe");
+    let request = match http::Request::get(&uri).body(Full::new(Bytes::new())) {
+        Ok(r) => r,
+        Err(_) => return Vec::new(),
+    };
+    let answer = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
+        let response = app.client.request(request).await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        serde_json::from_slice::<Vec<Programmatic>>(&body).ok()
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    answer
+        .into_iter()
+        .filter_map(|p| {
+            let routes = p.routes.unwrap_or_default();
+            let route = routes.default.or(p.route)?;
+            let rules = routes
+                .rules
+                .into_iter()
+                .filter_map(|r| Some((SubscriptionSpec::parse_match(&r.matches)?, r.path)))
+                .collect();
+            Some(SubscriptionSpec {
+                service: app.service.clone(),
+                pubsub: p.pubsubname,
+                topic: p.topic,
+                route,
+                rules,
+                dead_letter_topic: p.dead_letter_topic.filter(|t| !t.is_empty()),
+                max_in_flight: 16,
+                in_order: false,
+                max_deliveries: 10,
+            })
+        })
+        .collect()
+}
+
+async fn run_app(
+    mut app: App,
+    declared: Vec<SubscriptionSpec>,
+    components: Arc<Components>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut subscriptions = declared;
+    for found in discover(&mut app, &stop).await {
+        let duplicate = subscriptions
+            .iter()
+            .any(|s| s.pubsub == found.pubsub && s.topic == found.topic);
+        if !duplicate {
+            subscriptions.push(found);
+        }
+    }
+    for sub in subscriptions {
+        tracing::info!(
+            "{}: subscribed to {}/{} at {}",
+            app.service,
+            sub.pubsub,
+            sub.topic,
+            sub.route
+        );
+        tracker.spawn(run_subscription(
+            app.clone(),
+            sub,
+            components.clone(),
+            stop.clone(),
+            tracker.clone(),
+        ));
+    }
+}
+
+/// Waits for the subscription's broker, then consumes until `stop`.
+async fn run_subscription(
+    app: App,
+    sub: SubscriptionSpec,
+    components: Arc<Components>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let broker = loop {
+        let component = components
+            .find(&sub.pubsub, &app.service)
+            .filter(|c| c.block == Block::PubSub);
+        match component.map(|c| c.broker()) {
+            Some(Ok(b)) => break b.clone(),
+            None => {
+                tracing::error!(
+                    "{}: subscription to {}/{}: no pub/sub component named {:?}",
+                    app.service,
+                    sub.pubsub,
+                    sub.topic,
+                    sub.pubsub
+                );
+                return;
+            }
+            Some(Err(_)) => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    };
+    let options = ConsumeOptions {
+        max_in_flight: sub.max_in_flight,
+        ack_timeout: DELIVERY_TIMEOUT + Duration::from_secs(5),
+    };
+    let mut consumer = loop {
+        match broker.consume(&sub.topic, &app.service, options).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!("{}: cannot consume {}: {e}", app.service, sub.topic);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    let sub = Arc::new(sub);
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return,
+            next = consumer.next() => next,
+        };
+        match next {
+            None => return,
+            Some(Err(e)) => {
+                tracing::warn!("{}: consuming {} failed: {e}", app.service, sub.topic);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Some(Ok(delivery)) => {
+                // The consumer bounds deliveries in flight (max_in_flight), so this spawns at
+                // most that many tasks at once.
+                tracker.spawn(deliver(
+                    app.clone(),
+                    sub.clone(),
+                    broker.clone(),
+                    delivery,
+                    stop.clone(),
+                ));
+            }
+        }
+    }
+}
+
+/// What an app's answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Ack,
+    Retry,
+    Drop,
+}
+
+#[derive(Deserialize)]
+struct AppStatus {
+    status: Option<String>,
+}
+
+/// Dapr's reading of an app's answer.
+fn verdict(status: http::StatusCode, body: &[u8]) -> Verdict {
+    if status == http::StatusCode::NOT_FOUND {
+        return Verdict::Drop;
+    }
+    if !status.is_success() {
+        return Verdict::Retry;
+    }
+    match serde_json::from_slice::<AppStatus>(body)
+        .ok()
+        .and_then(|s| s.status)
+    {
+        None => Verdict::Ack,
+        Some(s) => match s.to_ascii_uppercase().as_str() {
+            "SUCCESS" | "" => Verdict::Ack,
+            "DROP" => Verdict::Drop,
+            _ => Verdict::Retry,
+        },
+    }
+}
+
+/// The path for an event: the first rule matching its type, else the default route.
+fn path_for<'a>(sub: &'a SubscriptionSpec, event: &serde_json::Value) -> &'a str {
+    let kind = event.get("type").and_then(|t| t.as_str());
+    sub.rules
+        .iter()
+        .find(|(t, _)| Some(t.as_str()) == kind)
+        .map_or(sub.route.as_str(), |(_, p)| p.as_str())
+}
+
+/// Backoff before redelivery `attempt + 1`: exponential from 100 ms, capped at 10 s, full
+/// jitter.
+fn backoff(attempt: u32) -> Duration {
+    let cap = Duration::from_millis(100)
+        .saturating_mul(1 << attempt.saturating_sub(1).min(7))
+        .min(Duration::from_secs(10));
+    cap.mul_f64(fastrand::f64())
+}
+
+async fn deliver(
+    mut app: App,
+    sub: Arc<SubscriptionSpec>,
+    broker: Arc<dyn PubSub>,
+    delivery: Box<dyn Delivery>,
+    stop: CancellationToken,
+) {
+    let event: serde_json::Value = serde_json::from_slice(delivery.data()).unwrap_or_default();
+    let path = path_for(&sub, &event);
+    let verdict = match app.endpoint(&stop).await {
+        None => return, // shutting down: the broker redelivers
+        Some(addr) => post(&app, addr, path, &event, delivery.data().clone()).await,
+    };
+    let outcome = match verdict {
+        Verdict::Ack => delivery.ack().await.map(|()| "success"),
+        Verdict::Retry if delivery.attempt() < sub.max_deliveries => {
+            let delay = backoff(delivery.attempt());
+            delivery.nack(Nack::Retry(delay)).await.map(|()| "retry")
+        }
+        Verdict::Retry | Verdict::Drop => dead_letter(&app, &sub, &broker, delivery, verdict).await,
+    };
+    let outcome = outcome.unwrap_or_else(|e| {
+        tracing::warn!("{}: settling a message of {}: {e}", app.service, sub.topic);
+        "error"
+    });
+    metrics::counter!(
+        "herd_pubsub_deliveries_total",
+        "pubsub" => sub.pubsub.clone(),
+        "topic" => sub.topic.clone(),
+        "app" => app.service.clone(),
+        "outcome" => outcome
+    )
+    .increment(1);
+}
+
+/// POSTs the event; any transport failure or timeout is a retry.
+async fn post(
+    app: &App,
+    addr: SocketAddr,
+    path: &str,
+    event: &serde_json::Value,
+    body: Bytes,
+) -> Verdict {
+    let mut request = http::Request::post(format!("http://{addr}{path}"))
+        .header(http::header::CONTENT_TYPE, "application/cloudevents+json");
+    if let Some(tp) = event.get("traceparent").and_then(|t| t.as_str()) {
+        request = request.header("traceparent", tp);
+    }
+    let Ok(request) = request.body(Full::new(body)) else {
+        return Verdict::Drop;
+    };
+    let answer = tokio::time::timeout(DELIVERY_TIMEOUT, async {
+        let response = app.client.request(request).await.ok()?;
+        let status = response.status();
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        Some(verdict(status, &body))
+    })
+    .await;
+    match answer {
+        Ok(Some(v)) => v,
+        _ => Verdict::Retry,
+    }
+}
+
+/// Moves a message the app dropped or kept failing to the dead-letter topic (or drops it).
+async fn dead_letter(
+    app: &App,
+    sub: &SubscriptionSpec,
+    broker: &Arc<dyn PubSub>,
+    delivery: Box<dyn Delivery>,
+    verdict: Verdict,
+) -> Result<&'static str, herd_pubsub::PubSubError> {
+    let why = match verdict {
+        Verdict::Drop => "dropped by the app",
+        _ => "delivered too often",
+    };
+    match &sub.dead_letter_topic {
+        Some(topic) => {
+            let message = Message {
+                data: delivery.data().clone(),
+                id: None,
+                ttl: None,
+                metadata: Default::default(),
+            };
+            // Publish first: if herd dies in between, the message is redelivered, not lost.
+            broker.publish(topic, message).await?;
+            delivery.ack().await?;
+            Ok("dead_lettered")
+        }
+        None => {
+            tracing::warn!(
+                "{}: message on {}/{} {why} after {} attempt(s); no dead-letter topic, dropped",
+                app.service,
+                sub.pubsub,
+                sub.topic,
+                delivery.attempt()
+            );
+            delivery.ack().await?;
+            Ok("dropped")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_read_as_dapr_reads_them() {
+        use http::StatusCode as S;
+        assert_eq!(verdict(S::OK, b""), Verdict::Ack);
+        assert_eq!(verdict(S::NO_CONTENT, b""), Verdict::Ack);
+        assert_eq!(verdict(S::OK, br#"{"status":"SUCCESS"}"#), Verdict::Ack);
+        assert_eq!(verdict(S::OK, br#"{"status":"RETRY"}"#), Verdict::Retry);
+        assert_eq!(verdict(S::OK, br#"{"status":"DROP"}"#), Verdict::Drop);
+        assert_eq!(verdict(S::NOT_FOUND, b""), Verdict::Drop);
+        assert_eq!(verdict(S::INTERNAL_SERVER_ERROR, b""), Verdict::Retry);
+        assert_eq!(verdict(S::OK, b"not json"), Verdict::Ack);
+    }
+
+    #[test]
+    fn rules_pick_the_path_by_event_type() {
+        let sub = SubscriptionSpec {
+            service: "s".into(),
+            pubsub: "p".into(),
+            topic: "t".into(),
+            route: "/default".into(),
+            rules: vec![("order.created".into(), "/created".into())],
+            dead_letter_topic: None,
+            max_in_flight: 1,
+            in_order: true,
+            max_deliveries: 3,
+        };
+        let created = serde_json::json!({"type": "order.created"});
+        let other = serde_json::json!({"type": "order.paid"});
+        assert_eq!(path_for(&sub, &created), "/created");
+        assert_eq!(path_for(&sub, &other), "/default");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..20 {
+            let cap = Duration::from_millis(100 * (1 << (attempt - 1).min(7)))
+                .min(Duration::from_secs(10));
+            assert!(backoff(attempt) <= cap);
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The publish API: `POST /v1.0/publish/{pubsub}/{topic}` and Dapr's alpha bulk publish, with
+//! the payload wrapped in a CloudEvents 1.0 envelope (`cloudevent.rs`).
+//!
+//! A publish is answered 204 only once the broker holds the message durably (the embedded log
+//! has fsynced it; a broker has confirmed it). Request metadata comes from `metadata.*` query
+//! parameters: `ttlInSeconds`, `rawPayload` (send the body as it is), and herd's
+//! `idempotencyKey` (a second publish with the same key within the broker's window is accepted
+//! but not delivered again).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use herd_pubsub::{Message, PubSub};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::cloudevent::{self, Envelope};
+use crate::components::{Block, Component};
+use crate::error::ApiError;
+use crate::{AppId, Shared, parse_body};
+
+/// Resolves the pub/sub component `name` for `app`.
+pub(crate) fn broker<'a>(
+    shared: &'a Shared,
+    name: &str,
+    app: &str,
+) -> Result<(&'a Component, &'a Arc<dyn PubSub>), ApiError> {
+    let component = shared
+        .components
+        .find(name, app)
+        .filter(|c| c.block == Block::PubSub)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ERR_PUBSUB_NOT_FOUND",
+                format!("pubsub {name} not found"),
+            )
+        })?;
+    let broker = component.broker().map_err(|why| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_PUBSUB_PUBLISH_MESSAGE",
+            why,
+        )
+    })?;
+    Ok((component, broker))
+}
+
+/// `metadata.*` query parameters, without the prefix.
+fn metadata(query: &HashMap<String, String>) -> HashMap<String, String> {
+    query
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("metadata.")?.to_string(), v.clone())))
+        .collect()
+}
+
+/// Builds the message for one publish.
+fn message(
+    envelope: Envelope<'_>,
+    metadata: &HashMap<String, String>,
+) -> Result<Message, ApiError> {
+    let ttl = match metadata.get("ttlInSeconds") {
+        None => None,
+        Some(t) => match t.parse::<u64>() {
+            Ok(s) if s > 0 => Some(Duration::from_secs(s)),
+            _ => {
+                return Err(ApiError::malformed(format!(
+                    "invalid ttlInSeconds {t:?}; use a positive number of seconds"
+                )));
+            }
+        },
+    };
+    let raw = metadata.get("rawPayload").is_some_and(|v| v == "true");
+    let data = if raw {
+        Bytes::copy_from_slice(envelope.body)
+    } else {
+        cloudevent::wrap(&envelope).map_err(ApiError::malformed)?
+    };
+    Ok(Message {
+        data,
+        id: metadata.get("idempotencyKey").cloned(),
+        ttl,
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    })
+}
+
+fn observe(pubsub: &str, started: Instant, ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
+    metrics::counter!("herd_pubsub_publish_total", "pubsub" => pubsub.to_string(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("herd_pubsub_publish_seconds", "pubsub" => pubsub.to_string())
+        .record(started.elapsed().as_secs_f64());
+}
+
+fn check_topic(topic: &str, name: &str) -> Result<(), ApiError> {
+    if topic.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ERR_TOPIC_EMPTY",
+            format!("topic is empty in pubsub {name}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1.0/publish/{pubsub}/{topic}`.
+pub async fn publish(
+    State(shared): State<Arc<Shared>>,
+    Extension(app): Extension<AppId>,
+    Path((name, topic)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let started = Instant::now();
+    check_topic(&topic, &name)?;
+    let (_, broker) = broker(&shared, &name, &app.0)?;
+    let metadata = metadata(&query);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let envelope = Envelope {
+        app: &app.0,
+        pubsub: &name,
+        topic: &topic,
+        content_type,
+        body: &body,
+        traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()),
+    };
+    let message = message(envelope, &metadata)?;
+    let result = broker.publish(&topic, message).await;
+    observe(&name, started, result.is_ok());
+    result.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_PUBSUB_PUBLISH_MESSAGE",
+            format!("error when publish to topic {topic} in pubsub {name}: {e}"),
+        )
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BulkEntry {
+    entry_id: String,
+    event: serde_json::Value,
+    content_type: Option<String>,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+}
+
+/// `POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}`: every entry is published on its own;
+/// the answer lists the entries that failed (200 when none did, 500 otherwise).
+pub async fn bulk(
+    State(shared): State<Arc<Shared>>,
+    Extension(app): Extension<AppId>,
+    Path((name, topic)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    check_topic(&topic, &name)?;
+    let (_, broker) = broker(&shared, &name, &app.0)?;
+    let entries: Vec<BulkEntry> = parse_body(&body)?;
+    let shared_metadata = metadata(&query);
+    let mut failed = Vec::new();
+    for entry in entries {
+        let started = Instant::now();
+        let mut metadata = shared_metadata.clone();
+        metadata.extend(entry.metadata);
+        let content_type = entry.content_type.as_deref().unwrap_or("application/json");
+        let payload = match &entry.event {
+            serde_json::Value::String(s) if !content_type.contains("json") => {
+                s.clone().into_bytes()
+            }
+            other => other.to_string().into_bytes(),
+        };
+        let envelope = Envelope {
+            app: &app.0,
+            pubsub: &name,
+            topic: &topic,
+            content_type,
+            body: &payload,
+            traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        };
+        let outcome = match message(envelope, &metadata) {
+            Ok(m) => broker.publish(&topic, m).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.message),
+        };
+        observe(&name, started, outcome.is_ok());
+        if let Err(error) = outcome {
+            failed.push(json!({ "entryId": entry.entry_id, "error": error }));
+        }
+    }
+    let status = if failed.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    let mut answer = json!({ "failedEntries": failed });
+    if !answer["failedEntries"]
+        .as_array()
+        .is_some_and(Vec::is_empty)
+    {
+        answer["errorCode"] = json!("ERR_PUBSUB_PUBLISH_MESSAGE");
+    }
+    Ok((status, Json(answer)))
+}

@@ -1,0 +1,67 @@
+// A subscriber app for herd's pub/sub tests, on Node's http module alone.
+//
+// GET /dapr/subscribe answers the JSON in $SUBSCRIPTIONS (or []). Every POST is a delivery: one
+// JSON line {path, id, type, data, instance, traceparent} is appended to
+// $EVENTS_DIR/<service>-<instance>.jsonl, and the answer follows the event's data.action:
+// "fail" -> 500, "drop" -> {"status":"DROP"}, "retry-once" -> {"status":"RETRY"} the first time
+// this instance sees the event id, "slow" -> answers after 300 ms; anything else -> 200.
+"use strict";
+const http = require("http");
+const fs = require("fs");
+const path = require("path");
+
+const file = path.join(
+  process.env.EVENTS_DIR,
+  `${process.env.HERD_SERVICE}-${process.env.HERD_INSTANCE}.jsonl`,
+);
+const seen = new Set();
+
+const server = http.createServer((req, res) => {
+  let body = "";
+  req.on("data", (chunk) => (body += chunk));
+  req.on("end", () => {
+    if (req.method === "GET" && req.url === "/dapr/subscribe") {
+      res.setHeader("content-type", "application/json");
+      res.end(process.env.SUBSCRIPTIONS || "[]");
+      return;
+    }
+    if (req.method !== "POST") {
+      res.statusCode = 200;
+      res.end("ok");
+      return;
+    }
+    let event = {};
+    try {
+      event = JSON.parse(body);
+    } catch (e) {
+      event = { raw: body };
+    }
+    const line = JSON.stringify({
+      path: req.url,
+      id: event.id,
+      type: event.type,
+      data: event.data,
+      instance: process.env.HERD_INSTANCE,
+      traceparent: req.headers["traceparent"],
+      contentType: req.headers["content-type"],
+    });
+    fs.appendFileSync(file, line + "\n");
+    const action = event.data && event.data.action;
+    const reply = (status, json) => {
+      res.statusCode = status;
+      if (json) res.setHeader("content-type", "application/json");
+      res.end(json ? JSON.stringify(json) : "");
+    };
+    if (action === "fail") return reply(500);
+    if (action === "drop") return reply(200, { status: "DROP" });
+    if (action === "retry-once" && !seen.has(event.id)) {
+      seen.add(event.id);
+      return reply(200, { status: "RETRY" });
+    }
+    if (action === "slow") return setTimeout(() => reply(200), 300);
+    reply(200);
+  });
+});
+
+server.listen(Number(process.env.PORT), "127.0.0.1");
+process.on("SIGTERM", () => server.close(() => process.exit(0)));
