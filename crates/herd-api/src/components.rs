@@ -117,6 +117,25 @@ pub struct Declared {
 /// Every component, by name.
 pub struct Components {
     list: Vec<Arc<Component>>,
+    /// Subscriptions being consumed, as `/v1.0/metadata` lists them.
+    active: Mutex<Vec<Active>>,
+}
+
+/// A subscription whose consumer runs.
+#[derive(Debug, Clone)]
+pub struct Active {
+    /// The subscribing app.
+    pub app: String,
+    /// The pub/sub component.
+    pub pubsub: String,
+    /// The topic.
+    pub topic: String,
+    /// The default route.
+    pub route: String,
+    /// `(event type, path)` rules.
+    pub rules: Vec<(String, String)>,
+    /// The dead-letter topic.
+    pub dead_letter_topic: Option<String>,
 }
 
 impl Components {
@@ -149,7 +168,10 @@ impl Components {
             tracker.spawn(connect(component.clone(), d.backend, stop.clone()));
             list.push(component);
         }
-        Arc::new(Self { list })
+        Arc::new(Self {
+            list,
+            active: Mutex::new(Vec::new()),
+        })
     }
 
     /// The component named `name`, if `app` may see it.
@@ -157,6 +179,16 @@ impl Components {
         self.list
             .iter()
             .find(|c| c.name == name && c.visible_to(app))
+    }
+
+    /// Records a subscription whose consumer started.
+    pub fn subscribed(&self, active: Active) {
+        self.active.lock().expect("poisoned").push(active);
+    }
+
+    /// The subscriptions being consumed.
+    pub fn subscriptions(&self) -> Vec<Active> {
+        self.active.lock().expect("poisoned").clone()
     }
 
     /// All components.

@@ -264,6 +264,14 @@ async fn run_subscription(
             }
         }
     };
+    components.subscribed(crate::components::Active {
+        app: app.service.clone(),
+        pubsub: sub.pubsub.clone(),
+        topic: sub.topic.clone(),
+        route: sub.route.clone(),
+        rules: sub.rules.clone(),
+        dead_letter_topic: sub.dead_letter_topic.clone(),
+    });
     let sub = Arc::new(sub);
     loop {
         let next = tokio::select! {

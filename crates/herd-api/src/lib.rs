@@ -49,6 +49,8 @@ pub struct Shared {
     pub components: Arc<Components>,
     /// The API token every request must carry, if set.
     pub token: Option<String>,
+    /// The app id of the shared listener, which sees every app's subscriptions in metadata.
+    pub shared_app: String,
 }
 
 /// A bound listener and the app id of requests that arrive on it.

@@ -57,13 +57,34 @@ pub async fn metadata(
             })
         })
         .collect();
+    let subscriptions: Vec<_> = shared
+        .components
+        .subscriptions()
+        .into_iter()
+        .filter(|s| *s.app == *app.0 || *app.0 == *shared.shared_app)
+        .map(|s| {
+            let rules: Vec<_> = s
+                .rules
+                .iter()
+                .map(|(kind, path)| json!({ "match": format!("event.type == \"{kind}\""), "path": path }))
+                .chain(std::iter::once(json!({ "match": "", "path": s.route })))
+                .collect();
+            json!({
+                "pubsubname": s.pubsub,
+                "topic": s.topic,
+                "rules": rules,
+                "deadLetterTopic": s.dead_letter_topic.unwrap_or_default(),
+                "app": s.app,
+            })
+        })
+        .collect();
     Json(json!({
         "id": &*app.0,
         "runtimeVersion": concat!("herd-", env!("CARGO_PKG_VERSION")),
         "enabledFeatures": [],
         "actors": [],
         "components": components,
-        "subscriptions": [],
+        "subscriptions": subscriptions,
         "httpEndpoints": [],
         "extended": { "runtime": "herd" },
     }))

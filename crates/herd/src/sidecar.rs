@@ -173,6 +173,10 @@ impl Bound {
         let shared = Arc::new(Shared {
             components: components.clone(),
             token,
+            shared_app: config
+                .api
+                .as_ref()
+                .map_or_else(String::new, |a| a.app_id.clone()),
         });
         herd_api::serve(shared, max_body, self.listeners, stop, tracker)?;
         Ok(components)

@@ -148,40 +148,107 @@ fn fan_out_competing_consumers_and_routes() {
     assert_eq!(r.status, 400, "{}", r.body);
 }
 
+/// The `[[component]]` named `pubsub` for broker `kind` (`None`: its server is not configured).
+fn broker(kind: &str) -> Option<String> {
+    let table = |kind: &str, metadata: String| {
+        format!(
+            "[[component]]\nname = \"pubsub\"\ntype = \"{kind}\"\nmetadata = {{ {metadata} }}\n\n"
+        )
+    };
+    let env = |var: &str| std::env::var(var).ok();
+    Some(match kind {
+        "embedded" => String::new(),
+        "rabbitmq" => table(
+            "pubsub.rabbitmq",
+            format!("connectionString = \"{}\"", env("HERD_TEST_AMQP_URL")?),
+        ),
+        "jetstream" => table(
+            "pubsub.jetstream",
+            format!("natsURL = \"{}\"", env("HERD_TEST_NATS_URL")?),
+        ),
+        "redis" => table(
+            "pubsub.redis",
+            format!("redisHost = \"{}\"", crate::state::redis_host()?),
+        ),
+        other => panic!("no broker {other}"),
+    })
+}
+
+/// Waits until herd consumes `n` subscriptions (brokers only route to groups that exist).
+fn wait_subscribed(api: &Api, n: usize) {
+    wait_for(
+        "the subscriptions to start",
+        Duration::from_secs(30),
+        || {
+            let meta = api.call("GET", "/v1.0/metadata", "").json();
+            (meta["subscriptions"].as_array()?.len() >= n).then_some(())
+        },
+    );
+}
+
 #[test]
-fn failures_retry_then_dead_letter_and_do_not_block_others() {
+fn failures_retry_then_dead_letter_embedded() {
+    failures_retry_then_dead_letter("embedded");
+}
+
+#[test]
+fn failures_retry_then_dead_letter_rabbitmq() {
+    failures_retry_then_dead_letter("rabbitmq");
+}
+
+#[test]
+fn failures_retry_then_dead_letter_jetstream() {
+    failures_retry_then_dead_letter("jetstream");
+}
+
+#[test]
+fn failures_retry_then_dead_letter_redis() {
+    failures_retry_then_dead_letter("redis");
+}
+
+/// Retry then dead-letter, DROP, a RETRY answered once, and healthy messages delivered while a
+/// poison one is retried, on broker `kind`.
+fn failures_retry_then_dead_letter(kind: &str) {
     if !node_available() {
         return eprintln!("skipped: node is not on PATH");
     }
+    let Some(component) = broker(kind) else {
+        return eprintln!(
+            "skipped: the test server for {kind} is not configured (HERD_TEST_*_URL)"
+        );
+    };
+    let run = crate::state::run_id();
+    let (jobs, dead) = (format!("jobs-{run}"), format!("dead-{run}"));
     let events_dir = tempfile::tempdir().unwrap();
     let dir = events_dir.path();
     let config = format!(
-        "{}[[subscription]]\nservice = \"worker\"\npubsub = \"pubsub\"\ntopic = \"jobs\"\nroute = \"/jobs\"\ndead_letter_topic = \"dead\"\nmax_deliveries = 3\n\n[[subscription]]\nservice = \"worker\"\npubsub = \"pubsub\"\ntopic = \"dead\"\nroute = \"/dead\"\n",
+        "{component}{}[[subscription]]\nservice = \"worker\"\npubsub = \"pubsub\"\ntopic = \"{jobs}\"\nroute = \"/jobs\"\ndead_letter_topic = \"{dead}\"\nmax_deliveries = 3\n\n[[subscription]]\nservice = \"worker\"\npubsub = \"pubsub\"\ntopic = \"{dead}\"\nroute = \"/dead\"\n",
         subscriber("worker", 1, dir, &json!([])),
     );
-    let api = Api::start("ops", &config);
+    let api = Api::start(&format!("ops{run}"), &config);
+    wait_subscribed(&api, 2);
     publish(
         &api,
-        "jobs",
+        &jobs,
         &json!({"name": "poison", "action": "fail"}),
         "application/json",
     );
     publish(
         &api,
-        "jobs",
+        &jobs,
         &json!({"name": "unwanted", "action": "drop"}),
         "application/json",
     );
     publish(
         &api,
-        "jobs",
+        &jobs,
         &json!({"name": "flaky", "action": "retry-once"}),
         "application/json",
     );
     for n in 0..5 {
         publish(
             &api,
-            "jobs",
+            &jobs,
             &json!({"name": format!("ok-{n}")}),
             "application/json",
         );
