@@ -56,6 +56,8 @@ pub struct Component {
     pub scopes: Vec<String>,
     /// It serves the lock API.
     pub locks: bool,
+    /// Transactions publish their upserts to this `(pubsub, topic)`, through the outbox.
+    pub outbox: Option<(String, String)>,
     opened: OnceLock<Opened>,
     last_error: Mutex<Option<String>>,
 }
@@ -112,6 +114,9 @@ pub struct Declared {
     pub prefix: KeyPrefix,
     /// The backend to open.
     pub backend: Backend,
+    /// For a state store with a transactional outbox: the pub/sub component and topic its
+    /// transactions publish to.
+    pub outbox: Option<(String, String)>,
 }
 
 /// Every component, by name.
@@ -162,6 +167,7 @@ impl Components {
                 prefix: d.prefix,
                 scopes: d.scopes,
                 locks,
+                outbox: d.outbox,
                 opened: OnceLock::new(),
                 last_error: Mutex::new(None),
             });

@@ -21,6 +21,7 @@ mod error;
 mod keys;
 mod lock;
 mod meta;
+pub mod outbox;
 mod publish;
 mod state;
 
@@ -51,6 +52,8 @@ pub struct Shared {
     pub token: Option<String>,
     /// The app id of the shared listener, which sees every app's subscriptions in metadata.
     pub shared_app: String,
+    /// Signalled after a transaction wrote outbox messages, to wake the relay.
+    pub outbox_ready: Arc<tokio::sync::Notify>,
 }
 
 /// A bound listener and the app id of requests that arrive on it.

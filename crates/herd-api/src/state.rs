@@ -390,7 +390,18 @@ pub async fn transaction(
             }
         });
     }
-    let result = store.transact(ops).await;
+    let result = match &component.outbox {
+        None => store.transact(ops).await,
+        Some((pubsub, topic)) => {
+            let messages = crate::outbox::messages(&app.0, pubsub, topic, &ops)
+                .map_err(ApiError::malformed)?;
+            let result = store.transact_with_outbox(ops, messages).await;
+            if result.is_ok() {
+                shared.outbox_ready.notify_one();
+            }
+            result
+        }
+    };
     observe(&name, "transaction", started, result.is_ok());
     result.map_err(|e: StateError| {
         ApiError::state(

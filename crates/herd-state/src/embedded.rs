@@ -30,8 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::StateError;
 use crate::rules::{self, Current};
 use crate::store::{
-    Capabilities, Consistency, LockOutcome, LockRequest, StateStore, UnlockStatus, Versioned,
-    WriteOp,
+    Capabilities, Consistency, LockOutcome, LockRequest, OutboxEntry, StateStore, UnlockStatus,
+    Versioned, WriteOp,
 };
 
 /// Key → `[version u64 LE][expires at, ms since the epoch, 0 = never, u64 LE][value]`.
@@ -42,7 +42,10 @@ const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 const FENCES: TableDefinition<&str, u64> = TableDefinition::new("fences");
 /// Resource → `[token u64 LE][expires at ms u64 LE][owner]`.
 const LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("locks");
-/// Counters: `version` (the last ETag issued) and `fence` (the last fencing token).
+/// Outbox entry number → message, written with a transaction and removed once published.
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// Counters: `version` (the last ETag issued), `fence` (the last fencing token) and `outbox`
+/// (the last outbox entry number).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Jobs committed together at most; bounds the latency a large batch adds to its first job.
@@ -55,7 +58,8 @@ const SWEEP_LIMIT: usize = 1000;
 type Reply<T> = oneshot::Sender<Result<T, StateError>>;
 
 enum Job {
-    Write(Vec<WriteOp>, Reply<()>),
+    Write(Vec<WriteOp>, Vec<Bytes>, Reply<()>),
+    OutboxRemove(Vec<u64>, Reply<()>),
     Lock(LockRequest, Reply<LockOutcome>),
     Unlock(String, String, Reply<UnlockStatus>),
     Sweep,
@@ -143,6 +147,7 @@ impl Embedded {
             txn.open_table(FENCES).map_err(internal)?;
             txn.open_table(LOCKS).map_err(internal)?;
             txn.open_table(META).map_err(internal)?;
+            txn.open_table(OUTBOX).map_err(internal)?;
         }
         txn.commit().map_err(internal)?;
         let db = Arc::new(db);
@@ -201,7 +206,10 @@ impl StateStore for Embedded {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { lock: true }
+        Capabilities {
+            lock: true,
+            outbox: true,
+        }
     }
 
     async fn get(&self, key: &str, _: Consistency) -> Result<Option<Versioned>, StateError> {
@@ -220,7 +228,42 @@ impl StateStore for Embedded {
         if ops.is_empty() {
             return Ok(());
         }
-        self.submit(|reply| Job::Write(ops, reply)).await
+        self.submit(|reply| Job::Write(ops, Vec::new(), reply))
+            .await
+    }
+
+    async fn transact_with_outbox(
+        &self,
+        ops: Vec<WriteOp>,
+        messages: Vec<Bytes>,
+    ) -> Result<(), StateError> {
+        self.submit(|reply| Job::Write(ops, messages, reply)).await
+    }
+
+    async fn outbox_peek(&self, max: usize) -> Result<Vec<OutboxEntry>, StateError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(internal)?;
+            let table = txn.open_table(OUTBOX).map_err(internal)?;
+            table
+                .iter()
+                .map_err(internal)?
+                .take(max)
+                .map(|e| {
+                    let (k, v) = e.map_err(internal)?;
+                    Ok(OutboxEntry {
+                        id: k.value(),
+                        data: Bytes::copy_from_slice(v.value()),
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    async fn outbox_remove(&self, ids: Vec<u64>) -> Result<(), StateError> {
+        self.submit(|reply| Job::OutboxRemove(ids, reply)).await
     }
 
     async fn lock(&self, request: LockRequest) -> Result<LockOutcome, StateError> {
@@ -250,8 +293,14 @@ fn run_batch(db: &Database, batch: &mut Vec<Job>) {
             let now = now_ms();
             for job in batch.drain(..) {
                 match job {
-                    Job::Write(ops, reply) => {
-                        let result = tables.write(&ops, now);
+                    Job::Write(ops, outbox, reply) => {
+                        let result = tables
+                            .write(&ops, now)
+                            .and_then(|()| tables.outbox_add(&outbox));
+                        answers.push(Answer::Write(reply, result));
+                    }
+                    Job::OutboxRemove(ids, reply) => {
+                        let result = tables.outbox_remove(&ids);
                         answers.push(Answer::Write(reply, result));
                     }
                     Job::Lock(request, reply) => {
@@ -298,6 +347,7 @@ struct Tables<'t> {
     fences: Table<'t, &'static str, u64>,
     locks: Table<'t, &'static str, &'static [u8]>,
     meta: Table<'t, &'static str, u64>,
+    outbox: Table<'t, u64, &'static [u8]>,
     version: u64,
     fence: u64,
 }
@@ -326,6 +376,7 @@ impl<'t> Tables<'t> {
             expiry: txn.open_table(EXPIRY).map_err(internal)?,
             fences: txn.open_table(FENCES).map_err(internal)?,
             locks: txn.open_table(LOCKS).map_err(internal)?,
+            outbox: txn.open_table(OUTBOX).map_err(internal)?,
             meta,
             version,
             fence,
@@ -435,6 +486,31 @@ impl<'t> Tables<'t> {
             if current.fence > 0 && current.fence > self.fence_of(key)? {
                 self.fences.insert(key, current.fence).map_err(internal)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Appends outbox messages after the last entry (a job's writes passed, so they go with it).
+    fn outbox_add(&mut self, messages: &[Bytes]) -> Result<(), StateError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut last = self
+            .meta
+            .get("outbox")
+            .map_err(internal)?
+            .map_or(0, |v| v.value());
+        for m in messages {
+            last += 1;
+            self.outbox.insert(last, m.as_ref()).map_err(internal)?;
+        }
+        self.meta.insert("outbox", last).map_err(internal)?;
+        Ok(())
+    }
+
+    fn outbox_remove(&mut self, ids: &[u64]) -> Result<(), StateError> {
+        for id in ids {
+            self.outbox.remove(id).map_err(internal)?;
         }
         Ok(())
     }

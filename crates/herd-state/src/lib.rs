@@ -21,6 +21,6 @@ pub use postgres::{PostgresSettings, PostgresStore};
 pub use redis::{RedisSettings, RedisStore};
 pub use settings::{Backend, FieldError, KINDS, configure, open};
 pub use store::{
-    Capabilities, Concurrency, Consistency, DeleteOp, Guard, LockOutcome, LockRequest, SetOp,
-    StateStore, UnlockStatus, Versioned, WriteOp,
+    Capabilities, Concurrency, Consistency, DeleteOp, Guard, LockOutcome, LockRequest, OutboxEntry,
+    SetOp, StateStore, UnlockStatus, Versioned, WriteOp,
 };

@@ -204,7 +204,10 @@ impl StateStore for RedisStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { lock: true }
+        Capabilities {
+            lock: true,
+            outbox: false,
+        }
     }
 
     async fn get(&self, key: &str, _: Consistency) -> Result<Option<Versioned>, StateError> {

@@ -109,7 +109,7 @@ impl<'a> Meta<'a> {
 }
 
 /// Keys the API layer reads (not the backend), never reported as unused.
-const IGNORED: &[&str] = &["keyPrefix"];
+const IGNORED: &[&str] = &["keyPrefix", "outboxPublishPubsub", "outboxPublishTopic"];
 
 /// Builds the backend of component `name` of type `kind`. Returns it with the metadata keys it
 /// ignored. Relative paths are resolved against `data_dir`.
@@ -123,6 +123,12 @@ pub fn configure(
         map: metadata,
         used: Vec::new(),
     };
+    if kind != "state.embedded" && metadata.contains_key("outboxPublishPubsub") {
+        return Err(field_error(
+            "outboxPublishPubsub",
+            "the transactional outbox needs state.embedded (one storage transaction for the state and the message)",
+        ));
+    }
     let backend = match kind {
         "state.embedded" | "lock.embedded" => {
             let path = match meta.get("path") {

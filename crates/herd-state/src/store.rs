@@ -155,6 +155,17 @@ pub enum UnlockStatus {
 pub struct Capabilities {
     /// [`StateStore::lock`] and [`StateStore::unlock`] work.
     pub lock: bool,
+    /// [`StateStore::transact_with_outbox`] and the outbox reads work.
+    pub outbox: bool,
+}
+
+/// A message written to the store's outbox with a transaction, waiting to be published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Its place in the outbox (ascending in write order).
+    pub id: u64,
+    /// The message body.
+    pub data: Bytes,
 }
 
 /// A key/value state backend. Implementations must be safe to share across tasks.
@@ -165,7 +176,10 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// What the backend supports.
     fn capabilities(&self) -> Capabilities {
-        Capabilities { lock: false }
+        Capabilities {
+            lock: false,
+            outbox: false,
+        }
     }
 
     /// Reads one key; `None` when it does not exist or has expired.
@@ -196,6 +210,26 @@ pub trait StateStore: Send + Sync + 'static {
     /// Deletes one key. Deleting a missing key without an ETag succeeds.
     async fn delete(&self, op: DeleteOp) -> Result<(), StateError> {
         self.transact(vec![WriteOp::Delete(op)]).await
+    }
+
+    /// Applies `ops` like [`StateStore::transact`] and, in the same storage transaction, adds
+    /// `messages` to the outbox: both happen or neither does (the transactional outbox).
+    async fn transact_with_outbox(
+        &self,
+        _ops: Vec<WriteOp>,
+        _messages: Vec<Bytes>,
+    ) -> Result<(), StateError> {
+        Err(StateError::Unsupported("an outbox"))
+    }
+
+    /// The oldest outbox entries, at most `max`.
+    async fn outbox_peek(&self, _max: usize) -> Result<Vec<OutboxEntry>, StateError> {
+        Err(StateError::Unsupported("an outbox"))
+    }
+
+    /// Removes published outbox entries.
+    async fn outbox_remove(&self, _ids: Vec<u64>) -> Result<(), StateError> {
+        Err(StateError::Unsupported("an outbox"))
     }
 
     /// Tries to take a lease.

@@ -50,10 +50,28 @@ pub fn load(path: &Path, resources: &[PathBuf]) -> Result<(Config, Vec<Declared>
                         &c.name,
                     ),
                     backend,
+                    outbox: outbox_of(c),
                 });
             }
             Err((field, message)) => {
                 errors.push(config.component_error(c, field.as_deref(), message))
+            }
+        }
+    }
+    for c in &config.components {
+        let has = |k: &str| c.metadata.get(k).is_some_and(|v| !v.is_empty());
+        if has("outboxPublishPubsub") != has("outboxPublishTopic") {
+            let message = "the outbox needs both outboxPublishPubsub and outboxPublishTopic";
+            errors.push(config.component_error(c, Some("outboxPublishPubsub"), message));
+        }
+        if let Some((pubsub, _)) = outbox_of(c) {
+            let known = config
+                .components
+                .iter()
+                .any(|p| p.name == pubsub && p.kind.starts_with("pubsub."));
+            if !known {
+                let message = format!("no pub/sub component named {pubsub:?}");
+                errors.push(config.component_error(c, Some("outboxPublishPubsub"), message));
             }
         }
     }
@@ -79,6 +97,20 @@ pub fn load(path: &Path, resources: &[PathBuf]) -> Result<(Config, Vec<Declared>
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// A state component's outbox, `(pubsub, topic)`, from Dapr's `outboxPublishPubsub` and
+/// `outboxPublishTopic` metadata.
+fn outbox_of(c: &herd_config::ComponentSpec) -> Option<(String, String)> {
+    let pubsub = c
+        .metadata
+        .get("outboxPublishPubsub")
+        .filter(|v| !v.is_empty())?;
+    let topic = c
+        .metadata
+        .get("outboxPublishTopic")
+        .filter(|v| !v.is_empty())?;
+    Some((pubsub.clone(), topic.clone()))
 }
 
 /// The API's bound listeners and each service's port.
@@ -170,8 +202,11 @@ impl Bound {
     ) -> std::io::Result<Arc<Components>> {
         let max_body = config.api.as_ref().map_or(4 << 20, |a| a.max_body);
         let components = Components::start(declared, stop, tracker);
+        let outbox_ready = Arc::new(tokio::sync::Notify::new());
+        herd_api::outbox::start(components.clone(), outbox_ready.clone(), stop, tracker);
         let shared = Arc::new(Shared {
             components: components.clone(),
+            outbox_ready,
             token,
             shared_app: config
                 .api

@@ -408,3 +408,69 @@ fn acknowledged_publishes_survive_kill_9() {
     );
     assert_eq!(lost, 0);
 }
+
+#[test]
+fn a_transaction_with_an_outbox_publishes_its_upserts_and_a_failed_one_nothing() {
+    if !node_available() {
+        return eprintln!("skipped: node is not on PATH");
+    }
+    let events_dir = tempfile::tempdir().unwrap();
+    let dir = events_dir.path();
+    let config = format!(
+        "[[component]]\nname = \"orders\"\ntype = \"state.embedded\"\nmetadata = {{ outboxPublishPubsub = \"pubsub\", outboxPublishTopic = \"order-changes\" }}\n\n{}[[subscription]]\nservice = \"audit\"\npubsub = \"pubsub\"\ntopic = \"order-changes\"\nroute = \"/changes\"\n",
+        subscriber("audit", 1, dir, &json!([])),
+    );
+    let api = Api::start("shop", &config);
+    wait_subscribed(&api, 1);
+    let tx = |ops: Value| {
+        api.call(
+            "POST",
+            "/v1.0/state/orders/transaction",
+            &json!({"operations": ops}).to_string(),
+        )
+    };
+    let r = tx(json!([
+        {"operation": "upsert", "request": {"key": "o1", "value": {"order": 1, "status": "new"}}},
+        {"operation": "upsert", "request": {"key": "o2", "value": {"order": 2, "status": "new"}}},
+        {"operation": "delete", "request": {"key": "o0"}},
+    ]));
+    assert_eq!(r.status, 204, "{}", r.body);
+    // A transaction whose condition fails writes neither state nor outbox.
+    let r = tx(json!([
+        {"operation": "upsert", "request": {"key": "o3", "value": {"order": 3, "status": "new"}}},
+        {"operation": "upsert", "request": {"key": "o1", "value": {"order": 1}, "etag": "999999"}},
+    ]));
+    assert_eq!(r.status, 409, "{}", r.body);
+    let orders = wait_for("the outbox messages", Duration::from_secs(30), || {
+        let evs = events(dir, "audit");
+        (evs.len() >= 2).then_some(evs)
+    });
+    let got: BTreeSet<u64> = orders
+        .iter()
+        .filter_map(|e| e["data"]["order"].as_u64())
+        .collect();
+    assert_eq!(got, BTreeSet::from([1, 2]), "{orders:?}");
+    assert!(orders.iter().all(|e| e["path"] == "/changes"));
+    assert_eq!(api.call("GET", "/v1.0/state/orders/o3", "").status, 204);
+    // Nothing more arrives: the failed transaction's upsert of o3 was never published.
+    let publish_marker = || {
+        publish(
+            &api,
+            "order-changes",
+            &json!({"order": 99}),
+            "application/json",
+        )
+    };
+    publish_marker();
+    wait_for("the marker", Duration::from_secs(30), || {
+        events(dir, "audit")
+            .iter()
+            .any(|e| e["data"]["order"] == 99)
+            .then_some(())
+    });
+    let all: Vec<u64> = events(dir, "audit")
+        .iter()
+        .filter_map(|e| e["data"]["order"].as_u64())
+        .collect();
+    assert!(!all.contains(&3), "{all:?}");
+}

@@ -1,0 +1,141 @@
+//! The transactional outbox: a state transaction that also publishes, atomically.
+//!
+//! A state component with Dapr's `outboxPublishPubsub` and `outboxPublishTopic` metadata (only
+//! `state.embedded`, where state and outbox share one storage transaction) turns every upsert of
+//! a `/transaction` request into a CloudEvent written to the store's outbox in the same commit as
+//! the state: both are durable or neither is. The relay (`run`) then publishes outbox entries
+//! in order to the topic and removes them once the broker holds them; a crash in between
+//! publishes an entry again (at-least-once), never loses it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herd_pubsub::Message;
+use herd_state::WriteOp;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cloudevent::{self, Envelope};
+use crate::components::{Block, Component, Components};
+
+/// The CloudEvents a transaction's upserts publish: the value is the event's data.
+pub(crate) fn messages(
+    app: &str,
+    pubsub: &str,
+    topic: &str,
+    ops: &[WriteOp],
+) -> Result<Vec<Bytes>, String> {
+    ops.iter()
+        .filter_map(|op| match op {
+            WriteOp::Set(set) => Some(set),
+            WriteOp::Delete(_) => None,
+        })
+        .map(|set| {
+            cloudevent::wrap(&Envelope {
+                app,
+                pubsub,
+                topic,
+                content_type: "application/json",
+                body: &set.value,
+                traceparent: None,
+            })
+        })
+        .collect()
+}
+
+/// How often the relay looks without being woken (entries left by an earlier run, retries).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Entries published per round.
+const BATCH: usize = 256;
+
+/// Starts one relay per state component with an outbox.
+pub fn start(
+    components: Arc<Components>,
+    wake: Arc<Notify>,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    for c in components.all() {
+        if c.outbox.is_some() {
+            tracker.spawn(run(
+                c.clone(),
+                components.clone(),
+                wake.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+}
+
+async fn run(
+    component: Arc<Component>,
+    components: Arc<Components>,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let Some((pubsub, topic)) = component.outbox.clone() else {
+        return;
+    };
+    loop {
+        let published = relay_once(&component, &components, &pubsub, &topic).await;
+        if published == BATCH {
+            continue;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(IDLE_POLL) => {}
+        }
+    }
+}
+
+/// Publishes up to `BATCH` entries in order; returns how many went out.
+async fn relay_once(
+    component: &Component,
+    components: &Components,
+    pubsub: &str,
+    topic: &str,
+) -> usize {
+    let (Ok(store), Some(Ok(broker))) = (
+        component.store(),
+        components
+            .all()
+            .iter()
+            .find(|c| c.name == pubsub && c.block == Block::PubSub)
+            .map(|c| c.broker()),
+    ) else {
+        return 0;
+    };
+    let entries = match store.outbox_peek(BATCH).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("outbox of {}: {e}", component.name);
+            return 0;
+        }
+    };
+    let mut done = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let message = Message {
+            data: entry.data,
+            id: None,
+            ttl: None,
+            metadata: Default::default(),
+        };
+        if let Err(e) = broker.publish(topic, message).await {
+            tracing::warn!("outbox of {}: publishing to {topic}: {e}", component.name);
+            break;
+        }
+        done.push(entry.id);
+    }
+    let n = done.len();
+    if n > 0 {
+        if let Err(e) = store.outbox_remove(done).await {
+            tracing::warn!("outbox of {}: {e}", component.name);
+        }
+        metrics::counter!("herd_outbox_published_total", "store" => component.name.clone())
+            .increment(n as u64);
+    }
+    n
+}
