@@ -6,6 +6,7 @@
 mod broker;
 mod embedded;
 mod error;
+mod metadata;
 mod nats;
 mod rabbitmq;
 mod redis_streams;

@@ -73,6 +73,7 @@ use tokio::sync::OnceCell;
 
 use crate::broker::{ConsumeOptions, Consumer, Delivery, Message, Nack, PubSub};
 use crate::error::PubSubError;
+use crate::metadata::{boolean, duration, field_error, number, value};
 use crate::settings::FieldError;
 
 /// How a client authenticates to the NATS server.
@@ -337,54 +338,6 @@ impl NatsSettings {
         }
         Ok(s)
     }
-}
-
-fn field_error(field: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: Some(field.to_string()),
-        message: message.into(),
-    }
-}
-
-fn value<'a>(metadata: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
-    metadata
-        .get(key)
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
-}
-
-fn number<T: std::str::FromStr>(
-    metadata: &BTreeMap<String, String>,
-    key: &str,
-) -> Result<Option<T>, FieldError> {
-    value(metadata, key)
-        .map(|v| {
-            v.parse()
-                .map_err(|_| field_error(key, format!("invalid number {v:?}")))
-        })
-        .transpose()
-}
-
-fn boolean(metadata: &BTreeMap<String, String>, key: &str) -> Result<Option<bool>, FieldError> {
-    value(metadata, key)
-        .map(|v| match v.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" => Ok(false),
-            _ => Err(field_error(key, format!("invalid boolean {v:?}"))),
-        })
-        .transpose()
-}
-
-fn duration(
-    metadata: &BTreeMap<String, String>,
-    key: &str,
-) -> Result<Option<Duration>, FieldError> {
-    value(metadata, key)
-        .map(|v| {
-            humantime::parse_duration(v)
-                .map_err(|e| field_error(key, format!("invalid duration {v:?}: {e}")))
-        })
-        .transpose()
 }
 
 /// A valid stream or consumer name.

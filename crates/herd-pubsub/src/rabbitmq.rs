@@ -82,6 +82,7 @@ use tokio::task::AbortHandle;
 
 use crate::broker::{ConsumeOptions, Consumer, Delivery, Message, Nack, PubSub};
 use crate::error::PubSubError;
+use crate::metadata::{boolean, duration, field_error, number, value};
 use crate::settings::FieldError;
 
 /// The longest retry delay honoured by holding a delivery; longer delays are cut to this (well
@@ -165,54 +166,6 @@ impl fmt::Debug for RabbitMqSettings {
     }
 }
 
-fn field_error(field: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: Some(field.to_string()),
-        message: message.into(),
-    }
-}
-
-fn value<'a>(metadata: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
-    metadata
-        .get(key)
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
-}
-
-/// Booleans as Go's `strconv.ParseBool` reads them, which is what Dapr accepts.
-fn flag(metadata: &BTreeMap<String, String>, key: &str, default: bool) -> Result<bool, FieldError> {
-    match value(metadata, key) {
-        None => Ok(default),
-        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
-        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
-        Some(v) => Err(field_error(key, format!("invalid boolean {v:?}"))),
-    }
-}
-
-fn number<T: std::str::FromStr>(
-    metadata: &BTreeMap<String, String>,
-    key: &str,
-) -> Result<Option<T>, FieldError> {
-    value(metadata, key)
-        .map(|v| {
-            v.parse()
-                .map_err(|_| field_error(key, format!("invalid number {v:?}")))
-        })
-        .transpose()
-}
-
-fn duration(
-    metadata: &BTreeMap<String, String>,
-    key: &str,
-    default: Duration,
-) -> Result<Duration, FieldError> {
-    match value(metadata, key) {
-        None => Ok(default),
-        Some(v) => humantime::parse_duration(v)
-            .map_err(|e| field_error(key, format!("invalid duration {v:?}: {e}"))),
-    }
-}
-
 impl RabbitMqSettings {
     /// Reads component metadata. Keys of Dapr's component that herd does not need
     /// (`publisherConfirm`: confirms are always on; `requeueInFailure`, `autoAck`,
@@ -231,14 +184,14 @@ impl RabbitMqSettings {
         let mut uri: AMQPUri = url
             .parse()
             .map_err(|e| field_error(key, format!("invalid AMQP URL: {e}")))?;
-        let heartbeat = duration(metadata, "heartBeat", Duration::from_secs(10))?;
+        let heartbeat = duration(metadata, "heartBeat")?.unwrap_or(Duration::from_secs(10));
         if uri.query.heartbeat.is_none() {
             let secs = u16::try_from(heartbeat.as_secs())
                 .map_err(|_| field_error("heartBeat", "at most 65535 s"))?;
             uri.query.heartbeat = Some(secs);
         }
-        let durable = flag(metadata, "durable", true)?;
-        let deleted_when_unused = flag(metadata, "deletedWhenUnused", false)?;
+        let durable = boolean(metadata, "durable")?.unwrap_or(true);
+        let deleted_when_unused = boolean(metadata, "deletedWhenUnused")?.unwrap_or(false);
         let queue_type = match value(metadata, "queueType") {
             None if durable && !deleted_when_unused => QueueType::Quorum,
             None => QueueType::Classic,
@@ -282,7 +235,7 @@ impl RabbitMqSettings {
             Some(0) => return Err(field_error("ttlInSeconds", "must be at least 1")),
             Some(s) => Some(Duration::from_secs(s)),
         };
-        let timeout = duration(metadata, "timeout", Duration::from_secs(10))?;
+        let timeout = duration(metadata, "timeout")?.unwrap_or(Duration::from_secs(10));
         if timeout.is_zero() {
             return Err(field_error("timeout", "must be more than 0"));
         }
@@ -294,7 +247,7 @@ impl RabbitMqSettings {
             prefetch_count: number(metadata, "prefetchCount")?.unwrap_or(0),
             persistent,
             exchange_kind,
-            dead_letter: flag(metadata, "enableDeadLetter", false)?,
+            dead_letter: boolean(metadata, "enableDeadLetter")?.unwrap_or(false),
             max_len: number(metadata, "maxLen")?,
             max_len_bytes: number(metadata, "maxLenBytes")?,
             default_ttl,

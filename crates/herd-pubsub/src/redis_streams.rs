@@ -77,6 +77,7 @@ use tokio::time::Instant;
 
 use crate::broker::{ConsumeOptions, Consumer, Delivery, Message, Nack, PubSub};
 use crate::error::PubSubError;
+use crate::metadata::{duration, field_error, number, value};
 use crate::settings::FieldError;
 
 /// The entry field holding the message body (Dapr's).
@@ -142,46 +143,6 @@ impl std::fmt::Debug for RedisStreamsSettings {
             .field("timeout", &self.timeout)
             .finish()
     }
-}
-
-fn field_error(field: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: Some(field.to_string()),
-        message: message.into(),
-    }
-}
-
-fn value<'a>(metadata: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
-    metadata
-        .get(key)
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
-}
-
-fn number<T: std::str::FromStr>(
-    metadata: &BTreeMap<String, String>,
-    key: &str,
-) -> Result<Option<T>, FieldError> {
-    value(metadata, key)
-        .map(|v| {
-            v.parse()
-                .map_err(|_| field_error(key, format!("invalid number {v:?}")))
-        })
-        .transpose()
-}
-
-/// A duration as Dapr reads it: a bare number is milliseconds, otherwise `1m30s`, `500ms`, ….
-fn duration(
-    metadata: &BTreeMap<String, String>,
-    key: &str,
-) -> Result<Option<Duration>, FieldError> {
-    value(metadata, key)
-        .map(|v| match v.parse::<u64>() {
-            Ok(ms) => Ok(Duration::from_millis(ms)),
-            Err(_) => humantime::parse_duration(v)
-                .map_err(|e| field_error(key, format!("invalid duration {v:?}: {e}"))),
-        })
-        .transpose()
 }
 
 impl RedisStreamsSettings {

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::PubSub;
 use crate::embedded::{EmbeddedLog, EmbeddedSettings};
 use crate::error::PubSubError;
+use crate::metadata::duration;
 use crate::nats::{JetStream, NatsSettings};
 use crate::rabbitmq::{RabbitMq, RabbitMqSettings};
 use crate::redis_streams::{RedisStreams, RedisStreamsSettings};
@@ -44,20 +44,6 @@ pub struct FieldError {
     pub message: String,
 }
 
-fn duration(
-    metadata: &BTreeMap<String, String>,
-    key: &str,
-    default: Duration,
-) -> Result<Duration, FieldError> {
-    match metadata.get(key).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(v) => humantime::parse_duration(v).map_err(|e| FieldError {
-            field: Some(key.to_string()),
-            message: format!("invalid duration {v:?}: {e}"),
-        }),
-    }
-}
-
 /// Builds the backend of component `name` of type `kind`; relative paths are resolved against
 /// `data_dir`.
 pub fn configure(
@@ -76,8 +62,9 @@ pub fn configure(
             Ok(Backend::Embedded(
                 path,
                 EmbeddedSettings {
-                    dedupe_window: duration(metadata, "dedupeWindow", defaults.dedupe_window)?,
-                    retention: duration(metadata, "retention", defaults.retention)?,
+                    dedupe_window: duration(metadata, "dedupeWindow")?
+                        .unwrap_or(defaults.dedupe_window),
+                    retention: duration(metadata, "retention")?.unwrap_or(defaults.retention),
                 },
             ))
         }
