@@ -15,6 +15,7 @@
 //! touching connections. Shutdown stops accepting and lets open connections finish.
 
 mod balance;
+mod client;
 mod dns;
 mod health;
 mod outlier;
@@ -350,11 +351,10 @@ async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let current = current.clone();
-        let name = name.clone();
-        let https = tls.is_some();
+        let peer = Arc::new(proxy::Peer::new(name.clone(), peer, tls.is_some()));
         // Each request takes the routes current when it arrives, so a reload applies to the
         // next request even on a connection that stays open.
-        let svc = service_fn(move |req| current.load_full().handle(name.clone(), peer, https, req));
+        let svc = service_fn(move |req| current.load_full().handle(peer.clone(), req));
         match &tls {
             None => {
                 let conn = builder

@@ -19,31 +19,60 @@ use std::time::Instant;
 use bytes::Bytes;
 use herd_config::Target;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use tower::retry::budget::Budget;
 
 use crate::balance::{Attempt, Decisions, NoEndpoint, Pool};
+use crate::client::{self, Client};
 use crate::route::RouteTable;
-use crate::trace::TraceContext;
+use crate::trace::{TRACEPARENT, TraceContext, X_REQUEST_ID};
 
 /// What goes upstream: the client's body (cut off at the size limit), or an empty one that can
 /// be sent again.
 pub type UpBody = Either<Limited<Incoming>, Empty<Bytes>>;
 /// What goes back to the client: the upstream's body, or herd's own answer.
-pub type DownBody = Either<Incoming, Full<Bytes>>;
+pub type DownBody = Either<client::Body, Full<Bytes>>;
 
 /// Endpoints tried for a request whose body allows it, before answering 502.
 const MAX_CONNECT_TRIES: usize = 3;
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Where a connection's requests come from, set up once per connection.
+pub struct Peer {
+    /// The listener's name.
+    pub listener: Arc<str>,
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Whether the connection is TLS.
+    pub https: bool,
+    /// The client's IP address as an `x-forwarded-for` value.
+    forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    /// A connection from `addr` on `listener`.
+    pub fn new(listener: Arc<str>, addr: SocketAddr, https: bool) -> Self {
+        let forwarded_for = HeaderValue::from_maybe_shared(Bytes::from(addr.ip().to_string()))
+            .expect("an IP address is a valid header value");
+        Self {
+            listener,
+            addr,
+            https,
+            forwarded_for,
+        }
+    }
+}
+
 /// The request path's shared state.
 pub struct Proxy {
     routes: RouteTable,
-    pools: HashMap<Target, Arc<Pool>>,
-    client: Client<HttpConnector, UpBody>,
+    /// The pool of each route, by route index (looked up once here, not per request).
+    pools: Vec<Arc<Pool>>,
+    client: Client,
     max_body: u64,
     /// Metric handles per route, registered once so the request path only increments.
     metrics: Vec<RouteMetrics>,
@@ -130,58 +159,68 @@ fn client_body_fault(e: &(dyn std::error::Error + 'static)) -> Option<(StatusCod
     None
 }
 
-/// Headers that describe one connection, never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+/// Headers that describe one connection, never forwarded (with those `Connection` names).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::TRANSFER_ENCODING,
 ];
 
+/// Removes hop-by-hop headers. Most messages have none, and one pass comparing the names
+/// present (a few) against the list is cheaper than looking each listed name up (each lookup
+/// hashes it), so lookups and removal run only when the pass finds one.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for n in &HOP_BY_HOP {
         headers.remove(n);
     }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
-    }
-    headers.remove(header::TRANSFER_ENCODING);
 }
 
-/// herd's own answer: `{"error": ..., "upstream": ...}`.
+/// herd's own answer: `{"error": ..., "upstream": ..., "requestId": ...}`.
 fn answer(
     status: StatusCode,
     error: &str,
     upstream: Option<&str>,
-    request_id: &str,
+    trace: &TraceContext,
 ) -> Response<DownBody> {
-    let body = serde_json::json!({ "error": error, "upstream": upstream, "requestId": request_id });
+    let body = serde_json::json!({
+        "error": error,
+        "upstream": upstream,
+        "requestId": trace.request_id_str(),
+    });
     let mut r = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        r.headers_mut().insert("x-request-id", v);
-    }
+    r.headers_mut()
+        .insert(X_REQUEST_ID, trace.request_id().clone());
     r
 }
 
 /// Methods that may be sent again without changing the outcome (RFC 9110 §9.2.2).
-fn idempotent(m: &http::Method) -> bool {
-    use http::Method;
+fn idempotent(m: &Method) -> bool {
     [
         Method::GET,
         Method::HEAD,
@@ -194,20 +233,20 @@ fn idempotent(m: &http::Method) -> bool {
 }
 
 /// The answer when no endpoint can take the request.
-fn no_endpoint(why: NoEndpoint, pool: &Pool, request_id: &str) -> Response<DownBody> {
+fn no_endpoint(why: NoEndpoint, pool: &Pool, trace: &TraceContext) -> Response<DownBody> {
     match why {
         NoEndpoint::Empty => answer(
             StatusCode::SERVICE_UNAVAILABLE,
             "no ready endpoint",
             Some(&pool.name),
-            request_id,
+            trace,
         ),
         NoEndpoint::BreakersOpen => {
             let mut r = answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "every endpoint's circuit breaker is open",
                 Some(&pool.name),
-                request_id,
+                trace,
             );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -218,7 +257,7 @@ fn no_endpoint(why: NoEndpoint, pool: &Pool, request_id: &str) -> Response<DownB
                 StatusCode::SERVICE_UNAVAILABLE,
                 "every endpoint is ejected as an outlier",
                 Some(&pool.name),
-                request_id,
+                trace,
             );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -228,9 +267,54 @@ fn no_endpoint(why: NoEndpoint, pool: &Pool, request_id: &str) -> Response<DownB
             StatusCode::BAD_GATEWAY,
             "every endpoint refused the connection",
             Some(&pool.name),
-            request_id,
+            trace,
         ),
     }
+}
+
+/// The request target sent upstream: origin-form (`/path?query`), as an HTTP/1.1 server
+/// expects it from a client that is not talking to a proxy. HTTP/2 requests carry an absolute
+/// URI. `CONNECT` takes the endpoint's authority instead, per attempt.
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(_) if uri.scheme().is_none() && uri.authority().is_none() => uri.clone(),
+        Some(pq) if pq.as_str() != "/" => Uri::from(pq.clone()),
+        _ => Uri::default(),
+    }
+}
+
+/// `Host` for an HTTP/1.0 request that came without one: the endpoint, its port left out when
+/// it is 80.
+fn endpoint_host(addr: SocketAddr) -> HeaderValue {
+    let host = if addr.port() == 80 {
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        }
+    } else {
+        addr.to_string()
+    };
+    HeaderValue::from_str(&host).expect("an address is a valid header value")
+}
+
+/// One access-log line, serialized straight from borrowed fields (building a
+/// `serde_json::Value` first costs a map node and a key string per field). The fields are in
+/// the order `serde_json` prints a map's keys, sorted, as earlier lines were.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AccessLine<'a> {
+    /// `ip:port`, or null when no endpoint was tried.
+    endpoint: Option<SocketAddr>,
+    latency_ms: f64,
+    listener: &'a str,
+    method: &'a str,
+    path: &'a str,
+    request_id: &'a str,
+    route: Option<usize>,
+    status: u16,
+    trace_id: &'a str,
+    tries: usize,
+    upstream: Option<&'a str>,
 }
 
 /// What the access log records about one request.
@@ -247,12 +331,6 @@ impl Proxy {
     /// A proxy over `routes` and the `pools` their targets name, accepting bodies up to
     /// `max_body` bytes.
     pub fn new(routes: RouteTable, pools: HashMap<Target, Arc<Pool>>, max_body: u64) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .build(connector);
         let metrics = routes
             .iter()
             .map(|r| {
@@ -262,28 +340,36 @@ impl Proxy {
                 RouteMetrics::new(format!("route[{}]", r.index), upstream)
             })
             .collect();
+        let by_route = routes
+            .iter()
+            .map(|r| {
+                pools
+                    .get(&r.target)
+                    .expect("a pool per route target")
+                    .clone()
+            })
+            .collect();
         Self {
             routes,
-            pools,
-            client,
+            pools: by_route,
+            client: Client::new(),
             max_body,
             metrics,
             unrouted: RouteMetrics::new("none".into(), "none".into()),
         }
     }
 
-    /// Handles one request that arrived on `listener` from `peer`.
+    /// Handles one request that arrived from `peer`.
     pub async fn handle(
         self: Arc<Self>,
-        listener: Arc<str>,
-        peer: SocketAddr,
-        https: bool,
+        peer: Arc<Peer>,
         req: Request<Incoming>,
     ) -> Result<Response<DownBody>, Infallible> {
         let started = Instant::now();
         let trace = TraceContext::from_headers(req.headers());
-        let method = req.method().clone();
-        let uri = req.uri().clone();
+        // Built only when someone reads it: formatting a JSON line costs as much as proxying.
+        let access_log = tracing::enabled!(target: "herd::access", tracing::Level::INFO)
+            .then(|| (req.method().clone(), req.uri().clone()));
         let mut outcome = Outcome {
             route: None,
             upstream: None,
@@ -291,30 +377,35 @@ impl Proxy {
             tries: 0,
             decisions: Decisions::default(),
         };
-        let response = self
-            .forward(&listener, peer, https, req, &trace, &mut outcome)
-            .await;
-        let mut response = response;
+        let mut response = self.forward(&peer, req, &trace, &mut outcome).await;
         strip_hop_by_hop(response.headers_mut());
-        if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
-            response.headers_mut().insert("x-request-id", v);
-        }
-        // Built only when someone reads it: formatting a JSON line costs as much as proxying.
-        if tracing::enabled!(target: "herd::access", tracing::Level::INFO) {
-            let mut line = serde_json::json!({
-                "traceId": trace.trace_id,
-                "requestId": trace.request_id,
-                "listener": &*listener,
-                "method": method.as_str(),
-                "path": uri.path(),
-                "route": outcome.route,
-                "upstream": outcome.upstream,
-                "endpoint": outcome.endpoint.map(|e| e.to_string()),
-                "status": response.status().as_u16(),
-                "latencyMs": started.elapsed().as_secs_f64() * 1000.0,
-                "tries": outcome.tries,
-            });
-            outcome.decisions.annotate(&mut line);
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, trace.request_id().clone());
+        if let Some((method, uri)) = access_log {
+            let line = AccessLine {
+                endpoint: outcome.endpoint,
+                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                listener: &peer.listener,
+                method: method.as_str(),
+                path: uri.path(),
+                request_id: trace.request_id_str(),
+                route: outcome.route,
+                status: response.status().as_u16(),
+                trace_id: trace.trace_id(),
+                tries: outcome.tries,
+                upstream: outcome.upstream,
+            };
+            let line = if outcome.decisions.is_empty() {
+                serde_json::to_string(&line)
+            } else {
+                // Skipped endpoints and state changes are rare: added to a map, as a map sorts.
+                serde_json::to_value(&line).map(|mut v| {
+                    outcome.decisions.annotate(&mut v);
+                    v.to_string()
+                })
+            }
+            .expect("an access line serializes");
             tracing::info!(target: "herd::access", "{line}");
         }
         let m = outcome
@@ -327,9 +418,7 @@ impl Proxy {
 
     async fn forward<'a>(
         &'a self,
-        listener: &str,
-        peer: SocketAddr,
-        https: bool,
+        peer: &Peer,
         req: Request<Incoming>,
         trace: &TraceContext,
         outcome: &mut Outcome<'a>,
@@ -341,22 +430,19 @@ impl Proxy {
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
         let Some(route) = self
             .routes
-            .find(listener, host, req.uri().path(), req.method())
+            .find(&peer.listener, host, req.uri().path(), req.method())
         else {
-            return answer(StatusCode::NOT_FOUND, "no route", None, &trace.request_id);
+            return answer(StatusCode::NOT_FOUND, "no route", None, trace);
         };
         outcome.route = Some(route.index);
-        let pool = self
-            .pools
-            .get(&route.target)
-            .expect("a pool per route target");
+        let pool = &*self.pools[route.index];
         outcome.upstream = Some(&pool.name);
         if let Some(Err(wait)) = route.limiter.as_ref().map(|l| l.try_take()) {
             let mut r = answer(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate limit exceeded",
                 Some(&pool.name),
-                &trace.request_id,
+                trace,
             );
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             r.headers_mut()
@@ -369,7 +455,7 @@ impl Proxy {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream at its concurrency limit",
                 Some(&pool.name),
-                &trace.request_id,
+                trace,
             );
         };
 
@@ -383,12 +469,14 @@ impl Proxy {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body too large",
                 None,
-                &trace.request_id,
+                trace,
             );
         }
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        if !parts.headers.contains_key(header::HOST)
+        // Without a host still after this (an HTTP/1.0 request), each attempt names its endpoint.
+        let mut host_missing = !parts.headers.contains_key(header::HOST);
+        if host_missing
             && let Some(v) = parts
                 .uri
                 .authority()
@@ -396,30 +484,23 @@ impl Proxy {
         {
             // HTTP/2 clients send the host as :authority; HTTP/1.1 upstreams need the header.
             parts.headers.insert(header::HOST, v);
+            host_missing = false;
         }
         let h = &mut parts.headers;
-        h.insert(
-            "traceparent",
-            HeaderValue::from_str(&trace.child_traceparent()).expect("ascii"),
-        );
-        h.insert(
-            "x-request-id",
-            HeaderValue::from_str(&trace.request_id).expect("checked ascii"),
-        );
-        let forwarded = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {}", peer.ip()),
-            None => peer.ip().to_string(),
+        // Room for the headers added below at once, rather than growing the map step by step.
+        h.reserve(4);
+        h.insert(TRACEPARENT, trace.child_traceparent());
+        h.insert(X_REQUEST_ID, trace.request_id().clone());
+        let forwarded = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) => {
+                HeaderValue::from_str(&format!("{prior}, {}", peer.addr.ip())).expect("ascii")
+            }
+            None => peer.forwarded_for.clone(),
         };
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_str(&forwarded).expect("ascii"),
-        );
-        let proto = if https { "https" } else { "http" };
-        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/".to_string(), |p| p.as_str().to_string());
+        h.insert(X_FORWARDED_FOR, forwarded);
+        let proto = if peer.https { "https" } else { "http" };
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        let target = origin_form(&parts.uri);
         let mut body = if body.is_end_stream() {
             None
         } else {
@@ -432,7 +513,8 @@ impl Proxy {
         // connection (which reached nobody) only if its method is idempotent or the route says so.
         let replayable = body.is_none();
         let may_retry = replayable && (idempotent(&parts.method) || route.retryable);
-        let mut tried = Vec::new();
+        // Endpoints of earlier attempts; allocated only when there is a second attempt.
+        let mut tried: Vec<SocketAddr> = Vec::new();
         let mut retries = 0u32;
         loop {
             let pick = match pool.pick(&tried, &mut outcome.decisions) {
@@ -444,30 +526,42 @@ impl Proxy {
                 {
                     match pool.pick(&[], &mut outcome.decisions) {
                         Ok(p) => p,
-                        Err(e) => return no_endpoint(e, pool, &trace.request_id),
+                        Err(e) => return no_endpoint(e, pool, trace),
                     }
                 }
-                Err(e) => return no_endpoint(e, pool, &trace.request_id),
+                Err(e) => return no_endpoint(e, pool, trace),
             };
-            tried.push(pick.addr);
-            outcome.tries = tried.len();
+            let attempt = tried.len() + 1;
+            outcome.tries = attempt;
             outcome.endpoint = Some(pick.addr);
-            let uri: Uri = format!("http://{}{}", pick.addr, path_and_query)
-                .parse()
-                .expect("valid authority and path");
             let mut up = Request::new(match body.take() {
                 Some(b) => Either::Left(Limited::new(b, self.max_body as usize)),
                 None => Either::Right(Empty::new()),
             });
             *up.method_mut() = parts.method.clone();
-            *up.uri_mut() = uri;
-            *up.headers_mut() = parts.headers.clone();
+            *up.uri_mut() = if parts.method == Method::CONNECT {
+                Uri::from_maybe_shared(Bytes::from(pick.addr.to_string()))
+                    .expect("an address is an authority")
+            } else {
+                target.clone()
+            };
+            // A request that may go out again keeps its headers for the next attempt.
+            *up.headers_mut() = if replayable {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
+            if host_missing {
+                up.headers_mut()
+                    .insert(header::HOST, endpoint_host(pick.addr));
+            }
 
             // An attempt ends at the route's deadline, or earlier at its per-try timeout.
             let attempt_deadline = route
                 .per_try_timeout
                 .map_or(deadline, |t| deadline.min(tokio::time::Instant::now() + t));
-            let result = tokio::time::timeout_at(attempt_deadline, self.client.request(up)).await;
+            let result =
+                tokio::time::timeout_at(attempt_deadline, self.client.send(pick.addr, up)).await;
             let retry_allowed = |retries: u32| {
                 may_retry
                     && route.retry.max_retries.is_none_or(|max| retries < max)
@@ -475,27 +569,31 @@ impl Proxy {
             };
             match result {
                 Err(_) => {
+                    let addr = pick.addr;
                     pick.report(Attempt::NoAnswer, &mut outcome.decisions);
                     if attempt_deadline < deadline
                         && retry_allowed(retries)
                         && route.budget.withdraw()
                     {
                         retries += 1;
+                        tried.push(addr);
                         continue;
                     }
                     return answer(
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream timed out",
                         Some(&pool.name),
-                        &trace.request_id,
+                        trace,
                     );
                 }
                 Ok(Ok(resp)) if resp.status().is_server_error() => {
                     let transient = matches!(resp.status().as_u16(), 502..=504);
+                    let addr = pick.addr;
                     let answered = Attempt::Answered(resp.status().as_u16());
                     pick.report(answered, &mut outcome.decisions);
                     if transient && retry_allowed(retries) && route.budget.withdraw() {
                         retries += 1;
+                        tried.push(addr);
                         tokio::time::sleep(route.retry.backoff.delay(retries - 1, fastrand::f64()))
                             .await;
                         continue;
@@ -507,38 +605,112 @@ impl Proxy {
                     pick.report(answered, &mut outcome.decisions);
                     return resp.map(Either::Left);
                 }
-                Ok(Err(e)) if e.is_connect() && replayable && tried.len() < MAX_CONNECT_TRIES => {
+                Ok(Err(e)) if e.is_connect() && replayable && attempt < MAX_CONNECT_TRIES => {
                     tracing::debug!(endpoint = %pick.addr, "connect failed, trying another endpoint: {e}");
+                    let addr = pick.addr;
                     pick.report(Attempt::NoAnswer, &mut outcome.decisions);
+                    tried.push(addr);
                     continue;
                 }
                 Ok(Err(e)) => {
                     if let Some((status, why)) = client_body_fault(&e) {
                         // The client's fault says nothing about the endpoint: no breaker report.
                         drop(pick);
-                        return answer(status, why, Some(&pool.name), &trace.request_id);
+                        return answer(status, why, Some(&pool.name), trace);
                     }
+                    let addr = pick.addr;
                     pick.report(Attempt::NoAnswer, &mut outcome.decisions);
                     if !e.is_connect() && retry_allowed(retries) && route.budget.withdraw() {
                         retries += 1;
+                        tried.push(addr);
                         tokio::time::sleep(route.retry.backoff.delay(retries - 1, fastrand::f64()))
                             .await;
                         continue;
                     }
-                    tracing::warn!(upstream = %pool.name, endpoint = %outcome.endpoint.map(|e| e.to_string()).unwrap_or_default(), "upstream failed: {e}");
+                    tracing::warn!(upstream = %pool.name, endpoint = %addr, "upstream failed: {e}");
                     let reason = if e.is_connect() {
                         "connection refused"
                     } else {
                         "upstream failed"
                     };
-                    return answer(
-                        StatusCode::BAD_GATEWAY,
-                        reason,
-                        Some(&pool.name),
-                        &trace.request_id,
-                    );
+                    return answer(StatusCode::BAD_GATEWAY, reason, Some(&pool.name), trace);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_lines_read_as_before() {
+        let line = AccessLine {
+            endpoint: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            latency_ms: 1.25,
+            listener: "main",
+            method: "GET",
+            path: "/a\"b",
+            request_id: "abc",
+            route: Some(0),
+            status: 200,
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            tries: 1,
+            upstream: None,
+        };
+        // The line as a `serde_json::Value` map prints it (sorted keys).
+        let map = serde_json::json!({
+            "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "requestId": "abc",
+            "listener": "main",
+            "method": "GET",
+            "path": "/a\"b",
+            "route": 0,
+            "upstream": null,
+            "endpoint": "127.0.0.1:8080",
+            "status": 200,
+            "latencyMs": 1.25,
+            "tries": 1,
+        });
+        assert_eq!(serde_json::to_string(&line).unwrap(), map.to_string());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close, x-private".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-kept"]);
+        let mut h = HeaderMap::new();
+        h.insert("proxy-connection", "keep-alive".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert(header::HOST, "a".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["host"]);
+    }
+
+    #[test]
+    fn upstream_requests_use_origin_form() {
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        assert_eq!(origin_form(&uri("/a/b?c=d")), "/a/b?c=d");
+        assert_eq!(origin_form(&uri("http://example.com/a?b")), "/a?b");
+        assert_eq!(origin_form(&uri("http://example.com")), "/");
+        assert_eq!(origin_form(&uri("/")), "/");
+        assert_eq!(origin_form(&uri("*")), "*");
+    }
+
+    #[test]
+    fn a_missing_host_names_the_endpoint() {
+        let host = |a: &str| endpoint_host(a.parse().unwrap());
+        assert_eq!(host("10.0.0.1:8080"), "10.0.0.1:8080");
+        assert_eq!(host("10.0.0.1:80"), "10.0.0.1");
+        assert_eq!(host("[::1]:80"), "[::1]");
+        assert_eq!(host("[::1]:8080"), "[::1]:8080");
     }
 }

@@ -55,7 +55,7 @@ impl RouteTable {
             .map(|(index, r)| Route {
                 index,
                 listener: r.listener.clone(),
-                host: r.host.clone(),
+                host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
                 prefix: r.path_prefix.trim_end_matches('/').to_string(),
                 methods: r
                     .methods
@@ -90,10 +90,14 @@ impl RouteTable {
         path: &str,
         method: &http::Method,
     ) -> Option<&Route> {
-        let host = host.map(|h| strip_port(h).to_ascii_lowercase());
+        // Route hosts are lower case, so comparing without regard to case matches the request's
+        // host lower-cased, without building that string for every request.
+        let host = host.map(strip_port);
         self.routes.iter().find(|r| {
             r.listener.as_deref().is_none_or(|l| l == listener)
-                && r.host.as_deref().is_none_or(|h| host.as_deref() == Some(h))
+                && r.host
+                    .as_deref()
+                    .is_none_or(|h| host.is_some_and(|q| q.eq_ignore_ascii_case(h)))
                 && prefix_matches(&r.prefix, path)
                 && (r.methods.is_empty() || r.methods.contains(method))
         })
