@@ -474,3 +474,48 @@ fn a_transaction_with_an_outbox_publishes_its_upserts_and_a_failed_one_nothing()
         .collect();
     assert!(!all.contains(&3), "{all:?}");
 }
+
+#[test]
+fn a_message_whose_instance_crashes_mid_delivery_is_delivered_again() {
+    if !node_available() {
+        return eprintln!("skipped: node is not on PATH");
+    }
+    let events_dir = tempfile::tempdir().unwrap();
+    let dir = events_dir.path();
+    let config = format!(
+        "{}[[subscription]]\nservice = \"worker\"\npubsub = \"pubsub\"\ntopic = \"tasks\"\nroute = \"/tasks\"\n",
+        subscriber("worker", 1, dir, &json!([])),
+    );
+    let api = Api::start("crash", &config);
+    wait_subscribed(&api, 1);
+    // "slow": the instance records the delivery, then answers 300 ms later; it dies before.
+    publish(
+        &api,
+        "tasks",
+        &json!({"job": 1, "action": "slow"}),
+        "application/json",
+    );
+    wait_for("the first delivery", Duration::from_secs(30), || {
+        (!events(dir, "worker").is_empty()).then_some(())
+    });
+    let pid = api.herd.pids("worker")[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let again = wait_for(
+        "the delivery to a new instance",
+        Duration::from_secs(30),
+        || {
+            let evs = events(dir, "worker");
+            (evs.len() >= 2).then_some(evs)
+        },
+    );
+    assert!(again.iter().all(|e| e["data"]["job"] == 1), "{again:?}");
+    assert_eq!(
+        again[0]["id"], again[1]["id"],
+        "the same message: {again:?}"
+    );
+    assert_ne!(api.herd.pids("worker")[0], pid, "a new instance took it");
+}
