@@ -7,10 +7,12 @@
 //! subscribing service gets all of them.
 //!
 //! A delivery is the CloudEvent POSTed to the route (the first rule whose `event.type` matches,
-//! else the default) on one of the service's ready endpoints, round robin. The answer decides:
-//! 2xx with no body or `{"status":"SUCCESS"}` acknowledges; `{"status":"DROP"}` or a 404 drops
-//! (to the dead-letter topic when one is set); `{"status":"RETRY"}`, any other status, a timeout
-//! or no ready instance retries with exponential backoff and full jitter. A message delivered
+//! else the default) on one of the service's ready endpoints, round robin, with the headers
+//! Dapr sets (`traceparent`, and `pubsubname` naming the component, which the SDKs hand their
+//! handlers). The answer decides: 2xx with no body or `{"status":"SUCCESS"}` acknowledges;
+//! `{"status":"DROP"}` or a 404 drops (to the dead-letter topic when one is set);
+//! `{"status":"RETRY"}`, any other status, a timeout or no ready instance retries with
+//! exponential backoff and full jitter. A message delivered
 //! `max_deliveries` times goes to the dead-letter topic (or is dropped, logged, without one).
 //! The broker's own redelivery covers a crash of herd or of the instance mid-delivery.
 
@@ -365,7 +367,10 @@ async fn deliver(
     let path = path_for(&sub, &event);
     let verdict = match app.endpoint(&stop).await {
         None => return, // shutting down: the broker redelivers
-        Some(addr) => post(&app, addr, path, &event, delivery.data().clone()).await,
+        Some(addr) => {
+            let body = delivery.data().clone();
+            post(&app, addr, path, &sub.pubsub, &event, body).await
+        }
     };
     let outcome = match verdict {
         Verdict::Ack => delivery.ack().await.map(|()| "success"),
@@ -389,20 +394,33 @@ async fn deliver(
     .increment(1);
 }
 
+/// The delivery request for `event` (serialised as `body`), with Dapr's headers.
+fn delivery_request(
+    addr: SocketAddr,
+    path: &str,
+    pubsub: &str,
+    event: &serde_json::Value,
+    body: Bytes,
+) -> Result<http::Request<Full<Bytes>>, http::Error> {
+    let mut request = http::Request::post(format!("http://{addr}{path}"))
+        .header(http::header::CONTENT_TYPE, "application/cloudevents+json")
+        .header("pubsubname", pubsub);
+    if let Some(tp) = event.get("traceparent").and_then(|t| t.as_str()) {
+        request = request.header("traceparent", tp);
+    }
+    request.body(Full::new(body))
+}
+
 /// POSTs the event; any transport failure or timeout is a retry.
 async fn post(
     app: &App,
     addr: SocketAddr,
     path: &str,
+    pubsub: &str,
     event: &serde_json::Value,
     body: Bytes,
 ) -> Verdict {
-    let mut request = http::Request::post(format!("http://{addr}{path}"))
-        .header(http::header::CONTENT_TYPE, "application/cloudevents+json");
-    if let Some(tp) = event.get("traceparent").and_then(|t| t.as_str()) {
-        request = request.header("traceparent", tp);
-    }
-    let Ok(request) = request.body(Full::new(body)) else {
+    let Ok(request) = delivery_request(addr, path, pubsub, event, body) else {
         return Verdict::Drop;
     };
     let answer = tokio::time::timeout(DELIVERY_TIMEOUT, async {
@@ -491,6 +509,30 @@ mod tests {
         let other = serde_json::json!({"type": "order.paid"});
         assert_eq!(path_for(&sub, &created), "/created");
         assert_eq!(path_for(&sub, &other), "/default");
+    }
+
+    #[test]
+    fn deliveries_carry_dapr_headers() {
+        let event = serde_json::json!({
+            "id": "1",
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        });
+        let addr: SocketAddr = ([127, 0, 0, 1], 8080).into();
+        let body = Bytes::from(event.to_string());
+        let r = delivery_request(addr, "/orders", "pubsub", &event, body).unwrap();
+        assert_eq!(r.method(), http::Method::POST);
+        assert_eq!(r.uri(), "http://127.0.0.1:8080/orders");
+        let h = r.headers();
+        assert_eq!(h["content-type"], "application/cloudevents+json");
+        assert_eq!(h["pubsubname"], "pubsub");
+        assert_eq!(
+            h["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        let bare = serde_json::json!({"id": "2"});
+        let r = delivery_request(addr, "/", "other", &bare, Bytes::new()).unwrap();
+        assert!(r.headers().get("traceparent").is_none());
+        assert_eq!(r.headers()["pubsubname"], "other");
     }
 
     #[test]

@@ -150,9 +150,12 @@ pub async fn publish(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// One bulk publish entry. Dapr reads JSON field names case-insensitively, and the JavaScript
+/// SDK sends `entryID`, so that spelling is accepted beside `entryId`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct BulkEntry {
+    #[serde(alias = "entryID")]
     entry_id: String,
     event: serde_json::Value,
     content_type: Option<String>,
@@ -216,4 +219,22 @@ pub async fn bulk(
         answer["errorCode"] = json!("ERR_PUBSUB_PUBLISH_MESSAGE");
     }
     Ok((status, Json(answer)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_entries_take_either_spelling_of_the_entry_id() {
+        let entries: Vec<BulkEntry> = serde_json::from_str(
+            r#"[{"entryId": "a", "event": 1},
+                {"entryID": "b", "event": "x", "contentType": "text/plain", "metadata": {}}]"#,
+        )
+        .unwrap();
+        assert_eq!(entries[0].entry_id, "a");
+        assert_eq!(entries[1].entry_id, "b");
+        assert_eq!(entries[1].content_type.as_deref(), Some("text/plain"));
+        assert!(serde_json::from_str::<Vec<BulkEntry>>(r#"[{"event": 1}]"#).is_err());
+    }
 }

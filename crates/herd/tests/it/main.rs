@@ -11,6 +11,7 @@ mod limits;
 mod node;
 mod pubsub;
 mod sdk;
+mod sdk_pubsub;
 mod sidecar;
 mod state;
 mod tidy;

@@ -16,11 +16,11 @@ use crate::state::{Api, call_at, run_id};
 use crate::util::{Herd, free_port};
 
 /// Where the SDK program and its `package.json` live.
-fn app_dir() -> PathBuf {
+pub(crate) fn app_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node")
 }
 
-fn on_path(tool: &str) -> bool {
+pub(crate) fn on_path(tool: &str) -> bool {
     Command::new(tool)
         .arg("--version")
         .output()
@@ -30,7 +30,7 @@ fn on_path(tool: &str) -> bool {
 /// Runs `npm ci` unless `node_modules` already holds what `package-lock.json` pins (a copy of
 /// the lock file is kept there as a stamp). An exclusive `flock` on a file beside it keeps two
 /// test runs from installing into the same tree at once.
-fn npm_install(dir: &Path) -> Result<(), String> {
+pub(crate) fn npm_install(dir: &Path) -> Result<(), String> {
     let lock_file =
         std::fs::File::create(dir.join(".npm-install.lock")).map_err(|e| e.to_string())?;
     let _held = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
@@ -63,7 +63,7 @@ fn npm_install(dir: &Path) -> Result<(), String> {
 }
 
 /// The `@dapr/dapr` version `package.json` pins.
-fn pinned_version(dir: &Path) -> String {
+pub(crate) fn pinned_version(dir: &Path) -> String {
     let text = std::fs::read_to_string(dir.join("package.json")).unwrap();
     let package: Value = serde_json::from_str(&text).unwrap();
     package["dependencies"]["@dapr/dapr"]
@@ -73,7 +73,7 @@ fn pinned_version(dir: &Path) -> String {
 }
 
 /// Waits for the program's record, failing with herd's logs if it never comes.
-fn record(herd: &mut Herd, service: &str, file: &Path, limit: Duration) -> Value {
+pub(crate) fn record(herd: &mut Herd, service: &str, file: &Path, limit: Duration) -> Value {
     let deadline = Instant::now() + limit;
     loop {
         if let Ok(text) = std::fs::read_to_string(file) {
