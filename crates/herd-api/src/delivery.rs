@@ -140,26 +140,33 @@ struct Rule {
 
 /// Asks the app for its subscriptions; none when it has no such route.
 async fn discover(app: &mut App, stop: &CancellationToken) -> Vec<SubscriptionSpec> {
-    let Some(addr) = app.endpoint(stop).await else {
-        return Vec::new();
-    };
-    let uri = format!("http://{addr}/dapr/subscribe");
-    let request = match http::Request::get(&uri).body(Full::new(Bytes::new())) {
-        Ok(r) => r,
-        Err(_) => return Vec::new(),
-    };
-    let answer = tokio::time::timeout(DISCOVERY_TIMEOUT, async {
-        let response = app.client.request(request).await.ok()?;
-        if !response.status().is_success() {
-            return None;
+    // An app without programmatic subscriptions answers 404 (or 200 with []); a failed or
+    // unreadable answer is tried again a few times, then logged, so a slow first request does
+    // not silently lose the app's subscriptions.
+    let mut answer = Vec::new();
+    for attempt in 1..=5u32 {
+        let Some(addr) = app.endpoint(stop).await else {
+            return Vec::new();
+        };
+        match ask(app, addr).await {
+            Ok(found) => {
+                answer = found;
+                break;
+            }
+            Err(why) if attempt == 5 => {
+                tracing::warn!(
+                    "{}: GET /dapr/subscribe failed {attempt} times ({why}); only declarative subscriptions apply",
+                    app.service
+                );
+            }
+            Err(_) => {
+                tokio::select! {
+                    _ = stop.cancelled() => return Vec::new(),
+                    _ = tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))) => {}
+                }
+            }
         }
-        let body = response.into_body().collect().await.ok()?.to_bytes();
-        serde_json::from_slice::<Vec<Programmatic>>(&body).ok()
-    })
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or_default();
+    }
     answer
         .into_iter()
         .filter_map(|p| {
@@ -183,6 +190,39 @@ async fn discover(app: &mut App, stop: &CancellationToken) -> Vec<SubscriptionSp
             })
         })
         .collect()
+}
+
+/// One `GET /dapr/subscribe`: the app's subscriptions, none on 404, or why it failed.
+async fn ask(app: &App, addr: SocketAddr) -> Result<Vec<Programmatic>, String> {
+    let request = http::Request::get(format!("http://{addr}/dapr/subscribe"))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    tokio::time::timeout(DISCOVERY_TIMEOUT, async {
+        let response = app
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        if status == http::StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        if !status.is_success() {
+            return Err(format!("status {status}"));
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Vec::new());
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("unreadable answer: {e}"))
+    })
+    .await
+    .map_err(|_| "timed out".to_string())?
 }
 
 async fn run_app(
