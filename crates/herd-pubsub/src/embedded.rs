@@ -44,6 +44,9 @@ const PENDING: TableDefinition<(&str, &str, u64), (u32, u64)> = TableDefinition:
 const DEDUPE: TableDefinition<(&str, &str), u64> = TableDefinition::new("dedupe");
 
 const MAX_BATCH: usize = 512;
+/// Messages (and forgotten idempotency keys) removed per topic per sweep, at most; sweeps run
+/// every second, so this bounds the rate a topic can be cleaned at.
+const SWEEP_LIMIT: usize = 100_000;
 const QUEUE: usize = 4096;
 
 /// Settings of the embedded log.
@@ -186,7 +189,7 @@ impl EmbeddedLog {
             run_batch(&db, batch, &writer_wakers, &settings)
         })
         .map_err(internal)?;
-        let sweeper = herd_storage::every(Duration::from_secs(10), tx.clone(), || Job::Sweep);
+        let sweeper = herd_storage::every(Duration::from_secs(1), tx.clone(), || Job::Sweep);
         Ok(Self {
             jobs: tx,
             wakers,
@@ -385,8 +388,29 @@ enum Answer {
     Claimed(Reply<Vec<Claimed>>, Result<Vec<Claimed>, PubSubError>),
 }
 
+/// Commits a batch in two transactions: consumption state first (claims, acks, sweeps; no
+/// fsync), then publishes (fsynced). Claims and acks queued behind a publish batch so never
+/// wait for its fsync, and delivery keeps up while publishers keep the disk busy.
 fn run_batch(db: &Database, batch: &mut Vec<Job>, wakers: &Wakers, settings: &EmbeddedSettings) {
-    let durable = batch.iter().any(|j| matches!(j, Job::Publish(..)));
+    let (mut durable, mut rest): (Vec<Job>, Vec<Job>) =
+        batch.drain(..).partition(|j| matches!(j, Job::Publish(..)));
+    if !rest.is_empty() {
+        commit(db, &mut rest, false, wakers, settings);
+    }
+    if !durable.is_empty() {
+        commit(db, &mut durable, true, wakers, settings);
+    }
+}
+
+/// One write transaction over `batch`, fsynced when `durable`; every job is answered after the
+/// commit.
+fn commit(
+    db: &Database,
+    batch: &mut Vec<Job>,
+    durable: bool,
+    wakers: &Wakers,
+    settings: &EmbeddedSettings,
+) {
     let mut answers = Vec::with_capacity(batch.len());
     let mut published: Vec<String> = Vec::new();
     let committed = (|| -> Result<(), PubSubError> {
@@ -667,7 +691,7 @@ impl<'t> Tables<'t> {
                 .messages
                 .range((topic.as_str(), 0)..=(topic.as_str(), u64::MAX))
                 .map_err(internal)?
-                .take(10_000)
+                .take(SWEEP_LIMIT)
             {
                 let (k, v) = entry.map_err(internal)?;
                 let seq = k.value().1;
@@ -691,7 +715,7 @@ impl<'t> Tables<'t> {
             .filter_map(|e| e.ok())
             .filter(|(_, until)| until.value() <= now)
             .map(|(k, _)| (k.value().0.to_string(), k.value().1.to_string()))
-            .take(10_000)
+            .take(SWEEP_LIMIT)
             .collect();
         for (topic, id) in stale {
             self.dedupe

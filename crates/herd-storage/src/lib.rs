@@ -12,13 +12,21 @@ use std::time::Duration;
 use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
+/// redb's page cache per database. Its default (1 GiB) let herd's memory follow the size of a
+/// busy log; the hot data of a store (recent messages, pending deliveries, live keys) is far
+/// smaller.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// Creates `path`'s directory if needed and opens (or creates) the database.
 pub fn create(path: &Path) -> Result<Database, String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    Database::create(path).map_err(|e| format!("cannot open {}: {e}", path.display()))
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
 /// Starts the writer thread `name`: it waits for a job, takes every job queued behind it (up to
