@@ -64,6 +64,16 @@ pub struct Listener {
     pub app_id: String,
 }
 
+/// The `metadata.<name>` query parameters of a request, by name (Dapr's request metadata).
+pub(crate) fn query_metadata(
+    query: &std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    query
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("metadata.")?.to_string(), v.clone())))
+        .collect()
+}
+
 /// Parses a JSON body, mapping failures to Dapr's 400.
 pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)

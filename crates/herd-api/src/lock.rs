@@ -77,8 +77,15 @@ fn observe(store: &str, op: &'static str, started: Instant, outcome: &'static st
         .record(started.elapsed().as_secs_f64());
 }
 
-/// Dapr's checks shared by lock and unlock: a resource and an owner are required.
-fn require(store: &str, resource: &str, owner: &str) -> Result<(), ApiError> {
+/// Dapr's checks shared by lock and unlock (a resource and an owner are required), then the
+/// resource as stored, with the component's key prefix.
+fn resource(
+    component: &Component,
+    app: &str,
+    store: &str,
+    resource: &str,
+    owner: &str,
+) -> Result<String, ApiError> {
     if resource.is_empty() {
         return Err(ApiError::malformed(format!(
             "ResourceId is empty in lock store {store}"
@@ -89,7 +96,7 @@ fn require(store: &str, resource: &str, owner: &str) -> Result<(), ApiError> {
             "LockOwner is empty in lock store {store}"
         )));
     }
-    Ok(())
+    component.prefix.apply(app, resource)
 }
 
 /// `POST /v1.0-alpha1/lock/{store}`.
@@ -102,13 +109,18 @@ pub async fn lock(
     let started = Instant::now();
     let (component, store) = lock_store(&shared, &name, &app.0, "ERR_TRY_LOCK")?;
     let request: TryLock = parse_body(&body)?;
-    require(&name, &request.resource_id, &request.lock_owner)?;
+    let resource = resource(
+        component,
+        &app.0,
+        &name,
+        &request.resource_id,
+        &request.lock_owner,
+    )?;
     if request.expiry_in_seconds <= 0 {
         return Err(ApiError::malformed(format!(
             "ExpiryInSeconds is not positive in lock store {name}"
         )));
     }
-    let resource = component.prefix.apply(&app.0, &request.resource_id)?;
     let result = store
         .lock(LockRequest {
             resource,
@@ -146,8 +158,13 @@ pub async fn unlock(
     let started = Instant::now();
     let (component, store) = lock_store(&shared, &name, &app.0, "ERR_UNLOCK")?;
     let request: Unlock = parse_body(&body)?;
-    require(&name, &request.resource_id, &request.lock_owner)?;
-    let resource = component.prefix.apply(&app.0, &request.resource_id)?;
+    let resource = resource(
+        component,
+        &app.0,
+        &name,
+        &request.resource_id,
+        &request.lock_owner,
+    )?;
     let result = store.unlock(&resource, &request.lock_owner).await;
     observe(
         &name,

@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::cloudevent::{self, Envelope};
 use crate::components::{Block, Component};
 use crate::error::ApiError;
-use crate::{AppId, Shared, parse_body};
+use crate::{AppId, Shared, parse_body, query_metadata};
 
 /// Resolves the pub/sub component `name` for `app`.
 pub(crate) fn broker<'a>(
@@ -50,14 +50,6 @@ pub(crate) fn broker<'a>(
         )
     })?;
     Ok((component, broker))
-}
-
-/// `metadata.*` query parameters, without the prefix.
-fn metadata(query: &HashMap<String, String>) -> HashMap<String, String> {
-    query
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("metadata.")?.to_string(), v.clone())))
-        .collect()
 }
 
 /// Builds the message for one publish.
@@ -124,7 +116,7 @@ pub async fn publish(
     let started = Instant::now();
     check_topic(&topic, &name)?;
     let (_, broker) = broker(&shared, &name, &app.0)?;
-    let metadata = metadata(&query);
+    let metadata = query_metadata(&query);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -176,7 +168,7 @@ pub async fn bulk(
     check_topic(&topic, &name)?;
     let (_, broker) = broker(&shared, &name, &app.0)?;
     let entries: Vec<BulkEntry> = parse_body(&body)?;
-    let shared_metadata = metadata(&query);
+    let shared_metadata = query_metadata(&query);
     let mut failed = Vec::new();
     for entry in entries {
         let started = Instant::now();

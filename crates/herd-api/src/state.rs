@@ -153,52 +153,52 @@ fn observe(store: &str, op: &'static str, started: Instant, ok: bool) {
         .record(started.elapsed().as_secs_f64());
 }
 
-/// Turns a save item (or a transaction's upsert) into a [`SetOp`].
-fn set_op(component: &Component, app: &str, item: Item) -> Result<SetOp, ApiError> {
+/// The stored key, the metadata (as strings) and the conditions an item asks for: what saves
+/// and deletes share.
+fn parts(
+    component: &Component,
+    app: &str,
+    item: &Item,
+) -> Result<(String, HashMap<String, String>, Guard), ApiError> {
     let metadata: HashMap<String, String> = item
         .metadata
         .iter()
         .map(|(k, v)| (k.clone(), text(v)))
         .collect();
+    let guard = Guard {
+        etag: item.etag.as_ref().map(text).filter(|e| !e.is_empty()),
+        concurrency: concurrency(item.options.concurrency.as_deref())?,
+        fence: fence(&metadata)?,
+        consistency: consistency(item.options.consistency.as_deref())?,
+    };
+    Ok((component.prefix.apply(app, &item.key)?, metadata, guard))
+}
+
+/// Turns a save item (or a transaction's upsert) into a [`SetOp`].
+fn set_op(component: &Component, app: &str, item: Item) -> Result<SetOp, ApiError> {
+    let (key, metadata, guard) = parts(component, app, &item)?;
     let value = item.value.map_or_else(
         || bytes::Bytes::from_static(b"null"),
         |v| bytes::Bytes::copy_from_slice(v.get().as_bytes()),
     );
     Ok(SetOp {
-        key: component.prefix.apply(app, &item.key)?,
+        key,
         value,
         ttl: ttl(&metadata)?,
-        guard: Guard {
-            etag: item.etag.as_ref().map(text).filter(|e| !e.is_empty()),
-            concurrency: concurrency(item.options.concurrency.as_deref())?,
-            fence: fence(&metadata)?,
-            consistency: consistency(item.options.consistency.as_deref())?,
-        },
+        guard,
     })
 }
 
 fn delete_op(component: &Component, app: &str, item: Item) -> Result<DeleteOp, ApiError> {
-    let metadata: HashMap<String, String> = item
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), text(v)))
-        .collect();
-    Ok(DeleteOp {
-        key: component.prefix.apply(app, &item.key)?,
-        guard: Guard {
-            etag: item.etag.as_ref().map(text).filter(|e| !e.is_empty()),
-            concurrency: concurrency(item.options.concurrency.as_deref())?,
-            fence: fence(&metadata)?,
-            consistency: consistency(item.options.consistency.as_deref())?,
-        },
-    })
+    let (key, _, guard) = parts(component, app, &item)?;
+    Ok(DeleteOp { key, guard })
 }
 
-/// The `metadata.<name>` query parameters of a request, by name.
-fn query_metadata(query: &HashMap<String, String>) -> HashMap<String, serde_json::Value> {
-    query
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("metadata.")?.to_string(), v.clone().into())))
+/// The request-level metadata of the query string, as item metadata values.
+fn query_values(query: &HashMap<String, String>) -> HashMap<String, serde_json::Value> {
+    crate::query_metadata(query)
+        .into_iter()
+        .map(|(k, v)| (k, v.into()))
         .collect()
 }
 
@@ -215,7 +215,7 @@ pub async fn save(
     let started = Instant::now();
     let (component, store) = store(&shared, &name, &app.0, "ERR_STATE_SAVE")?;
     let items: Vec<Item> = parse_body(&body)?;
-    let shared_metadata = query_metadata(&query);
+    let shared_metadata = query_values(&query);
     let ops = items
         .into_iter()
         .map(|mut item| {
@@ -347,7 +347,7 @@ pub async fn delete(
         key: key.clone(),
         value: None,
         etag: etag.map(Into::into),
-        metadata: query_metadata(&query),
+        metadata: query_values(&query),
         options: Options {
             concurrency: query.get("concurrency").cloned(),
             consistency: query.get("consistency").cloned(),
