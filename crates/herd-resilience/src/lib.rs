@@ -12,11 +12,17 @@
 //! Names and semantics follow Dapr's resiliency spec where they overlap (`maxRequests`,
 //! `interval`, `timeout`, `trip`; `constant` / `exponential` retries with `maxRetries`).
 //!
+//! Named policies as in Dapr's Resiliency spec sit on top: [`Policies`] resolves a target (an
+//! app, a component's outbound calls, its inbound deliveries) to a shared [`Policy`], whose
+//! [`Policy::run`] executes an operation with a per-attempt timeout, retries and a breaker.
+//!
 //! Refusals are [`Rejected`] errors carrying a retry-after hint, so a caller can answer 503 or
 //! 429 with `Retry-After` without guessing.
 
 mod breaker;
 mod future;
+mod policies;
+mod policy;
 mod rate_limit;
 mod retry;
 mod trip;
@@ -27,6 +33,11 @@ pub use breaker::{
     Breaker, BreakerConfig, BreakerLayer, BreakerState, CircuitBreaker, Permit, Recorded,
 };
 pub use future::Guarded;
+pub use policies::{
+    BUILT_IN_SERVICE_RETRIES, BUILT_IN_SERVICE_RETRY, ComponentTargets, Policies, Resiliency,
+    TargetPolicies,
+};
+pub use policy::{Direction, Named, Outcome, Policy, Retry, RetryOn, RunError};
 pub use rate_limit::{RateLimit, RateLimitLayer, TokenBucket};
 pub use retry::{Backoff, RetryPolicy, retry_budget};
 pub use trip::{Counts, Trip, TripError};
