@@ -1,9 +1,9 @@
-//! Dapr resource files: the `Component`s and `Subscription`s of a `--resources-path` folder,
-//! added to the config.
+//! Dapr resource files: the `Component`s, `Subscription`s and `Resiliency` documents of a
+//! `--resources-path` folder, added to the config.
 //!
 //! Every `*.yaml` / `*.yml` file of each directory is read (in name order), each `---`
-//! document on its own. Documents of other kinds (`Subscription`, `Configuration`,
-//! `Resiliency`, …) are skipped with a note, as are components of building blocks herd does not
+//! document on its own. Documents of other kinds (`Configuration`, …) are skipped with a
+//! note, as are components of building blocks herd does not
 //! serve yet; a component of a served block with a bad type or metadata is an error that names
 //! the file and line, like a herd.toml error.
 
@@ -90,6 +90,9 @@ pub fn load_resources(config: &mut Config, extra: &[PathBuf]) -> Result<Vec<Stri
     let dirs: Vec<PathBuf> = api.resources.iter().chain(extra).cloned().collect();
     let services: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
     let mut subscriptions = Vec::new();
+    let mut resiliency = Vec::new();
+    let mut apps = services.clone();
+    apps.push(api.app_id.clone());
     let mut notes = Vec::new();
     let mut errors = Vec::new();
     let mut found = Vec::new();
@@ -112,9 +115,10 @@ pub fn load_resources(config: &mut Config, extra: &[PathBuf]) -> Result<Vec<Stri
         for file in files {
             read_file(
                 &file,
-                &services,
+                (&services, &apps),
                 &mut found,
                 &mut subscriptions,
+                &mut resiliency,
                 &mut notes,
                 &mut errors,
             );
@@ -135,6 +139,7 @@ pub fn load_resources(config: &mut Config, extra: &[PathBuf]) -> Result<Vec<Stri
     crate::api::add_default_store(&mut config.components);
     crate::api::add_default_pubsub(&mut config.components);
     config.subscriptions.extend(subscriptions);
+    config.resiliency.extend(resiliency);
     if errors.is_empty() {
         Ok(notes)
     } else {
@@ -239,9 +244,10 @@ fn subscription(
 
 fn read_file(
     file: &Path,
-    services: &[String],
+    (services, apps): (&[String], &[String]),
     found: &mut Vec<ComponentSpec>,
     subscriptions: &mut Vec<SubscriptionSpec>,
+    resiliency: &mut Vec<crate::Resiliency>,
     notes: &mut Vec<String>,
     errors: &mut Vec<ConfigError>,
 ) {
@@ -270,9 +276,13 @@ fn read_file(
             subscription(file, doc_line, resource, services, subscriptions, errors);
             continue;
         }
+        if kind == "Resiliency" {
+            crate::resiliency::from_yaml(file, first, &doc, apps, resiliency, errors);
+            continue;
+        }
         if kind != "Component" {
             notes.push(format!(
-                "{}:{doc_line}: skipped a {kind:?} resource (herd reads only Components here)",
+                "{}:{doc_line}: skipped a {kind:?} resource (herd reads Components, Subscriptions and Resiliency here)",
                 file.display()
             ));
             continue;

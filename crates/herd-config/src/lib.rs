@@ -10,6 +10,7 @@ mod dapr;
 mod gateway;
 pub mod model;
 pub mod raw;
+mod resiliency;
 pub mod source;
 mod validate;
 
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 pub use api::{DEFAULT_PUBSUB, DEFAULT_STORE};
 pub use dapr::load_resources;
+pub use model::Resiliency;
 pub use model::{ApiSpec, ComponentSpec, Origin, SubscriptionSpec};
 pub use model::{
     Backoff, Balance, BreakerConfig, Config, GatewaySpec, HealthSpec, Limits, ListenerSpec,

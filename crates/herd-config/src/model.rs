@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use herd_resilience::{Backoff, BreakerConfig, Trip};
+pub use herd_resilience::{Backoff, BreakerConfig, Resiliency, Trip};
 
 use crate::source::Source;
 
@@ -36,6 +36,8 @@ pub struct Config {
     pub components: Vec<ComponentSpec>,
     /// Declarative subscriptions from `[[subscription]]` and Dapr `Subscription` files.
     pub subscriptions: Vec<SubscriptionSpec>,
+    /// Resiliency documents: `[resiliency]` first, then Dapr `Resiliency` files in load order.
+    pub resiliency: Vec<Resiliency>,
 }
 
 /// The gateway's configuration.

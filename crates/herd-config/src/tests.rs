@@ -474,3 +474,124 @@ outlier = { base_ejection_time = "1m", max_ejection_time = "30s" }
         Some("upstream[0].outlier.max_ejection_percent")
     );
 }
+
+#[test]
+fn resiliency_policies_and_targets_are_read_with_dapr_defaults() {
+    let c = load_str(
+        r#"
+[resiliency.policies.timeouts]
+general = "2s"
+[resiliency.policies.retries.steady]
+duration = "250ms"
+maxRetries = 4
+[resiliency.policies.retries.DefaultRetryPolicy]
+policy = "exponential"
+maxInterval = "10s"
+[resiliency.policies.circuitBreakers.cb]
+trip = "consecutiveFailures >= 3"
+[resiliency.targets.components.statestore.outbound]
+timeout = "general"
+retry = "steady"
+circuitBreaker = "cb"
+"#,
+    )
+    .unwrap();
+    let doc = &c.resiliency[0];
+    assert_eq!(doc.timeouts["general"], Duration::from_secs(2));
+    let steady = doc.retries["steady"];
+    assert_eq!(
+        steady.backoff,
+        Backoff::Constant(Duration::from_millis(250))
+    );
+    assert_eq!(steady.max_retries, Some(4));
+    let default = doc.retries["DefaultRetryPolicy"];
+    assert_eq!(
+        default.backoff,
+        Backoff::Exponential {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(10)
+        }
+    );
+    assert_eq!(default.max_retries, None, "Dapr retries forever by default");
+    let cb = &doc.circuit_breakers["cb"];
+    assert_eq!(cb.timeout, Duration::from_secs(60));
+    assert_eq!(cb.max_requests, 1);
+    let target = &doc.components["statestore"].outbound;
+    assert_eq!(target.retry.as_deref(), Some("steady"));
+    assert_eq!(target.circuit_breaker.as_deref(), Some("cb"));
+}
+
+#[test]
+fn resiliency_errors_name_the_key_and_line() {
+    let keys = error_keys(
+        r#"
+[resiliency.policies.timeouts]
+general = "soon"
+[resiliency.policies.retries.r]
+maxRetries = -2
+[resiliency.policies.circuitBreakers.cb]
+trip = "errors > 3"
+[resiliency.targets.apps.orders]
+retry = "missing"
+"#,
+    );
+    assert_eq!(
+        keys,
+        vec![
+            ("resiliency.policies.timeouts.general".into(), Some(3)),
+            ("resiliency.policies.retries.r.maxRetries".into(), Some(5)),
+            (
+                "resiliency.policies.circuitBreakers.cb.trip".into(),
+                Some(7)
+            ),
+            ("resiliency.targets.apps.orders.retry".into(), Some(9)),
+        ]
+    );
+    let e = single_error("[resiliency.targets.components.s.outbound]\ncircuitBreaker = \"x\"\n");
+    assert!(
+        e.message.contains("no circuitBreakers policy named \"x\""),
+        "{e}"
+    );
+    let e = single_error("[resiliency.policies.retries.r]\nbackoff = \"1s\"\n");
+    assert_eq!(e.line, Some(2), "{e}");
+}
+
+#[test]
+fn dapr_resiliency_files_are_read_with_scopes_and_located_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: myresiliency\nscopes:\n  - web\nspec:\n  policies:\n    retries:\n      retryFive:\n        policy: constant\n        duration: 1s\n        maxRetries: 5\n  targets:\n    components:\n      statestore:\n        outbound:\n          retry: retryFive\n";
+    std::fs::write(dir.path().join("a.yaml"), good).unwrap();
+    let toml = format!(
+        "[api]\nresources_path = [{:?}]\n[[service]]\nname = \"web\"\ncommand = [\"sh\"]\n",
+        dir.path().display().to_string()
+    );
+    let mut c = load_str(&toml).unwrap();
+    load_resources(&mut c, &[]).unwrap();
+    let doc = &c.resiliency[0];
+    assert_eq!(doc.name, "myresiliency");
+    assert_eq!(doc.scopes, vec!["web".to_string()]);
+    assert_eq!(doc.retries["retryFive"].max_retries, Some(5));
+
+    let bad = "---\nkind: Resiliency\nmetadata:\n  name: broken\nscopes: [nobody]\nspec:\n  policies:\n    circuitBreakers:\n      cb:\n        trip: \"consecutiveFailures >\"\n  targets:\n    apps:\n      web:\n        timeout: nope\n";
+    std::fs::write(dir.path().join("b.yaml"), bad).unwrap();
+    let mut c = load_str(&toml).unwrap();
+    let errs = load_resources(&mut c, &[]).unwrap_err();
+    let found: Vec<(Option<usize>, Option<String>)> =
+        errs.0.iter().map(|e| (e.line, e.key.clone())).collect();
+    assert_eq!(
+        found,
+        vec![
+            (Some(5), Some("broken: scopes".into())),
+            (
+                Some(10),
+                Some("broken: spec.policies.circuitBreakers.cb.trip".into())
+            ),
+            (
+                Some(14),
+                Some("broken: spec.targets.apps.web.timeout".into())
+            ),
+        ],
+        "{errs}"
+    );
+    assert!(errs.0.iter().all(|e| e.file.ends_with("b.yaml")));
+}

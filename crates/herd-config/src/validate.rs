@@ -27,6 +27,11 @@ pub(crate) struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// The file being checked.
+    pub(crate) fn source(&self) -> &Source {
+        self.source
+    }
+
     pub(crate) fn err(&mut self, path: &KeyPath, message: impl Into<String>) {
         self.errors.push(self.source.error(path, message));
     }
@@ -401,6 +406,7 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
             "subscriptions are served by the sidecar API: add an [api] table",
         );
     }
+    let resiliency = crate::resiliency::check(&mut c, raw.resiliency);
     let data_dir = c.base.join(raw.data_dir.as_deref().unwrap_or(".herd"));
     if c.errors.is_empty() {
         Ok(Config {
@@ -413,6 +419,7 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
             api,
             components,
             subscriptions,
+            resiliency,
         })
     } else {
         Err(c.errors)
