@@ -15,6 +15,14 @@
 //! exponential backoff and full jitter. A message delivered
 //! `max_deliveries` times goes to the dead-letter topic (or is dropped, logged, without one).
 //! The broker's own redelivery covers a crash of herd or of the instance mid-delivery.
+//!
+//! Each delivery runs under the pub/sub component's inbound resiliency policy
+//! (`Policies::component_inbound`, for the subscribing app): its timeout bounds every POST, its
+//! retries happen here, with its backoff, each POST going to the next ready instance, and its
+//! breaker stops deliveries to an app that keeps failing (a refused message goes back to the
+//! broker, due when the breaker lets a trial through). Once a policy's retries are used up the
+//! message goes to the dead-letter topic at once, or without one back to the broker as above.
+//! Without a policy a delivery is one POST, and the broker's redelivery is the retry.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use herd_config::SubscriptionSpec;
 use herd_pubsub::{ConsumeOptions, Delivery, Message, Nack, PubSub};
+use herd_resilience::{Outcome, Policies, Policy, RunError};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -52,6 +61,7 @@ const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// programmatic ones asked from the service once an instance is ready.
 pub fn start(
     components: Arc<Components>,
+    policies: Arc<Policies>,
     declared: Vec<SubscriptionSpec>,
     services: Vec<String>,
     apps: Apps,
@@ -75,6 +85,7 @@ pub fn start(
             endpoints,
             client: client.clone(),
             turn: Arc::new(AtomicUsize::new(0)),
+            policies: policies.clone(),
         };
         tracker.spawn(run_app(
             app,
@@ -93,6 +104,7 @@ struct App {
     endpoints: Endpoints,
     client: HttpClient,
     turn: Arc<AtomicUsize>,
+    policies: Arc<Policies>,
 }
 
 impl App {
@@ -314,6 +326,7 @@ async fn run_subscription(
         rules: sub.rules.clone(),
         dead_letter_topic: sub.dead_letter_topic.clone(),
     });
+    let policy = app.policies.component_inbound(&app.service, &sub.pubsub);
     let sub = Arc::new(sub);
     loop {
         let next = tokio::select! {
@@ -336,6 +349,7 @@ async fn run_subscription(
                     app.clone(),
                     sub.clone(),
                     broker.clone(),
+                    policy.clone(),
                     delivery,
                     stop.clone(),
                 ));
@@ -396,26 +410,75 @@ fn backoff(attempt: u32) -> Duration {
     cap.mul_f64(fastrand::f64())
 }
 
+/// Shutting down: the message is left to the broker's redelivery.
+struct Stopping;
+
+/// How an app's answer counts for the inbound policy.
+fn delivery_outcome(result: &Result<Verdict, Stopping>) -> Outcome {
+    match result {
+        Ok(Verdict::Ack) => Outcome::Success,
+        Ok(Verdict::Retry) => Outcome::Failure,
+        Ok(Verdict::Drop) | Err(Stopping) => Outcome::Permanent,
+    }
+}
+
+/// POSTs the message under `policy` (each attempt to the next ready instance); the app's last
+/// verdict, and the delay the breaker asks for when it refused. `None` when shutting down.
+async fn attempt(
+    app: &App,
+    sub: &SubscriptionSpec,
+    policy: &Policy,
+    event: &serde_json::Value,
+    body: &Bytes,
+    stop: &CancellationToken,
+) -> Option<(Verdict, Option<Duration>)> {
+    let path = path_for(sub, event);
+    let run = policy.run(
+        |_| {
+            let mut app = app.clone();
+            let body = body.clone();
+            async move {
+                let addr = app.endpoint(stop).await.ok_or(Stopping)?;
+                Ok(post(&app, addr, path, &sub.pubsub, event, body).await)
+            }
+        },
+        delivery_outcome,
+    );
+    let result = tokio::select! {
+        _ = stop.cancelled() => return None,
+        result = run => result,
+    };
+    match result {
+        Ok(verdict) => Some((verdict, None)),
+        Err(RunError::Failed(Stopping)) => None,
+        Err(RunError::TimedOut(_)) => Some((Verdict::Retry, None)),
+        Err(RunError::BreakerOpen(refused)) => Some((Verdict::Retry, Some(refused.retry_after()))),
+    }
+}
+
 async fn deliver(
-    mut app: App,
+    app: App,
     sub: Arc<SubscriptionSpec>,
     broker: Arc<dyn PubSub>,
+    policy: Arc<Policy>,
     delivery: Box<dyn Delivery>,
     stop: CancellationToken,
 ) {
     let event: serde_json::Value = serde_json::from_slice(delivery.data()).unwrap_or_default();
-    let path = path_for(&sub, &event);
-    let verdict = match app.endpoint(&stop).await {
-        None => return, // shutting down: the broker redelivers
-        Some(addr) => {
-            let body = delivery.data().clone();
-            post(&app, addr, path, &sub.pubsub, &event, body).await
-        }
+    let body = delivery.data().clone();
+    let Some((verdict, refused)) = attempt(&app, &sub, &policy, &event, &body, &stop).await else {
+        return; // shutting down: the broker redelivers
     };
+    // The policy's retries were used up (not refused by its breaker): dead-letter now when the
+    // subscription has a topic for it.
+    let exhausted = refused.is_none() && policy.retry().is_some();
     let outcome = match verdict {
         Verdict::Ack => delivery.ack().await.map(|()| "success"),
+        Verdict::Retry if exhausted && sub.dead_letter_topic.is_some() => {
+            dead_letter(&app, &sub, &broker, delivery, verdict).await
+        }
         Verdict::Retry if delivery.attempt() < sub.max_deliveries => {
-            let delay = backoff(delivery.attempt());
+            let delay = refused.unwrap_or_else(|| backoff(delivery.attempt()));
             delivery.nack(Nack::Retry(delay)).await.map(|()| "retry")
         }
         Verdict::Retry | Verdict::Drop => dead_letter(&app, &sub, &broker, delivery, verdict).await,
@@ -486,7 +549,7 @@ async fn dead_letter(
 ) -> Result<&'static str, herd_pubsub::PubSubError> {
     let why = match verdict {
         Verdict::Drop => "dropped by the app",
-        _ => "delivered too often",
+        _ => "failed too often",
     };
     match &sub.dead_letter_topic {
         Some(topic) => {

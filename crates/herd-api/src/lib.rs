@@ -11,6 +11,10 @@
 //! - `publish.rs`: `/v1.0/publish/{pubsub}/{topic}` and bulk publish (CloudEvents in
 //!   `cloudevent.rs`); `delivery.rs` runs subscriptions and posts messages to the apps.
 //!
+//! Component calls run under the component's outbound resiliency policy (`resilience.rs`),
+//! deliveries under its inbound one; [`Shared::policies`] resolves them, and an app's policy for
+//! service invocation (`policies.app(caller, id)`).
+//!
 //! Every request but `/v1.0/healthz` must carry `dapr-api-token` when a token is configured;
 //! bodies larger than `[api] max_body` get 413.
 
@@ -23,6 +27,7 @@ mod lock;
 mod meta;
 pub mod outbox;
 mod publish;
+mod resilience;
 mod state;
 
 use std::sync::Arc;
@@ -38,6 +43,7 @@ use tokio_util::task::TaskTracker;
 
 pub use components::{Components, Declared};
 pub use error::ApiError;
+pub use herd_resilience::{Outcome, Policies, Policy, RunError};
 pub use keys::KeyPrefix;
 
 /// The app id a request is made for, set per listener.
@@ -54,6 +60,9 @@ pub struct Shared {
     pub shared_app: String,
     /// Signalled after a transaction wrote outbox messages, to wake the relay.
     pub outbox_ready: Arc<tokio::sync::Notify>,
+    /// Resiliency policies: `policies.app(caller, id)` for service invocation,
+    /// `component_outbound` / `component_inbound` for components.
+    pub policies: Arc<herd_resilience::Policies>,
 }
 
 /// A bound listener and the app id of requests that arrive on it.

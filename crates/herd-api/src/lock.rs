@@ -4,7 +4,8 @@
 //! A grant answers `{"success": true, "fencingToken": N}`; N is greater than every token the
 //! store granted before. A state write carrying `metadata.fencingToken = N` is refused (409) if
 //! the key was already written with a greater token, so a holder whose lease expired while it
-//! was paused cannot overwrite the work of the next holder.
+//! was paused cannot overwrite the work of the next holder. Lock and unlock calls run under the
+//! store's outbound resiliency policy.
 
 use std::time::{Duration, Instant};
 
@@ -12,12 +13,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use herd_resilience::RunError;
 use herd_state::{LockOutcome, LockRequest, StateStore};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::components::Component;
 use crate::error::ApiError;
+use crate::resilience::{Reuse, refused, state_outcome};
 use crate::{AppId, Shared, parse_body};
 
 #[derive(Debug, Deserialize)]
@@ -121,13 +124,16 @@ pub async fn lock(
             "ExpiryInSeconds is not positive in lock store {name}"
         )));
     }
-    let result = store
-        .lock(LockRequest {
+    let policy = shared.policies.component_outbound(&app.0, &name);
+    let mut lock = Reuse::new(
+        &policy,
+        LockRequest {
             resource,
             owner: request.lock_owner,
             expiry: Duration::from_secs(request.expiry_in_seconds as u64),
-        })
-        .await;
+        },
+    );
+    let result = policy.run(|_| store.lock(lock.next()), state_outcome).await;
     let outcome = match &result {
         Ok(LockOutcome::Granted(_)) => "granted",
         Ok(LockOutcome::Held) => "held",
@@ -139,11 +145,12 @@ pub async fn lock(
             Ok(Json(json!({ "success": true, "fencingToken": token })))
         }
         Ok(LockOutcome::Held) => Ok(Json(json!({ "success": false }))),
-        Err(e) => Err(ApiError::new(
+        Err(RunError::Failed(e)) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ERR_TRY_LOCK",
             format!("failed to try acquiring lock: {e}"),
         )),
+        Err(e) => Err(refused("ERR_TRY_LOCK", "failed to try acquiring lock", &e)),
     }
 }
 
@@ -165,7 +172,13 @@ pub async fn unlock(
         &request.resource_id,
         &request.lock_owner,
     )?;
-    let result = store.unlock(&resource, &request.lock_owner).await;
+    let policy = shared.policies.component_outbound(&app.0, &name);
+    let result = policy
+        .run(
+            |_| store.unlock(&resource, &request.lock_owner),
+            state_outcome,
+        )
+        .await;
     observe(
         &name,
         "unlock",
@@ -174,10 +187,11 @@ pub async fn unlock(
     );
     match result {
         Ok(status) => Ok(Json(json!({ "status": status as i32 }))),
-        Err(e) => Err(ApiError::new(
+        Err(RunError::Failed(e)) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ERR_UNLOCK",
             format!("failed to release lock: {e}"),
         )),
+        Err(e) => Err(refused("ERR_UNLOCK", "failed to release lock", &e)),
     }
 }

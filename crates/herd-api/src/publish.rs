@@ -5,7 +5,8 @@
 //! has fsynced it; a broker has confirmed it). Request metadata comes from `metadata.*` query
 //! parameters: `ttlInSeconds`, `rawPayload` (send the body as it is), and herd's
 //! `idempotencyKey` (a second publish with the same key within the broker's window is accepted
-//! but not delivered again).
+//! but not delivered again). Every publish runs under the component's outbound resiliency
+//! policy.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use serde_json::json;
 use crate::cloudevent::{self, Envelope};
 use crate::components::{Block, Component};
 use crate::error::ApiError;
+use crate::resilience::{Reuse, pubsub_outcome};
 use crate::{AppId, Shared, parse_body, query_metadata};
 
 /// Resolves the pub/sub component `name` for `app`.
@@ -130,7 +132,11 @@ pub async fn publish(
         traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()),
     };
     let message = message(envelope, &metadata)?;
-    let result = broker.publish(&topic, message).await;
+    let policy = shared.policies.component_outbound(&app.0, &name);
+    let mut message = Reuse::new(&policy, message);
+    let result = policy
+        .run(|_| broker.publish(&topic, message.next()), pubsub_outcome)
+        .await;
     observe(&name, started, result.is_ok());
     result.map_err(|e| {
         ApiError::new(
@@ -169,6 +175,7 @@ pub async fn bulk(
     let (_, broker) = broker(&shared, &name, &app.0)?;
     let entries: Vec<BulkEntry> = parse_body(&body)?;
     let shared_metadata = query_metadata(&query);
+    let policy = shared.policies.component_outbound(&app.0, &name);
     let mut failed = Vec::new();
     for entry in entries {
         let started = Instant::now();
@@ -190,7 +197,13 @@ pub async fn bulk(
             traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()),
         };
         let outcome = match message(envelope, &metadata) {
-            Ok(m) => broker.publish(&topic, m).await.map_err(|e| e.to_string()),
+            Ok(m) => {
+                let mut m = Reuse::new(&policy, m);
+                policy
+                    .run(|_| broker.publish(&topic, m.next()), pubsub_outcome)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.message),
         };
         observe(&name, started, outcome.is_ok());

@@ -3,7 +3,8 @@
 //!
 //! Values are stored as the JSON text the client sent and returned as it is. Options are
 //! checked before the store is touched: an unknown `concurrency` or `consistency`, a bad
-//! `ttlInSeconds` or `fencingToken`, or a key with `||` is a 400 and nothing is written.
+//! `ttlInSeconds` or `fencingToken`, or a key with `||` is a 400 and nothing is written. Every
+//! store call runs under the component's outbound resiliency policy (`resilience.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use herd_resilience::RunError;
 use herd_state::{
     Concurrency, Consistency, DeleteOp, Guard, SetOp, StateError, StateStore, Versioned, WriteOp,
 };
@@ -21,6 +23,7 @@ use serde_json::value::RawValue;
 
 use crate::components::{Block, Component};
 use crate::error::ApiError;
+use crate::resilience::{Reuse, state_error, state_outcome};
 use crate::{AppId, Shared, parse_body};
 
 /// `options` of an item.
@@ -223,13 +226,17 @@ pub async fn save(
             set_op(component, &app.0, item).map(WriteOp::Set)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let result = store.transact(ops).await;
+    let policy = shared.policies.component_outbound(&app.0, &name);
+    let mut ops = Reuse::new(&policy, ops);
+    let result = policy
+        .run(|_| store.transact(ops.next()), state_outcome)
+        .await;
     observe(&name, "save", started, result.is_ok());
     result.map_err(|e| {
-        ApiError::state(
+        state_error(
             "ERR_STATE_SAVE",
             &format!("failed saving state in state store {name}"),
-            &e,
+            e,
         )
     })?;
     Ok(StatusCode::NO_CONTENT)
@@ -251,13 +258,14 @@ pub async fn get(
     let (component, store) = store(&shared, &name, &app.0, "ERR_STATE_GET")?;
     let full = component.prefix.apply(&app.0, &key)?;
     let level = consistency(query.get("consistency").map(String::as_str))?;
-    let result = store.get(&full, level).await;
+    let policy = shared.policies.component_outbound(&app.0, &name);
+    let result = policy.run(|_| store.get(&full, level), state_outcome).await;
     observe(&name, "get", started, result.is_ok());
     let found = result.map_err(|e| {
-        ApiError::state(
+        state_error(
             "ERR_STATE_GET",
             &format!("fail to get {key} from state store {name}"),
-            &e,
+            e,
         )
     })?;
     let Some(v) = found else {
@@ -292,13 +300,14 @@ pub async fn bulk(
         .iter()
         .map(|k| component.prefix.apply(&app.0, k))
         .collect::<Result<Vec<_>, _>>()?;
-    let result = store.bulk_get(&full).await;
+    let policy = shared.policies.component_outbound(&app.0, &name);
+    let result = policy.run(|_| store.bulk_get(&full), state_outcome).await;
     observe(&name, "bulk_get", started, result.is_ok());
     let found = result.map_err(|e| {
-        ApiError::state(
+        state_error(
             "ERR_STATE_BULK_GET",
             &format!("failed bulk get from state store {name}"),
-            &e,
+            e,
         )
     })?;
     let mut out = Vec::with_capacity(found.len());
@@ -354,13 +363,15 @@ pub async fn delete(
         },
     };
     let op = delete_op(component, &app.0, item)?;
-    let result = store.delete(op).await;
+    let policy = shared.policies.component_outbound(&app.0, &name);
+    let mut op = Reuse::new(&policy, op);
+    let result = policy.run(|_| store.delete(op.next()), state_outcome).await;
     observe(&name, "delete", started, result.is_ok());
     result.map_err(|e| {
-        ApiError::state(
+        state_error(
             "ERR_STATE_DELETE",
             &format!("failed deleting state with key {key}"),
-            &e,
+            e,
         )
     })?;
     Ok(StatusCode::NO_CONTENT)
@@ -390,12 +401,27 @@ pub async fn transaction(
             }
         });
     }
+    let policy = shared.policies.component_outbound(&app.0, &name);
     let result = match &component.outbox {
-        None => store.transact(ops).await,
+        None => {
+            let mut ops = Reuse::new(&policy, ops);
+            policy
+                .run(|_| store.transact(ops.next()), state_outcome)
+                .await
+        }
         Some((pubsub, topic)) => {
             let messages = crate::outbox::messages(&app.0, pubsub, topic, &ops)
                 .map_err(ApiError::malformed)?;
-            let result = store.transact_with_outbox(ops, messages).await;
+            let mut input = Reuse::new(&policy, (ops, messages));
+            let result = policy
+                .run(
+                    |_| {
+                        let (ops, messages) = input.next();
+                        store.transact_with_outbox(ops, messages)
+                    },
+                    state_outcome,
+                )
+                .await;
             if result.is_ok() {
                 shared.outbox_ready.notify_one();
             }
@@ -403,11 +429,11 @@ pub async fn transaction(
         }
     };
     observe(&name, "transaction", started, result.is_ok());
-    result.map_err(|e: StateError| {
-        ApiError::state(
+    result.map_err(|e: RunError<StateError>| {
+        state_error(
             "ERR_STATE_TRANSACTION",
             "error while executing state transaction",
-            &e,
+            e,
         )
     })?;
     Ok(StatusCode::NO_CONTENT)

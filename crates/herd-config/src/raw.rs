@@ -386,8 +386,10 @@ pub struct RawApi {
     pub app_id: Option<String>,
     /// Largest request body accepted, e.g. `"4MB"`. Default: 4 MB (Dapr's default).
     pub max_body: Option<ByteSize>,
-    /// Directories of Dapr resource files (`*.yaml`, `*.yml`) whose `Component`s are loaded
-    /// beside `[[component]]`, as `dapr run --resources-path` does. Relative to this file.
+    /// Directories of Dapr resource files (`*.yaml`, `*.yml`) whose `Component`s,
+    /// `Subscription`s and `Resiliency` documents are loaded beside `[[component]]`,
+    /// `[[subscription]]` and `[resiliency]`, as `dapr run --resources-path` does. Relative to
+    /// this file.
     #[serde(default)]
     pub resources_path: Vec<String>,
 }

@@ -140,7 +140,7 @@ impl Policies {
         docs: Vec<Resiliency>,
         components: impl IntoIterator<Item = (String, String)>,
     ) -> Self {
-        let blocks = components
+        let blocks: HashMap<String, &'static str> = components
             .into_iter()
             .filter_map(|(name, kind)| {
                 let block = match kind.split('.').next()? {
@@ -152,6 +152,14 @@ impl Policies {
                 Some((name, block))
             })
             .collect();
+        for doc in &docs {
+            for name in doc.components.keys().filter(|n| !blocks.contains_key(*n)) {
+                tracing::warn!(
+                    "resiliency {}: targets.components.{name} names no state, lock or pub/sub component; it has no effect",
+                    doc.name
+                );
+            }
+        }
         let loaded: usize = docs.iter().map(Resiliency::len).sum();
         metrics::gauge!("herd_resiliency_loaded").set(loaded as f64);
         for doc in &docs {

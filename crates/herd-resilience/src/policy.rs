@@ -35,6 +35,18 @@ pub enum Outcome {
     Permanent,
 }
 
+impl Outcome {
+    /// How an HTTP answer counts: 5xx a failure, 4xx the caller's own (permanent), else success.
+    /// A request that got no answer at all is [`Outcome::Unreachable`].
+    pub fn from_http_status(status: u16) -> Self {
+        match status {
+            500..=599 => Outcome::Failure,
+            400..=499 => Outcome::Permanent,
+            _ => Outcome::Success,
+        }
+    }
+}
+
 /// Why [`Policy::run`] returned without the operation's own result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunError<E> {

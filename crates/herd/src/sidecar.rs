@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use herd_api::components::Backend;
-use herd_api::{Components, Declared, KeyPrefix, Listener, Shared};
+use herd_api::{Components, Declared, KeyPrefix, Listener, Policies, Shared};
 use herd_config::{Config, ConfigError, ConfigErrors, KeyPath};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -199,8 +199,12 @@ impl Bound {
         token: Option<String>,
         stop: &CancellationToken,
         tracker: &TaskTracker,
-    ) -> std::io::Result<Arc<Components>> {
+    ) -> std::io::Result<(Arc<Components>, Arc<Policies>)> {
         let max_body = config.api.as_ref().map_or(4 << 20, |a| a.max_body);
+        let policies = Arc::new(Policies::new(
+            config.resiliency.clone(),
+            declared.iter().map(|d| (d.name.clone(), d.kind.clone())),
+        ));
         let components = Components::start(declared, stop, tracker);
         let outbox_ready = Arc::new(tokio::sync::Notify::new());
         herd_api::outbox::start(components.clone(), outbox_ready.clone(), stop, tracker);
@@ -212,8 +216,9 @@ impl Bound {
                 .api
                 .as_ref()
                 .map_or_else(String::new, |a| a.app_id.clone()),
+            policies: policies.clone(),
         });
         herd_api::serve(shared, max_body, self.listeners, stop, tracker)?;
-        Ok(components)
+        Ok((components, policies))
     }
 }

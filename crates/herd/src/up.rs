@@ -103,7 +103,7 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
             .unwrap_or_default()
     };
     let supervisor = Arc::new(Supervisor::start(&config, sockets, logs, &extra_env));
-    if let Some(components) = components {
+    if let Some((components, policies)) = components {
         let apps: herd_api::delivery::Apps = {
             let supervisor = supervisor.clone();
             Arc::new(move |name: &str| supervisor.service(name).map(|s| s.endpoints()))
@@ -111,6 +111,7 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
         let services = config.services.iter().map(|s| s.name.clone()).collect();
         herd_api::delivery::start(
             components,
+            policies,
             config.subscriptions.clone(),
             services,
             apps,

@@ -226,3 +226,10 @@ async fn the_breaker_opens_refuses_then_closes_after_a_trial() {
     assert_eq!(calls, 1);
     assert_eq!(none.breaker_state(), Some(BreakerState::Open));
 }
+
+#[test]
+fn http_answers_are_classified_by_status() {
+    assert_eq!(Outcome::from_http_status(503), Outcome::Failure);
+    assert_eq!(Outcome::from_http_status(409), Outcome::Permanent);
+    assert_eq!(Outcome::from_http_status(204), Outcome::Success);
+}

@@ -10,6 +10,7 @@ mod lifecycle;
 mod limits;
 mod node;
 mod pubsub;
+mod resiliency;
 mod sdk;
 mod sdk_pubsub;
 mod sidecar;
