@@ -639,6 +639,14 @@ mod tests {
     }
 
     #[test]
+    fn answers_count_for_the_inbound_policy() {
+        assert_eq!(delivery_outcome(&Ok(Verdict::Ack)), Outcome::Success);
+        assert_eq!(delivery_outcome(&Ok(Verdict::Retry)), Outcome::Failure);
+        assert_eq!(delivery_outcome(&Ok(Verdict::Drop)), Outcome::Permanent);
+        assert_eq!(delivery_outcome(&Err(Stopping)), Outcome::Permanent);
+    }
+
+    #[test]
     fn backoff_grows_and_is_capped() {
         for attempt in 1..20 {
             let cap = Duration::from_millis(100 * (1 << (attempt - 1).min(7)))

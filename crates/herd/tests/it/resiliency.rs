@@ -166,7 +166,7 @@ circuitBreaker = "storeCB"
     assert_eq!(r.json()["errorCode"], "ERR_STATE_SAVE");
     let message = r.json()["message"].as_str().unwrap().to_string();
     assert!(message.contains("circuit breaker is open"), "{message}");
-    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(retries(), 4.0, "a refused call is not retried");
     let refused = &[
         "herd_resiliency_activations_total",
@@ -181,8 +181,9 @@ circuitBreaker = "storeCB"
     wait_for("a save to succeed again", Duration::from_secs(30), || {
         (save(&api, 4).status == 204).then_some(())
     });
+    // `opened` was taken just after the breaker opened, so allow for that gap.
     assert!(
-        opened.elapsed() >= Duration::from_secs(2),
+        opened.elapsed() >= Duration::from_millis(1900),
         "the breaker stayed open for its timeout"
     );
     assert_eq!(breaker("closed"), 1.0);
