@@ -174,27 +174,15 @@ impl Client {
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<UpBody>, Error> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                Error::Connect(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timed out",
-                ))
-            })?
-            .map_err(Error::Connect)?;
+        let stream = within(CONNECT_TIMEOUT, "connect", TcpStream::connect(addr)).await?;
         let _ = stream.set_nodelay(true);
         if let Some((connector, name)) = &self.shared.tls {
-            let stream =
-                tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream))
-                    .await
-                    .map_err(|_| {
-                        Error::Connect(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "TLS handshake timed out",
-                        ))
-                    })?
-                    .map_err(Error::Connect)?;
+            let stream = within(
+                CONNECT_TIMEOUT,
+                "TLS handshake",
+                connector.connect(name.clone(), stream),
+            )
+            .await?;
             return self.handshake(addr, stream).await;
         }
         self.handshake(addr, stream).await
@@ -218,6 +206,22 @@ impl Client {
             }
         });
         Ok(tx)
+    }
+}
+
+/// `step` (connecting, a TLS handshake) finished within `limit`, its failure or the timeout being
+/// a connect error: nothing was sent yet.
+async fn within<T>(
+    limit: Duration,
+    step: &str,
+    f: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r.map_err(Error::Connect),
+        Err(_) => Err(Error::Connect(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{step} timed out"),
+        ))),
     }
 }
 
