@@ -9,7 +9,10 @@
 //! - `state.rs`: `/v1.0/state/{store}` save, get, bulk, delete, transaction;
 //! - `lock.rs`: `/v1.0-alpha1/lock/{store}`, `/v1.0-alpha1/unlock/{store}`;
 //! - `publish.rs`: `/v1.0/publish/{pubsub}/{topic}` and bulk publish (CloudEvents in
-//!   `cloudevent.rs`); `delivery.rs` runs subscriptions and posts messages to the apps.
+//!   `cloudevent.rs`); `delivery.rs` runs subscriptions and posts messages to the apps;
+//! - `invoke.rs`: `/v1.0/invoke/{app-id}/method/{path}` and the `dapr-app-id` header form, to
+//!   local instances or, through `peers.rs` (who runs what) and `mesh.rs` (the listener peers
+//!   reach), to another herd.
 //!
 //! Component calls run under the component's outbound resiliency policy (`resilience.rs`),
 //! deliveries under its inbound one; [`Shared::policies`] resolves them, and an app's policy for
@@ -22,10 +25,13 @@ mod cloudevent;
 pub mod components;
 pub mod delivery;
 mod error;
+pub mod invoke;
 mod keys;
 mod lock;
+pub mod mesh;
 mod meta;
 pub mod outbox;
+pub mod peers;
 mod publish;
 mod resilience;
 mod state;
@@ -37,13 +43,14 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use components::{Components, Declared};
 pub use error::ApiError;
 pub use herd_resilience::{Outcome, Policies, Policy, RunError};
+pub use invoke::Invoker;
 pub use keys::KeyPrefix;
 
 /// The app id a request is made for, set per listener.
@@ -63,6 +70,8 @@ pub struct Shared {
     /// Resiliency policies: `policies.app(caller, id)` for service invocation,
     /// `component_outbound` / `component_inbound` for components.
     pub policies: Arc<herd_resilience::Policies>,
+    /// Service invocation.
+    pub invoker: Arc<Invoker>,
 }
 
 /// A bound listener and the app id of requests that arrive on it.
@@ -146,6 +155,7 @@ fn router(shared: Arc<Shared>, max_body: usize) -> Router {
             "/v1.0/state/{store}/{key}",
             get(state::get).delete(state::delete),
         )
+        .route("/v1.0/invoke/{*rest}", any(invoke::invoke))
         .route("/v1.0-alpha1/lock/{store}", post(lock::lock))
         .route("/v1.0-alpha1/unlock/{store}", post(lock::unlock))
         .route("/v1.0/publish/{pubsub}/{topic}", post(publish::publish))
@@ -174,9 +184,14 @@ pub fn serve(
         let app = router
             .clone()
             .layer(axum::Extension(AppId(listener.app_id.into())));
+        // Before routing: a `dapr-app-id` header turns any path into an invocation.
+        let app = tower::Layer::layer(
+            &tower::util::MapRequestLayer::new(invoke::rewrite_app_id_header),
+            app,
+        );
         let stop = stop.clone();
         tracker.spawn(async move {
-            let served = axum::serve(socket, app)
+            let served = axum::serve(socket, axum::ServiceExt::<Request>::into_make_service(app))
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
             if let Err(e) = served {

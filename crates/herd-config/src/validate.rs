@@ -407,6 +407,15 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
         );
     }
     let resiliency = crate::resiliency::check(&mut c, raw.resiliency);
+    let mesh = raw
+        .mesh
+        .map(|m| crate::mesh::check(&mut c, m, gateway.regions.local.as_deref()));
+    if mesh.is_some() && api.is_none() {
+        c.err(
+            &KeyPath::default().key("mesh"),
+            "invocation is served by the sidecar API: add an [api] table",
+        );
+    }
     let data_dir = c.base.join(raw.data_dir.as_deref().unwrap_or(".herd"));
     if c.errors.is_empty() {
         Ok(Config {
@@ -420,6 +429,7 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
             components,
             subscriptions,
             resiliency,
+            mesh,
         })
     } else {
         Err(c.errors)
