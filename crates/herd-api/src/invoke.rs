@@ -24,6 +24,7 @@ use bytes::Bytes;
 use herd_gateway::{
     Attempt, Client, ClientError, Decisions, NoEndpoint, Places, Pool, TraceContext, UpBody,
 };
+use herd_resilience::{Outcome, Policy, RunError};
 use http_body_util::{Either, Full};
 
 use crate::error::ApiError;
@@ -70,6 +71,10 @@ enum Failure {
     Failed(ClientError),
     /// The deadline passed.
     TimedOut,
+    /// The app's circuit breaker (its resiliency policy) is open.
+    BreakerOpen,
+    /// No app with this id here or on a peer.
+    Unknown,
 }
 
 impl Invoker {
@@ -128,10 +133,11 @@ impl Invoker {
         Some(pool)
     }
 
-    /// Calls `app` with `parts` and `body`: local instances first, then peers unless
-    /// `local_only` (a call a peer forwarded here).
+    /// Calls `app` with `parts` and `body` under `policy` (the caller's resiliency policy for
+    /// the app; none for a call a peer forwarded here, which the peer's policy covers).
     async fn call(
         &self,
+        policy: Option<&Policy>,
         app: &str,
         caller: &str,
         parts: &Parts,
@@ -140,14 +146,39 @@ impl Invoker {
     ) -> Response {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + DEFAULT_TIMEOUT;
+        let once = |_attempt| self.route(app, caller, parts, body.clone(), local_only, deadline);
+        let result = match policy {
+            Some(p) => p.run(once, classify).await,
+            None => once(0).await.map_err(RunError::Failed),
+        };
+        match result {
+            Ok((target, resp)) => finish(app, target, started, resp),
+            Err(RunError::Failed((target, f))) => failed(app, target, started, f),
+            Err(RunError::TimedOut(_)) => failed(app, "local", started, Failure::TimedOut),
+            Err(RunError::BreakerOpen(_)) => failed(app, "local", started, Failure::BreakerOpen),
+        }
+    }
+
+    /// One attempt of a call: local instances first, then peers unless `local_only` (a call a
+    /// peer forwarded here). Says where it went.
+    async fn route(
+        &self,
+        app: &str,
+        caller: &str,
+        parts: &Parts,
+        body: Bytes,
+        local_only: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<(&'static str, http::Response<herd_gateway::ClientBody>), (&'static str, Failure)>
+    {
         let mut last = None;
         if let Some(pool) = self.local_pool(app) {
             let req = parts.request(app, caller, body.clone(), &parts.path_and_query);
             match attempts(&pool, &self.client, req, deadline).await {
-                Ok(resp) => return finish(app, "local", started, resp),
+                Ok(resp) => return Ok(("local", resp)),
                 // Refused everywhere or nothing ready here: a peer may have the app.
                 Err(f @ (Failure::NoEndpoint(_) | Failure::Refused(_))) => last = Some(f),
-                Err(f) => return failed(app, "local", started, f),
+                Err(f) => return Err(("local", f)),
             }
         }
         if !local_only
@@ -156,24 +187,28 @@ impl Invoker {
             let path = format!("{PREFIX}{app}/method{}", parts.path_and_query);
             let req = parts.request(app, caller, body, &path);
             return match attempts(&pool, peers.client(), req, deadline).await {
-                Ok(resp) => finish(app, "peer", started, resp),
-                Err(f) => failed(app, "peer", started, f),
+                Ok(resp) => Ok(("peer", resp)),
+                Err(f) => Err(("peer", f)),
             };
         }
-        match last {
-            Some(f) => failed(app, "local", started, f),
-            None => {
-                record(app, "none", started, StatusCode::INTERNAL_SERVER_ERROR);
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "ERR_DIRECT_INVOKE",
-                    format!(
-                        "failed to invoke, id: {app}, err: no app with this id here or on a peer"
-                    ),
-                )
-                .into_response()
-            }
-        }
+        Err(("local", last.unwrap_or(Failure::Unknown)))
+    }
+}
+
+/// How an attempt counts for the resiliency policy: an answer by its status; nothing ready,
+/// or every connection refused, as unreachable (Dapr's built-in retries cover those); a call
+/// that broke or timed out after it may have arrived as a failure.
+fn classify(
+    result: &Result<
+        (&'static str, http::Response<herd_gateway::ClientBody>),
+        (&'static str, Failure),
+    >,
+) -> Outcome {
+    match result {
+        Ok((_, resp)) => Outcome::from_http_status(resp.status().as_u16()),
+        Err((_, Failure::NoEndpoint(_) | Failure::Refused(_))) => Outcome::Unreachable,
+        Err((_, Failure::Unknown)) => Outcome::Permanent,
+        Err((_, Failure::Failed(_) | Failure::TimedOut | Failure::BreakerOpen)) => Outcome::Failure,
     }
 }
 
@@ -323,6 +358,14 @@ fn failed(app: &str, target: &'static str, started: Instant, f: Failure) -> Resp
             (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
         Failure::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "timed out".to_string()),
+        Failure::BreakerOpen => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "circuit breaker is open".to_string(),
+        ),
+        Failure::Unknown => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no app with this id here or on a peer".to_string(),
+        ),
     };
     record(app, target, started, status);
     let mut r = ApiError::new(
@@ -401,7 +444,8 @@ pub(crate) async fn invoke(
     axum::Extension(AppId(caller)): axum::Extension<AppId>,
     req: Request,
 ) -> Response {
-    handle(&shared.invoker, &caller, req, false).await
+    let policy = target(req.uri()).map(|(app, _)| shared.policies.app(&caller, &app));
+    handle(&shared.invoker, policy.as_deref(), &caller, req, false).await
 }
 
 /// An invocation a peer herd forwarded: served by local instances only.
@@ -412,10 +456,16 @@ pub(crate) async fn from_peer(State(invoker): State<Arc<Invoker>>, req: Request)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    handle(&invoker, &caller, req, true).await
+    handle(&invoker, None, &caller, req, true).await
 }
 
-async fn handle(invoker: &Invoker, caller: &str, req: Request, local_only: bool) -> Response {
+async fn handle(
+    invoker: &Invoker,
+    policy: Option<&Policy>,
+    caller: &str,
+    req: Request,
+    local_only: bool,
+) -> Response {
     let Some((app, path_and_query)) = target(req.uri()) else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
@@ -447,7 +497,9 @@ async fn handle(invoker: &Invoker, caller: &str, req: Request, local_only: bool)
         path_and_query,
         headers: head.headers,
     };
-    invoker.call(&app, caller, &parts, body, local_only).await
+    invoker
+        .call(policy, &app, caller, &parts, body, local_only)
+        .await
 }
 
 #[cfg(test)]

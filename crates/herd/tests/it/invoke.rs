@@ -145,6 +145,100 @@ fn invoke_fails_over_when_an_instance_dies() {
     });
 }
 
+#[test]
+fn an_app_resiliency_policy_retries_and_breaks_invocations() {
+    if !node_available() {
+        return eprintln!("skipped: node is not on PATH");
+    }
+    let (port, admin) = (free_port(), free_port());
+    let _herd = Herd::start(&format!(
+        r#"[api]
+listen = "127.0.0.1:{port}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[resiliency.policies.retries.twice]
+policy = "constant"
+duration = "50ms"
+maxRetries = 2
+
+[resiliency.policies.circuitBreakers.flakyCB]
+maxRequests = 1
+timeout = "1s"
+trip = "consecutiveFailures > 5"
+
+[resiliency.targets.apps.flaky]
+retry = "twice"
+circuitBreaker = "flakyCB"
+
+{}"#,
+        echo_service("flaky", 1)
+    ));
+    let api: SocketAddr = ([127, 0, 0, 1], port).into();
+    let seen = || {
+        let r = call_at(api, "GET", "/v1.0/invoke/flaky/method/count", &[], "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["seen"].as_u64().unwrap()
+    };
+    // `seen` counts itself too: each check adds one.
+    let before = seen();
+    // A 500 is tried three times (two retries), and the last answer is passed on.
+    let r = call_at(
+        api,
+        "GET",
+        "/v1.0/invoke/flaky/method/x?status=500",
+        &[],
+        "",
+    );
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(r.json()["service"], "flaky", "the app's own answer");
+    assert_eq!(seen(), before + 3 + 1, "three attempts");
+    // A 4xx is the caller's problem: never retried.
+    let before = seen();
+    let r = call_at(
+        api,
+        "GET",
+        "/v1.0/invoke/flaky/method/x?status=404",
+        &[],
+        "",
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(seen(), before + 1 + 1, "one attempt");
+    // Six failures in a row open the breaker (two calls of three attempts): refused at once,
+    // without reaching the app.
+    for _ in 0..2 {
+        call_at(
+            api,
+            "GET",
+            "/v1.0/invoke/flaky/method/x?status=503",
+            &[],
+            "",
+        );
+    }
+    let r = call_at(api, "GET", "/v1.0/invoke/flaky/method/x", &[], "");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["errorCode"], "ERR_DIRECT_INVOKE");
+    assert!(r.body.contains("circuit breaker is open"), "{}", r.body);
+    // After its timeout a trial call goes through and closes it.
+    let r = wait_for(
+        "the breaker's half-open trial",
+        Duration::from_secs(10),
+        || {
+            let r = call_at(api, "GET", "/v1.0/invoke/flaky/method/trial", &[], "");
+            (r.status == 200).then_some(r)
+        },
+    );
+    assert_eq!(r.json()["url"], "/trial");
+    let metrics = call_at(([127, 0, 0, 1], admin).into(), "GET", "/metrics", &[], "").body;
+    assert!(
+        metrics.contains("herd_resiliency_activations_total")
+            && metrics.contains("flakyCB")
+            && metrics.contains("twice"),
+        "{metrics}"
+    );
+}
+
 /// A CA and a certificate for `name` signed by it, written as PEM files into `dir`.
 fn certify(dir: &Path, ca: &rcgen::Issuer<'_, rcgen::KeyPair>, ca_pem: &str, name: &str) {
     let key = rcgen::KeyPair::generate().unwrap();

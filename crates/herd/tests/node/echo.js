@@ -1,18 +1,25 @@
 // An app for herd's invocation tests, on Node's http module alone: every request is answered
-// 200 with JSON {service, instance, method, url, body, caller, callee, token, traceparent}.
-// Listens on $PORT.
+// with JSON {service, instance, seen, method, url, body, caller, callee, token, traceparent},
+// where seen counts the requests this instance got so far; the status is 200, or the number in
+// a `status=` query parameter. Listens on $PORT.
 "use strict";
 const http = require("http");
 
+let seen = 0;
+
 const server = http.createServer((req, res) => {
+  seen += 1;
+  const status = /[?&]status=(\d{3})/.exec(req.url);
   let body = "";
   req.on("data", (chunk) => (body += chunk));
   req.on("end", () => {
+    res.statusCode = status ? Number(status[1]) : 200;
     res.setHeader("content-type", "application/json");
     res.end(
       JSON.stringify({
         service: process.env.HERD_SERVICE,
         instance: Number(process.env.HERD_INSTANCE),
+        seen,
         method: req.method,
         url: req.url,
         body,
