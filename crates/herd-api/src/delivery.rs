@@ -403,6 +403,7 @@ async fn deliver(
     delivery: Box<dyn Delivery>,
     stop: CancellationToken,
 ) {
+    let _in_flight = InFlight::start(&sub, &app.service);
     let event: serde_json::Value = serde_json::from_slice(delivery.data()).unwrap_or_default();
     let path = path_for(&sub, &event);
     let verdict = match app.endpoint(&stop).await {
@@ -432,6 +433,29 @@ async fn deliver(
         "outcome" => outcome
     )
     .increment(1);
+}
+
+/// A delivery counted in `herd_pubsub_in_flight` from its start until it is dropped, however
+/// it ends.
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn start(sub: &SubscriptionSpec, app: &str) -> Self {
+        let gauge = metrics::gauge!(
+            "herd_pubsub_in_flight",
+            "pubsub" => sub.pubsub.clone(),
+            "topic" => sub.topic.clone(),
+            "app" => app.to_string()
+        );
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// The delivery request for `event` (serialised as `body`), with Dapr's headers.

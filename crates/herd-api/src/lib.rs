@@ -23,6 +23,7 @@ mod lock;
 mod meta;
 pub mod outbox;
 mod publish;
+mod recent;
 mod state;
 
 use std::sync::Arc;
@@ -144,6 +145,7 @@ fn router(shared: Arc<Shared>, max_body: usize) -> Router {
             "/v1.0-alpha1/publish/bulk/{pubsub}/{topic}",
             post(publish::bulk),
         )
+        .route_layer(middleware::from_fn(recent::record))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
