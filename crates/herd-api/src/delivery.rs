@@ -314,6 +314,8 @@ async fn run_subscription(
         rules: sub.rules.clone(),
         dead_letter_topic: sub.dead_letter_topic.clone(),
     });
+    // Listed (with nothing in flight) before its first delivery.
+    InFlight::gauge(&sub, &app.service).set(0.0);
     let sub = Arc::new(sub);
     loop {
         let next = tokio::select! {
@@ -440,13 +442,17 @@ async fn deliver(
 struct InFlight(metrics::Gauge);
 
 impl InFlight {
-    fn start(sub: &SubscriptionSpec, app: &str) -> Self {
-        let gauge = metrics::gauge!(
+    fn gauge(sub: &SubscriptionSpec, app: &str) -> metrics::Gauge {
+        metrics::gauge!(
             "herd_pubsub_in_flight",
             "pubsub" => sub.pubsub.clone(),
             "topic" => sub.topic.clone(),
             "app" => app.to_string()
-        );
+        )
+    }
+
+    fn start(sub: &SubscriptionSpec, app: &str) -> Self {
+        let gauge = Self::gauge(sub, app);
         gauge.increment(1.0);
         Self(gauge)
     }

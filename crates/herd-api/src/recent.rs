@@ -23,11 +23,12 @@ pub async fn record(request: Request, next: Next) -> Response {
         .and_then(|v| recent::trace_id_of(v.as_bytes()));
     let response = next.run(request).await;
     if let Some(target) = target {
-        recent::push(Finished::now(
+        recent::push(Finished::new(
             Source::Api,
             target,
             trace_id,
             response.status().as_u16(),
+            started,
             started.elapsed(),
         ));
     }

@@ -419,11 +419,12 @@ impl Proxy {
         let elapsed = started.elapsed();
         m.record(response.status(), elapsed, outcome.tries);
         // The dashboard's recent requests: a small struct into a fixed ring, nothing formatted.
-        herd_telemetry::recent::push(herd_telemetry::recent::Finished::now(
+        herd_telemetry::recent::push(herd_telemetry::recent::Finished::new(
             herd_telemetry::recent::Source::Gateway,
             m.target.clone(),
             trace.trace_id().as_bytes().try_into().ok(),
             response.status().as_u16(),
+            started,
             elapsed,
         ));
         Ok(response)

@@ -183,15 +183,17 @@ pub struct TraceView {
     pub latency_ms: f64,
 }
 
-impl From<&Finished> for TraceView {
-    fn from(f: &Finished) -> Self {
+impl TraceView {
+    /// `f` as shown, its time placed by `reference` (wall-clock time and `Instant` of one
+    /// moment).
+    pub fn new(f: &Finished, reference: (std::time::SystemTime, std::time::Instant)) -> Self {
         Self {
-            time_ms: f.at_ms,
+            time_ms: f.unix_ms(reference),
             source: f.source.as_str().into(),
             target: f.target.to_string(),
             trace_id: f.trace_id.map(|t| String::from_utf8_lossy(&t).into_owned()),
             status: f.status,
-            latency_ms: f.latency_us as f64 / 1000.0,
+            latency_ms: f.latency.as_secs_f64() * 1000.0,
         }
     }
 }
@@ -509,15 +511,19 @@ fn stores(w: &Window) -> Vec<StoreView> {
     out
 }
 
-/// The overview of `window`, with `services` and the `recent` requests.
+/// The overview of `window`, with `services` and the `recent` requests, taken at `now`
+/// (wall-clock time and `Instant` of one moment).
 pub fn build(
     window: &Window,
     services: Vec<ServiceView>,
     recent: &[Finished],
-    time_ms: u64,
+    now: (std::time::SystemTime, std::time::Instant),
 ) -> Overview {
     Overview {
-        time_ms,
+        time_ms: now
+            .0
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
         interval_secs: if window.before.is_some() {
             window.secs
         } else {
@@ -529,7 +535,7 @@ pub fn build(
         publishers: publishers(window),
         subscriptions: subscriptions(window),
         stores: stores(window),
-        traces: recent.iter().map(TraceView::from).collect(),
+        traces: recent.iter().map(|f| TraceView::new(f, now)).collect(),
     }
 }
 
@@ -582,7 +588,8 @@ mod tests {
             before: Some(&before),
             secs: 2.0,
         };
-        let o = build(&w, Vec::new(), &[], 1);
+        let at = (std::time::SystemTime::now(), std::time::Instant::now());
+        let o = build(&w, Vec::new(), &[], at);
         assert_eq!(o.routes.len(), 1, "the unused `none` route is left out");
         let r = &o.routes[0];
         assert_eq!((r.route.as_str(), r.upstream.as_str()), ("route[0]", "web"));
@@ -606,7 +613,7 @@ mod tests {
             },
             Vec::new(),
             &[],
-            1,
+            at,
         );
         assert_eq!(first.routes[0].rps, 0.0);
         assert_eq!(first.routes[0].p50_ms, None);

@@ -4,12 +4,13 @@
 //! A push is one atomic increment and an uncontended lock of one slot: the slot is taken with
 //! `try_lock`, so a writer never waits (if a reader or another writer holds that slot at that
 //! instant, the entry is skipped; the ring is a sample, not a log). Nothing is formatted on the
-//! request path; readers turn entries into text.
+//! request path and the clock is not read again (the caller hands in the `Instant` it has);
+//! readers turn entries into text and wall-clock times.
 
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Entries kept.
 pub const CAPACITY: usize = 128;
@@ -36,8 +37,9 @@ impl Source {
 /// One finished request.
 #[derive(Debug, Clone)]
 pub struct Finished {
-    /// When it finished, milliseconds since the Unix epoch.
-    pub at_ms: u64,
+    /// When it finished: an `Instant` the caller already had (reading the clock again costs
+    /// as much as the rest of a push), turned into wall-clock time only when read.
+    pub at: Instant,
     /// The W3C trace id (32 lower-case hex digits), when the request had one.
     pub trace_id: Option<[u8; 32]>,
     /// Where it came from.
@@ -46,30 +48,38 @@ pub struct Finished {
     pub target: Arc<str>,
     /// The HTTP status answered.
     pub status: u16,
-    /// How long it took, in microseconds.
-    pub latency_us: u64,
+    /// How long it took.
+    pub latency: Duration,
 }
 
 impl Finished {
-    /// An entry finished now.
-    pub fn now(
+    /// A request that started at `started` and took `latency`.
+    pub fn new(
         source: Source,
         target: Arc<str>,
         trace_id: Option<[u8; 32]>,
         status: u16,
-        latency: std::time::Duration,
+        started: Instant,
+        latency: Duration,
     ) -> Self {
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         Self {
-            at_ms,
+            at: started + latency,
             trace_id,
             source,
             target,
             status,
-            latency_us: latency.as_micros().min(u128::from(u64::MAX)) as u64,
+            latency,
         }
+    }
+
+    /// When it finished, in milliseconds since the Unix epoch, given the wall-clock time and
+    /// the `Instant` of one moment.
+    pub fn unix_ms(&self, reference: (SystemTime, Instant)) -> u64 {
+        let (wall, now) = reference;
+        let ago = now.saturating_duration_since(self.at);
+        wall.checked_sub(ago)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64)
     }
 }
 
@@ -119,12 +129,13 @@ mod tests {
     fn the_ring_keeps_the_newest_entries_newest_first() {
         let target: Arc<str> = Arc::from("recent-test");
         for i in 0..(CAPACITY as u16 + 10) {
-            push(Finished::now(
+            push(Finished::new(
                 Source::Api,
                 target.clone(),
                 None,
                 200 + i,
-                std::time::Duration::from_micros(u64::from(i)),
+                Instant::now(),
+                Duration::from_micros(u64::from(i)),
             ));
         }
         let mine: Vec<u16> = latest(CAPACITY)
@@ -137,6 +148,21 @@ mod tests {
         assert!(mine.len() <= CAPACITY);
         assert_eq!(mine[0], 200 + CAPACITY as u16 + 9);
         assert!(mine.windows(2).all(|w| w[0] > w[1]));
+    }
+
+    #[test]
+    fn finish_times_become_wall_clock_times_when_read() {
+        let now = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_millis(10_000);
+        let f = Finished::new(
+            Source::Gateway,
+            Arc::from("t"),
+            None,
+            200,
+            now - Duration::from_millis(300),
+            Duration::from_millis(100),
+        );
+        assert_eq!(f.unix_ms((wall, now)), 9_800);
     }
 
     #[test]

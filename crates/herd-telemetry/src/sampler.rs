@@ -4,7 +4,7 @@
 //! last overview, so every reader sees the same numbers and none of them costs a render.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
@@ -53,9 +53,7 @@ impl Sampler {
         });
         let now = Snapshot::new(samples);
         let at = Instant::now();
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let wall = SystemTime::now();
         let services = (self.services)();
         let traces = recent::latest(TRACES);
         let mut previous = self.previous.lock().expect("sampler poisoned");
@@ -66,7 +64,7 @@ impl Sampler {
                 before: before.map(|(_, s)| s),
                 secs: before.map_or(0.0, |(t, _)| at.duration_since(*t).as_secs_f64()),
             };
-            Arc::new(overview::build(&window, services, &traces, time_ms))
+            Arc::new(overview::build(&window, services, &traces, (wall, at)))
         };
         *previous = Some((at, now));
         drop(previous);
