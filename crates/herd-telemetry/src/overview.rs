@@ -57,6 +57,8 @@ pub struct InstanceView {
     pub id: usize,
     /// The current process, if one runs.
     pub pid: Option<u32>,
+    /// The current process's own port (`port = "auto"` services).
+    pub port: Option<u16>,
     /// `starting`, `ready`, `backoff`, `errored`, `stopping` or `stopped`.
     pub state: String,
     /// Milliseconds since the current process started.
@@ -389,6 +391,23 @@ fn routes(w: &Window) -> Vec<RouteView> {
         .collect()
 }
 
+/// Whether `e` is an endpoint of now: the gateway's series of a replaced instance's port stay
+/// in the registry, so a service's endpoints are kept only while an instance (or the shared
+/// socket) has that address. Upstreams that are not services are kept whole.
+fn current(e: &EndpointView, services: &[ServiceView]) -> bool {
+    let Some(name) = e.upstream.strip_prefix("service ") else {
+        return true;
+    };
+    let Some(service) = services.iter().find(|s| s.name == name) else {
+        return true;
+    };
+    service.listen.as_deref() == Some(e.endpoint.as_str())
+        || service.instances.iter().any(|i| {
+            i.port
+                .is_some_and(|p| e.endpoint == format!("127.0.0.1:{p}"))
+        })
+}
+
 fn endpoints(w: &Window) -> Vec<EndpointView> {
     let keys = ["upstream", "endpoint"];
     let attempts = w.sum_by("herd_gateway_endpoint_attempts_total", &keys, |_| true);
@@ -519,7 +538,12 @@ pub fn build(
     recent: &[Finished],
     now: (std::time::SystemTime, std::time::Instant),
 ) -> Overview {
+    let endpoints = endpoints(window)
+        .into_iter()
+        .filter(|e| current(e, &services))
+        .collect();
     Overview {
+        endpoints,
         time_ms: now
             .0
             .duration_since(std::time::UNIX_EPOCH)
@@ -531,7 +555,6 @@ pub fn build(
         },
         services,
         routes: routes(window),
-        endpoints: endpoints(window),
         publishers: publishers(window),
         subscriptions: subscriptions(window),
         stores: stores(window),
@@ -578,7 +601,7 @@ mod tests {
             "herd_gateway_request_duration_seconds_bucket{route=\"route[0]\",upstream=\"web\",le=\"0.1\"} 160\n",
             "herd_gateway_request_duration_seconds_bucket{route=\"route[0]\",upstream=\"web\",le=\"+Inf\"} 160\n",
             "herd_gateway_requests_total{route=\"none\",upstream=\"none\",class=\"4xx\"} 0\n",
-            "herd_gateway_breaker_state{upstream=\"web\",endpoint=\"127.0.0.1:1\"} 1\n",
+            "herd_gateway_breaker_state{upstream=\"service web\",endpoint=\"127.0.0.1:1\"} 1\n",
             "herd_pubsub_deliveries_total{pubsub=\"p\",topic=\"t\",app=\"a\",outcome=\"success\"} 7\n",
             "herd_pubsub_deliveries_total{pubsub=\"p\",topic=\"t\",app=\"a\",outcome=\"dead_lettered\"} 2\n",
             "herd_pubsub_in_flight{pubsub=\"p\",topic=\"t\",app=\"a\"} 3\n",
@@ -601,6 +624,19 @@ mod tests {
         assert!((r.p50_ms.unwrap() - 55.0).abs() < 1e-6);
         assert!((r.p99_ms.unwrap() - 99.1).abs() < 1e-6);
         assert_eq!(o.endpoints[0].breaker, "open");
+        // A service's endpoints are its instances' ports of now.
+        let web = |port| ServiceView {
+            name: "web".into(),
+            instances: vec![InstanceView {
+                port: Some(port),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let stale = build(&w, vec![web(2)], &[], at);
+        assert!(stale.endpoints.is_empty(), "{:?}", stale.endpoints);
+        let live = build(&w, vec![web(1)], &[], at);
+        assert_eq!(live.endpoints.len(), 1);
         let s = &o.subscriptions[0];
         assert_eq!((s.delivered, s.dead_letters, s.in_flight), (7, 2, 3));
         assert_eq!(s.rps, 4.5, "new series count from zero");

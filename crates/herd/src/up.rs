@@ -246,6 +246,7 @@ fn services_view(supervisor: &Arc<Supervisor>) -> herd_telemetry::sampler::Servi
                     .map(|i| InstanceView {
                         id: i.id,
                         pid: i.pid,
+                        port: i.port,
                         state: render::state_name(i.state).into(),
                         uptime_ms: i.uptime_ms,
                         restarts: i.restarts,

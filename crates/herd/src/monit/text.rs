@@ -279,6 +279,7 @@ mod tests {
                 instances: vec![InstanceView {
                     id: 0,
                     pid: Some(42),
+                    port: None,
                     state: "ready".into(),
                     uptime_ms: Some(5_000),
                     restarts: 3,

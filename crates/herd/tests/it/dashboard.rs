@@ -171,6 +171,13 @@ fn overview_metrics_and_monit_show_gateway_state_and_pubsub_traffic() {
         "{}",
         o["endpoints"]
     );
+    let mut endpoints_before: Vec<String> = o["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["endpoint"].as_str().unwrap().to_string())
+        .collect();
+    endpoints_before.sort();
     let traces = o["traces"].as_array().unwrap();
     let gateway = traces
         .iter()
@@ -272,6 +279,37 @@ fn overview_metrics_and_monit_show_gateway_state_and_pubsub_traffic() {
     assert_eq!(js.status, 200);
     assert!(js.body.contains("/api/overview"));
     assert_eq!(get(stack.admin, "/dashboard.css").unwrap().status, 200);
+
+    // After a reload the instances have new ports: the endpoints shown are those, not the
+    // replaced ones the gateway's series still name.
+    let out = stack.herd.cli(&["reload", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ports = |o: &Value| -> Vec<String> {
+        let mut p: Vec<String> = row(&o["services"], "name", "web").unwrap()["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| Some(format!("127.0.0.1:{}", i["port"].as_u64()?)))
+            .collect();
+        p.sort();
+        p
+    };
+    wait_for("the endpoints of now", Duration::from_secs(20), || {
+        stack.traffic(&mut client, 2);
+        let o = stack.overview();
+        let mut shown: Vec<String> = o["endpoints"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["upstream"] == "service web")
+            .map(|e| e["endpoint"].as_str().unwrap().to_string())
+            .collect();
+        shown.sort();
+        (shown.len() == 2 && shown == ports(&o) && shown != endpoints_before).then_some(())
+    });
 }
 
 #[test]
