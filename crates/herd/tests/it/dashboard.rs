@@ -373,17 +373,7 @@ fn the_dashboard_in_headless_chromium_shows_live_values() {
     };
     let stack = Arc::new(Stack::start());
     let url = format!("http://{}/", stack.admin);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (stack, stop) = (stack.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut client = Client::new(stack.gateway);
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                stack.traffic(&mut client, 10);
-            }
-        })
-    };
+    let _load = Load::start(stack.clone());
     let dump = |what: &str| -> String {
         wait_for(what, Duration::from_secs(60), || {
             let out = headless(&chromium, &url, &["--dump-dom"], 3000);
@@ -427,6 +417,40 @@ fn the_dashboard_in_headless_chromium_shows_live_values() {
         "no screenshot: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    stop.store(true, Ordering::Relaxed);
-    load.join().unwrap();
+}
+
+/// Traffic from a thread of its own until dropped (also when an assertion fails, so the herd it
+/// shares is dropped, and killed, when the test ends).
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(stack: Arc<Stack>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::new(stack.gateway);
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    stack.traffic(&mut client, 10);
+                }
+            })
+        };
+        Load {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
