@@ -327,6 +327,8 @@ async fn run_subscription(
         dead_letter_topic: sub.dead_letter_topic.clone(),
     });
     let policy = app.policies.component_inbound(&app.service, &sub.pubsub);
+    // Listed (with nothing in flight) before its first delivery.
+    InFlight::gauge(&sub, &app.service).set(0.0);
     let sub = Arc::new(sub);
     loop {
         let next = tokio::select! {
@@ -464,6 +466,7 @@ async fn deliver(
     delivery: Box<dyn Delivery>,
     stop: CancellationToken,
 ) {
+    let _in_flight = InFlight::start(&sub, &app.service);
     let event: serde_json::Value = serde_json::from_slice(delivery.data()).unwrap_or_default();
     let body = delivery.data().clone();
     let Some((verdict, refused)) = attempt(&app, &sub, &policy, &event, &body, &stop).await else {
@@ -495,6 +498,33 @@ async fn deliver(
         "outcome" => outcome
     )
     .increment(1);
+}
+
+/// A delivery counted in `herd_pubsub_in_flight` from its start until it is dropped, however
+/// it ends.
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn gauge(sub: &SubscriptionSpec, app: &str) -> metrics::Gauge {
+        metrics::gauge!(
+            "herd_pubsub_in_flight",
+            "pubsub" => sub.pubsub.clone(),
+            "topic" => sub.topic.clone(),
+            "app" => app.to_string()
+        )
+    }
+
+    fn start(sub: &SubscriptionSpec, app: &str) -> Self {
+        let gauge = Self::gauge(sub, app);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// The delivery request for `event` (serialised as `body`), with Dapr's headers.

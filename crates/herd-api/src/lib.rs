@@ -33,6 +33,7 @@ mod meta;
 pub mod outbox;
 pub mod peers;
 mod publish;
+mod recent;
 mod resilience;
 mod state;
 
@@ -163,6 +164,7 @@ fn router(shared: Arc<Shared>, max_body: usize) -> Router {
             "/v1.0-alpha1/publish/bulk/{pubsub}/{topic}",
             post(publish::bulk),
         )
+        .route_layer(middleware::from_fn(recent::record))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))

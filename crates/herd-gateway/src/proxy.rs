@@ -85,10 +85,13 @@ struct RouteMetrics {
     by_class: [metrics::Counter; 5],
     duration: metrics::Histogram,
     retries: metrics::Counter,
+    /// `route → upstream`, shared by the entries this route adds to the recent requests.
+    target: Arc<str>,
 }
 
 impl RouteMetrics {
     fn new(route: String, upstream: String) -> Self {
+        let target = Arc::from(format!("{route} → {upstream}"));
         let class = |c: &'static str| {
             metrics::counter!(
                 "herd_gateway_requests_total",
@@ -115,6 +118,7 @@ impl RouteMetrics {
                 "route" => route,
                 "upstream" => upstream
             ),
+            target,
         }
     }
 
@@ -412,7 +416,17 @@ impl Proxy {
             .route
             .and_then(|i| self.metrics.get(i))
             .unwrap_or(&self.unrouted);
-        m.record(response.status(), started.elapsed(), outcome.tries);
+        let elapsed = started.elapsed();
+        m.record(response.status(), elapsed, outcome.tries);
+        // The dashboard's recent requests: a small struct into a fixed ring, nothing formatted.
+        herd_telemetry::recent::push(herd_telemetry::recent::Finished::new(
+            herd_telemetry::recent::Source::Gateway,
+            m.target.clone(),
+            trace.trace_id().as_bytes().try_into().ok(),
+            response.status().as_u16(),
+            started,
+            elapsed,
+        ));
         Ok(response)
     }
 

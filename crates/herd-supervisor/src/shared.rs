@@ -67,21 +67,28 @@ impl Shared {
         self.endpoints.subscribe()
     }
 
-    /// Recomputes the ready endpoints from the slots' snapshots.
+    /// Recomputes the ready endpoints from the slots' snapshots, and the gauges of ready and
+    /// configured instances (`herd_service_ready_instances`, `herd_service_instances`).
     pub fn refresh_endpoints(&self) {
         let views = self.views.lock().expect("views poisoned");
         let mut ready = Vec::new();
         let mut any_ready = false;
+        let mut ready_count = 0usize;
         for v in views.iter() {
             let s = v.lock().expect("status poisoned");
             if s.state == InstanceState::Ready {
                 any_ready = true;
+                ready_count += 1;
                 if let Some(port) = s.port {
                     ready.push(SocketAddr::from(([127, 0, 0, 1], port)));
                 }
             }
         }
+        let slots = views.len();
         drop(views);
+        metrics::gauge!("herd_service_ready_instances", "service" => self.name.clone())
+            .set(ready_count as f64);
+        metrics::gauge!("herd_service_instances", "service" => self.name.clone()).set(slots as f64);
         if let Some(addr) = self.address.filter(|_| any_ready) {
             ready.push(addr);
         }

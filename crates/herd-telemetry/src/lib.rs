@@ -4,11 +4,21 @@
 //! Building blocks record with `metrics::counter!` / `histogram!` / `gauge!` under names that
 //! start with `herd_`; this crate only installs the recorder and renders it. The admin listener
 //! answers `GET /metrics` (Prometheus text format) and `GET /healthz`; it listens where
-//! `[admin] listen` says, loopback unless configured otherwise.
+//! `[admin] listen` says, loopback unless configured otherwise. It also serves the dashboard
+//! (`GET /`, see [`dashboard`]) and its data (`GET /api/overview`, see [`overview`]).
+
+pub mod dashboard;
+pub mod overview;
+pub mod promtext;
+pub mod recent;
+pub mod sampler;
+
+pub use overview::Overview;
+pub use sampler::Sampler;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -69,6 +79,7 @@ fn text(status: StatusCode, body: String, content_type: &'static str) -> Respons
 
 async fn handle(
     metrics: PrometheusHandle,
+    sampler: Arc<Sampler>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match req.uri().path() {
@@ -81,21 +92,24 @@ async fn handle(
             )
         }
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
-        _ => text(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),
+        path => dashboard::answer(path, &sampler)
+            .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain")),
     })
 }
 
-/// Serves the admin endpoints on `listener` until `stop`; connections run on `tasks`.
+/// Serves the admin endpoints on `listener` until `stop`; connections run on `tasks`. The
+/// dashboard shows what `sampler` last sampled.
 pub async fn serve_admin(
     listener: std::net::TcpListener,
     metrics: PrometheusHandle,
+    sampler: Arc<Sampler>,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!("admin listener on {addr} (/metrics, /healthz)");
+    tracing::info!("admin listener on {addr} (dashboard at http://{addr}/, /metrics, /healthz)");
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -108,9 +122,12 @@ pub async fn serve_admin(
             },
         };
         let metrics = metrics.clone();
+        let sampler = sampler.clone();
         let stop = stop.clone();
         tasks.spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(metrics.clone(), req));
+            let svc = hyper::service::service_fn(move |req| {
+                handle(metrics.clone(), sampler.clone(), req)
+            });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::select! {

@@ -49,6 +49,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Live overview: services, routes, pub/sub, stores and recent requests, refreshed every
+    /// second until q or Ctrl-C (the dashboard of the admin listener, in the terminal).
+    Monit {
+        /// Print one snapshot and exit (also what happens when stdout is not a terminal).
+        #[arg(long)]
+        once: bool,
+    },
     /// Show instance output, merged and prefixed.
     Logs {
         /// Only this service.

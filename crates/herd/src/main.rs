@@ -7,6 +7,7 @@
 mod cli;
 mod control;
 mod exit;
+mod monit;
 mod render;
 mod sidecar;
 mod up;
@@ -57,6 +58,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => up::detach(config, &resources).await,
         Command::Check { resources } => Ok(check(config, &resources)),
         Command::Ls { json } => ls(&data_dir(), json).await,
+        Command::Monit { once } => monit::run(&data_dir(), once).await,
         Command::Logs {
             service,
             follow,
@@ -136,7 +138,7 @@ async fn stream(data_dir: &Path, req: &Request) -> anyhow::Result<ExitCode> {
                 eprintln!("error: {message}");
                 return Ok(ExitCode::from(exit::RUNTIME));
             }
-            Reply::Status { .. } => Ok(()),
+            Reply::Status { .. } | Reply::Overview { .. } => Ok(()),
         };
         match printed.and_then(|()| stdout.flush()) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),

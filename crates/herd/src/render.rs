@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use herd_supervisor::{InstanceState, ServiceStatus};
 
-fn state_name(s: InstanceState) -> &'static str {
+/// The lower-case name of a state, as `herd ls` and the overview show it.
+pub fn state_name(s: InstanceState) -> &'static str {
     match s {
         InstanceState::Starting => "starting",
         InstanceState::Ready => "ready",

@@ -161,13 +161,17 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     tracker.spawn(report_ready(supervisor.clone(), started, shutdown.clone()));
+    let control_stop = CancellationToken::new();
+    // The overview behind the dashboard and `herd monit`: a sample every second.
+    let sampler = herd_telemetry::Sampler::new(metrics.clone(), services_view(&supervisor));
+    tracker.spawn(sampler.clone().run(control_stop.clone()));
     let ctx = Arc::new(server::Context {
         supervisor: supervisor.clone(),
         gateway: gateway.clone(),
         config_path: config_path.to_path_buf(),
         shutdown: shutdown.clone(),
+        sampler: sampler.clone(),
     });
-    let control_stop = CancellationToken::new();
     tracker.spawn(server::serve(
         listener,
         ctx,
@@ -179,8 +183,13 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
         control_stop.clone(),
     ));
     if let Some(admin) = admin {
-        let serve =
-            herd_telemetry::serve_admin(admin, metrics, control_stop.clone(), tracker.clone());
+        let serve = herd_telemetry::serve_admin(
+            admin,
+            metrics,
+            sampler.clone(),
+            control_stop.clone(),
+            tracker.clone(),
+        );
         tracker.spawn(async move {
             if let Err(e) = serve.await {
                 tracing::error!("admin listener failed: {e}");
@@ -209,9 +218,10 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
     control_stop.cancel();
     tracker.close();
     tracker.wait().await;
-    // The gateway holds the supervisor (to look services up): both go before the log thread,
-    // which ends when the last log hub handle is dropped.
+    // The gateway and the sampler hold the supervisor (to look services up): all go before the
+    // log thread, which ends when the last log hub handle is dropped.
     drop(gateway);
+    drop(sampler);
     drop(supervisor);
     let _ = std::fs::remove_file(&control_path);
     let _ = std::fs::remove_file(&pid_path);
@@ -219,6 +229,41 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
     let _ = tokio::task::spawn_blocking(move || log_thread.join()).await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The services as the overview shows them, read from the supervisor at every sample.
+fn services_view(supervisor: &Arc<Supervisor>) -> herd_telemetry::sampler::Services {
+    use herd_telemetry::overview::{InstanceView, ServiceView};
+    let supervisor = supervisor.clone();
+    Arc::new(move || {
+        supervisor
+            .status()
+            .into_iter()
+            .map(|s| ServiceView {
+                ready: s
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == InstanceState::Ready)
+                    .count(),
+                instances: s
+                    .instances
+                    .iter()
+                    .map(|i| InstanceView {
+                        id: i.id,
+                        pid: i.pid,
+                        port: i.port,
+                        state: render::state_name(i.state).into(),
+                        uptime_ms: i.uptime_ms,
+                        restarts: i.restarts,
+                        cpu_percent: i.cpu_percent,
+                        memory_bytes: i.memory_bytes,
+                    })
+                    .collect(),
+                name: s.name,
+                listen: s.listen,
+            })
+            .collect()
+    })
 }
 
 /// Binds `[admin] listen`, if set; an error names the file, line and key.

@@ -57,6 +57,15 @@ pub async fn status(data_dir: &Path) -> Option<Vec<ServiceStatus>> {
     }
 }
 
+/// The last overview of the herd on `data_dir` (what `herd monit` shows).
+pub async fn overview(data_dir: &Path) -> anyhow::Result<herd_telemetry::Overview> {
+    match request(data_dir, &Request::Overview).await?.next().await? {
+        Some(Reply::Overview { overview }) => Ok(*overview),
+        Some(Reply::Error { message }) => bail!("{message}"),
+        other => bail!("unexpected reply: {other:?}"),
+    }
+}
+
 /// Whether a herd answers on `data_dir`'s control socket.
 pub async fn is_running(data_dir: &Path) -> bool {
     status(data_dir).await.is_some()

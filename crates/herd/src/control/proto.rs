@@ -42,9 +42,13 @@ pub enum Request {
     },
     /// Stop everything and exit.
     Down,
+    /// The last overview of services, routes, pub/sub, stores and recent requests (`herd
+    /// monit`), as the dashboard shows it.
+    Overview,
 }
 
-/// What herd answers; the last line of a reply is `Done` or `Error`, except for `Status`.
+/// What herd answers; the last line of a reply is `Done` or `Error`, except for `Status` and
+/// `Overview`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Reply {
@@ -54,6 +58,11 @@ pub enum Reply {
         pid: u32,
         /// Every service.
         services: Vec<ServiceStatus>,
+    },
+    /// The answer to `Overview`.
+    Overview {
+        /// What the sampler saw last.
+        overview: Box<herd_telemetry::Overview>,
     },
     /// One line of output.
     Log {

@@ -31,6 +31,8 @@ pub struct Context {
     pub config_path: PathBuf,
     /// Cancelled by `herd down`.
     pub shutdown: CancellationToken,
+    /// The overview `herd monit` shows (the dashboard's data).
+    pub sampler: Arc<herd_telemetry::Sampler>,
 }
 
 /// Binds the control socket at `path` with mode 0600, replacing a stale one.
@@ -114,6 +116,10 @@ async fn respond(request: Request, ctx: &Context, out: &mut OwnedWriteHalf) -> s
             lines,
             follow,
         } => logs(sup, service, lines, follow, out).await,
+        Request::Overview => {
+            let overview = Box::new((*ctx.sampler.latest()).clone());
+            send(out, &Reply::Overview { overview }).await
+        }
         Request::Down => {
             send(out, &Reply::Done).await?;
             ctx.shutdown.cancel();

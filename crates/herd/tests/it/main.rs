@@ -4,6 +4,7 @@
 mod cluster;
 mod config;
 mod control;
+mod dashboard;
 mod durability;
 mod gateway;
 mod invoke;

@@ -1,0 +1,36 @@
+//! The sidecar API's entries in the dashboard's recent requests: method and route template
+//! (never the concrete path, which carries keys), the trace id of a `traceparent` the app sent,
+//! status and latency.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use herd_telemetry::recent::{self, Finished, Source};
+
+/// Middleware on every matched route: runs the request, then records it.
+pub async fn record(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let target = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| Arc::<str>::from(format!("{} {}", request.method(), p.as_str())));
+    let trace_id = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| recent::trace_id_of(v.as_bytes()));
+    let response = next.run(request).await;
+    if let Some(target) = target {
+        recent::push(Finished::new(
+            Source::Api,
+            target,
+            trace_id,
+            response.status().as_u16(),
+            started,
+            started.elapsed(),
+        ));
+    }
+    response
+}

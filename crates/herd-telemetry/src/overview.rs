@@ -1,0 +1,658 @@
+//! The overview the dashboard and `herd monit` show: services and instances, routes and their
+//! endpoints, pub/sub and subscriptions, stores, and the last requests.
+//!
+//! Everything but the services comes from two samples of herd's own metrics a moment apart:
+//! rates are counter deltas over the time between them, p50/p99 come from the deltas of
+//! histogram buckets (interpolated within a bucket, as Prometheus' `histogram_quantile` does),
+//! so they describe the last interval, not the whole run. Services come from the supervisor,
+//! through the provider the binary hands in.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::promtext::Sample;
+use crate::recent::Finished;
+
+/// Everything the dashboard shows at one moment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Overview {
+    /// When the sample was taken, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Seconds between the two samples rates are computed over; 0 before a second sample.
+    pub interval_secs: f64,
+    /// Services and their instances.
+    pub services: Vec<ServiceView>,
+    /// Gateway routes.
+    pub routes: Vec<RouteView>,
+    /// Endpoints of the gateway's upstreams.
+    pub endpoints: Vec<EndpointView>,
+    /// Publishing, per pub/sub component.
+    pub publishers: Vec<PublishView>,
+    /// Subscriptions: deliveries per pub/sub, topic and subscribing app.
+    pub subscriptions: Vec<SubscriptionView>,
+    /// State and lock requests per store.
+    pub stores: Vec<StoreView>,
+    /// The last finished requests, newest first.
+    pub traces: Vec<TraceView>,
+}
+
+/// One service.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Its name.
+    pub name: String,
+    /// The shared listen address, if it has one.
+    pub listen: Option<String>,
+    /// Instances ready now.
+    pub ready: usize,
+    /// Its instances, in slot order.
+    pub instances: Vec<InstanceView>,
+}
+
+/// One instance (slot) of a service.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// The slot number.
+    pub id: usize,
+    /// The current process, if one runs.
+    pub pid: Option<u32>,
+    /// The current process's own port (`port = "auto"` services).
+    pub port: Option<u16>,
+    /// `starting`, `ready`, `backoff`, `errored`, `stopping` or `stopped`.
+    pub state: String,
+    /// Milliseconds since the current process started.
+    pub uptime_ms: Option<u64>,
+    /// Restarts of this slot.
+    pub restarts: u32,
+    /// CPU use, percent of one core.
+    pub cpu_percent: f32,
+    /// Resident memory in bytes.
+    pub memory_bytes: u64,
+}
+
+/// One gateway route.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RouteView {
+    /// The route, `route[N]` after its place in herd.toml (`none`: requests no route matched).
+    pub route: String,
+    /// The upstream or service it sends to.
+    pub upstream: String,
+    /// Requests answered since start.
+    pub requests: u64,
+    /// Requests per second over the last interval.
+    pub rps: f64,
+    /// 5xx answers since start.
+    pub errors: u64,
+    /// 5xx answers per second over the last interval.
+    pub error_rps: f64,
+    /// Retries since start.
+    pub retries: u64,
+    /// Median latency over the last interval, milliseconds; none without requests.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile latency over the last interval, milliseconds.
+    pub p99_ms: Option<f64>,
+}
+
+/// One endpoint of an upstream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EndpointView {
+    /// The upstream (or service) it belongs to.
+    pub upstream: String,
+    /// Its address.
+    pub endpoint: String,
+    /// Circuit breaker: `closed`, `open` or `half-open`.
+    pub breaker: String,
+    /// Attempts per second over the last interval.
+    pub attempts_rps: f64,
+    /// Failed attempts since start.
+    pub failures: u64,
+    /// Outlier ejections since start.
+    pub ejections: u64,
+    /// The active health check's verdict, when the upstream has one.
+    pub healthy: Option<bool>,
+}
+
+/// Publishing to one pub/sub component.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PublishView {
+    /// The component.
+    pub pubsub: String,
+    /// Messages published since start.
+    pub published: u64,
+    /// Publish requests per second over the last interval.
+    pub rps: f64,
+    /// Failed publish requests since start.
+    pub errors: u64,
+}
+
+/// One subscription: a topic consumed by an app.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SubscriptionView {
+    /// The pub/sub component.
+    pub pubsub: String,
+    /// The topic.
+    pub topic: String,
+    /// The subscribing app (service).
+    pub app: String,
+    /// Messages the app accepted since start.
+    pub delivered: u64,
+    /// Deliveries settled per second over the last interval, whatever the outcome.
+    pub rps: f64,
+    /// Deliveries to be retried since start.
+    pub retries: u64,
+    /// Messages moved to the dead-letter topic since start.
+    pub dead_letters: u64,
+    /// Messages dropped without a dead-letter topic since start.
+    pub dropped: u64,
+    /// Deliveries posted and not settled yet.
+    pub in_flight: u64,
+}
+
+/// State or lock requests to one store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StoreView {
+    /// `state` or `lock`.
+    pub kind: String,
+    /// The component.
+    pub store: String,
+    /// Requests since start.
+    pub requests: u64,
+    /// Requests per second over the last interval.
+    pub rps: f64,
+    /// Requests that failed since start (backend errors; not conflicts or held locks).
+    pub errors: u64,
+    /// Median latency over the last interval, milliseconds.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile latency over the last interval, milliseconds.
+    pub p99_ms: Option<f64>,
+}
+
+/// One finished request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TraceView {
+    /// When it finished, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// `gateway` or `api`.
+    pub source: String,
+    /// Route and upstream, or the API's method and route.
+    pub target: String,
+    /// The W3C trace id, if any.
+    pub trace_id: Option<String>,
+    /// The status answered.
+    pub status: u16,
+    /// Latency in milliseconds.
+    pub latency_ms: f64,
+}
+
+impl TraceView {
+    /// `f` as shown, its time placed by `reference` (wall-clock time and `Instant` of one
+    /// moment).
+    pub fn new(f: &Finished, reference: (std::time::SystemTime, std::time::Instant)) -> Self {
+        Self {
+            time_ms: f.unix_ms(reference),
+            source: f.source.as_str().into(),
+            target: f.target.to_string(),
+            trace_id: f.trace_id.map(|t| String::from_utf8_lossy(&t).into_owned()),
+            status: f.status,
+            latency_ms: f.latency.as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+/// A series: metric name and labels as rendered.
+type Key = (String, Vec<(String, String)>);
+
+/// One sample of every metric, indexed by series.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    by_name: BTreeMap<String, Vec<Sample>>,
+    values: HashMap<Key, f64>,
+}
+
+impl Snapshot {
+    /// Indexes `samples`.
+    pub fn new(samples: Vec<Sample>) -> Self {
+        let mut s = Snapshot::default();
+        for sample in samples {
+            s.values
+                .insert((sample.name.clone(), sample.labels.clone()), sample.value);
+            s.by_name
+                .entry(sample.name.clone())
+                .or_default()
+                .push(sample);
+        }
+        s
+    }
+
+    fn series(&self, name: &str) -> &[Sample] {
+        self.by_name.get(name).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Counter totals and deltas per group of label values.
+#[derive(Debug, Default, Clone, Copy)]
+struct Agg {
+    total: f64,
+    delta: f64,
+}
+
+/// Two snapshots and the seconds between them.
+pub struct Window<'a> {
+    /// The newer one.
+    pub now: &'a Snapshot,
+    /// The older one, absent on the first sample.
+    pub before: Option<&'a Snapshot>,
+    /// Seconds between them.
+    pub secs: f64,
+}
+
+impl Window<'_> {
+    /// How much a counter series grew over the window (its value, if it appeared in it; a
+    /// reset counts from zero).
+    fn delta(&self, s: &Sample) -> f64 {
+        let Some(before) = self.before else {
+            return 0.0;
+        };
+        match before.values.get(&(s.name.clone(), s.labels.clone())) {
+            Some(&old) if s.value >= old => s.value - old,
+            _ => s.value,
+        }
+    }
+
+    fn rate(&self, delta: f64) -> f64 {
+        if self.secs > 0.0 {
+            delta / self.secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Totals and deltas of `name` summed per values of `keys`, over series `keep` accepts.
+    fn sum_by(
+        &self,
+        name: &str,
+        keys: &[&str],
+        keep: impl Fn(&Sample) -> bool,
+    ) -> BTreeMap<Vec<String>, Agg> {
+        let mut out: BTreeMap<Vec<String>, Agg> = BTreeMap::new();
+        for s in self.now.series(name).iter().filter(|s| keep(s)) {
+            let group = keys
+                .iter()
+                .map(|k| s.label(k).unwrap_or_default().to_string())
+                .collect();
+            let a = out.entry(group).or_default();
+            a.total += s.value;
+            a.delta += self.delta(s);
+        }
+        out
+    }
+
+    /// The last value of gauge `name` per values of `keys` (summed within a group).
+    fn gauge_by(&self, name: &str, keys: &[&str]) -> BTreeMap<Vec<String>, f64> {
+        self.sum_by(name, keys, |_| true)
+            .into_iter()
+            .map(|(k, a)| (k, a.total))
+            .collect()
+    }
+
+    /// p50 and p99 in milliseconds of histogram `name` (seconds) over the window, per values
+    /// of `keys`.
+    fn quantiles_by(
+        &self,
+        name: &str,
+        keys: &[&str],
+    ) -> BTreeMap<Vec<String>, (Option<f64>, Option<f64>)> {
+        let mut buckets: BTreeMap<Vec<String>, Vec<(f64, f64)>> = BTreeMap::new();
+        for s in self.now.series(&format!("{name}_bucket")) {
+            let Some(le) = s.label("le").and_then(|l| {
+                if l == "+Inf" {
+                    Some(f64::INFINITY)
+                } else {
+                    l.parse().ok()
+                }
+            }) else {
+                continue;
+            };
+            let group = keys
+                .iter()
+                .map(|k| s.label(k).unwrap_or_default().to_string())
+                .collect();
+            buckets.entry(group).or_default().push((le, self.delta(s)));
+        }
+        buckets
+            .into_iter()
+            .map(|(k, mut b)| {
+                b.sort_by(|x, y| x.0.total_cmp(&y.0));
+                let ms = |q| quantile(q, &b).map(|s| s * 1000.0);
+                (k, (ms(0.5), ms(0.99)))
+            })
+            .collect()
+    }
+}
+
+/// The `q` quantile of cumulative `buckets` (upper bound, count), sorted by bound: linear
+/// within the bucket the rank falls in; the highest finite bound if it falls in `+Inf`.
+pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(bound, count) in buckets {
+        if count >= rank {
+            if bound.is_infinite() {
+                return Some(lower.0);
+            }
+            let within = count - lower.1;
+            let frac = if within > 0.0 {
+                (rank - lower.1) / within
+            } else {
+                1.0
+            };
+            return Some(lower.0 + (bound - lower.0) * frac);
+        }
+        lower = (bound, count);
+    }
+    Some(lower.0)
+}
+
+fn count(x: f64) -> u64 {
+    x.max(0.0).round() as u64
+}
+
+fn routes(w: &Window) -> Vec<RouteView> {
+    let keys = ["route", "upstream"];
+    let all = w.sum_by("herd_gateway_requests_total", &keys, |_| true);
+    let errors = w.sum_by("herd_gateway_requests_total", &keys, |s| {
+        s.label("class") == Some("5xx")
+    });
+    let retries = w.sum_by("herd_gateway_retries_total", &keys, |_| true);
+    let q = w.quantiles_by("herd_gateway_request_duration_seconds", &keys);
+    all.into_iter()
+        // Requests no route matched are shown only once there were some.
+        .filter(|(k, a)| k[0] != "none" || a.total > 0.0)
+        .map(|(k, a)| {
+            let e = errors.get(&k).copied().unwrap_or_default();
+            let (p50_ms, p99_ms) = q.get(&k).copied().unwrap_or_default();
+            RouteView {
+                requests: count(a.total),
+                rps: w.rate(a.delta),
+                errors: count(e.total),
+                error_rps: w.rate(e.delta),
+                retries: count(retries.get(&k).map_or(0.0, |r| r.total)),
+                p50_ms,
+                p99_ms,
+                route: k[0].clone(),
+                upstream: k[1].clone(),
+            }
+        })
+        .collect()
+}
+
+/// Whether `e` is an endpoint of now: the gateway's series of a replaced instance's port stay
+/// in the registry, so a service's endpoints are kept only while an instance (or the shared
+/// socket) has that address. Upstreams that are not services are kept whole.
+fn current(e: &EndpointView, services: &[ServiceView]) -> bool {
+    let Some(name) = e.upstream.strip_prefix("service ") else {
+        return true;
+    };
+    let Some(service) = services.iter().find(|s| s.name == name) else {
+        return true;
+    };
+    service.listen.as_deref() == Some(e.endpoint.as_str())
+        || service.instances.iter().any(|i| {
+            i.port
+                .is_some_and(|p| e.endpoint == format!("127.0.0.1:{p}"))
+        })
+}
+
+fn endpoints(w: &Window) -> Vec<EndpointView> {
+    let keys = ["upstream", "endpoint"];
+    let attempts = w.sum_by("herd_gateway_endpoint_attempts_total", &keys, |_| true);
+    let failures = w.sum_by("herd_gateway_endpoint_attempts_total", &keys, |s| {
+        s.label("outcome") == Some("failure")
+    });
+    let ejections = w.sum_by("herd_gateway_ejections_total", &keys, |_| true);
+    let healthy = w.gauge_by("herd_gateway_endpoint_healthy", &keys);
+    let breakers = w.gauge_by("herd_gateway_breaker_state", &keys);
+    let mut all: Vec<Vec<String>> = breakers
+        .keys()
+        .chain(attempts.keys())
+        .chain(healthy.keys())
+        .cloned()
+        .collect();
+    all.sort();
+    all.dedup();
+    all.into_iter()
+        .map(|k| EndpointView {
+            breaker: match breakers.get(&k).copied().unwrap_or(0.0) as u8 {
+                1 => "open",
+                2 => "half-open",
+                _ => "closed",
+            }
+            .into(),
+            attempts_rps: w.rate(attempts.get(&k).map_or(0.0, |a| a.delta)),
+            failures: count(failures.get(&k).map_or(0.0, |a| a.total)),
+            ejections: count(ejections.get(&k).map_or(0.0, |a| a.total)),
+            healthy: healthy.get(&k).map(|h| *h > 0.0),
+            upstream: k[0].clone(),
+            endpoint: k[1].clone(),
+        })
+        .collect()
+}
+
+fn publishers(w: &Window) -> Vec<PublishView> {
+    let keys = ["pubsub"];
+    let all = w.sum_by("herd_pubsub_publish_total", &keys, |_| true);
+    let ok = w.sum_by("herd_pubsub_publish_total", &keys, |s| {
+        s.label("outcome") == Some("ok")
+    });
+    all.into_iter()
+        .map(|(k, a)| {
+            let good = ok.get(&k).map_or(0.0, |o| o.total);
+            PublishView {
+                published: count(good),
+                rps: w.rate(a.delta),
+                errors: count(a.total - good),
+                pubsub: k[0].clone(),
+            }
+        })
+        .collect()
+}
+
+fn subscriptions(w: &Window) -> Vec<SubscriptionView> {
+    let keys = ["pubsub", "topic", "app"];
+    let name = "herd_pubsub_deliveries_total";
+    let by =
+        |outcome: &'static str| w.sum_by(name, &keys, move |s| s.label("outcome") == Some(outcome));
+    let all = w.sum_by(name, &keys, |_| true);
+    let (ok, retry, dead, dropped) = (
+        by("success"),
+        by("retry"),
+        by("dead_lettered"),
+        by("dropped"),
+    );
+    let in_flight = w.gauge_by("herd_pubsub_in_flight", &keys);
+    let mut groups: Vec<Vec<String>> = all.keys().chain(in_flight.keys()).cloned().collect();
+    groups.sort();
+    groups.dedup();
+    let total =
+        |m: &BTreeMap<Vec<String>, Agg>, k: &Vec<String>| count(m.get(k).map_or(0.0, |a| a.total));
+    groups
+        .into_iter()
+        .map(|k| SubscriptionView {
+            delivered: total(&ok, &k),
+            rps: w.rate(all.get(&k).map_or(0.0, |a| a.delta)),
+            retries: total(&retry, &k),
+            dead_letters: total(&dead, &k),
+            dropped: total(&dropped, &k),
+            in_flight: count(in_flight.get(&k).copied().unwrap_or(0.0)),
+            pubsub: k[0].clone(),
+            topic: k[1].clone(),
+            app: k[2].clone(),
+        })
+        .collect()
+}
+
+fn stores(w: &Window) -> Vec<StoreView> {
+    let mut out = Vec::new();
+    for (kind, requests, seconds) in [
+        (
+            "state",
+            "herd_state_requests_total",
+            "herd_state_request_seconds",
+        ),
+        (
+            "lock",
+            "herd_lock_requests_total",
+            "herd_lock_request_seconds",
+        ),
+    ] {
+        let keys = ["store"];
+        let all = w.sum_by(requests, &keys, |_| true);
+        let errors = w.sum_by(requests, &keys, |s| s.label("outcome") == Some("error"));
+        let q = w.quantiles_by(seconds, &keys);
+        out.extend(all.into_iter().map(|(k, a)| {
+            let (p50_ms, p99_ms) = q.get(&k).copied().unwrap_or_default();
+            StoreView {
+                kind: kind.into(),
+                requests: count(a.total),
+                rps: w.rate(a.delta),
+                errors: count(errors.get(&k).map_or(0.0, |e| e.total)),
+                p50_ms,
+                p99_ms,
+                store: k[0].clone(),
+            }
+        }));
+    }
+    out
+}
+
+/// The overview of `window`, with `services` and the `recent` requests, taken at `now`
+/// (wall-clock time and `Instant` of one moment).
+pub fn build(
+    window: &Window,
+    services: Vec<ServiceView>,
+    recent: &[Finished],
+    now: (std::time::SystemTime, std::time::Instant),
+) -> Overview {
+    let endpoints = endpoints(window)
+        .into_iter()
+        .filter(|e| current(e, &services))
+        .collect();
+    Overview {
+        endpoints,
+        time_ms: now
+            .0
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        interval_secs: if window.before.is_some() {
+            window.secs
+        } else {
+            0.0
+        },
+        services,
+        routes: routes(window),
+        publishers: publishers(window),
+        subscriptions: subscriptions(window),
+        stores: stores(window),
+        traces: recent.iter().map(|f| TraceView::new(f, now)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::promtext::parse;
+
+    fn snap(text: &str) -> Snapshot {
+        Snapshot::new(parse(text).unwrap())
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_the_bucket() {
+        let b = [(0.1, 50.0), (0.2, 100.0), (f64::INFINITY, 100.0)];
+        assert_eq!(quantile(0.5, &b), Some(0.1));
+        assert!((quantile(0.75, &b).unwrap() - 0.15).abs() < 1e-9);
+        assert_eq!(quantile(0.5, &[(0.1, 0.0), (f64::INFINITY, 0.0)]), None);
+        // Beyond the last finite bound: that bound.
+        assert_eq!(
+            quantile(0.99, &[(0.1, 1.0), (f64::INFINITY, 10.0)]),
+            Some(0.1)
+        );
+    }
+
+    #[test]
+    fn rates_and_latencies_come_from_deltas_between_samples() {
+        let before = snap(concat!(
+            "herd_gateway_requests_total{route=\"route[0]\",upstream=\"web\",class=\"2xx\"} 100\n",
+            "herd_gateway_requests_total{route=\"route[0]\",upstream=\"web\",class=\"5xx\"} 10\n",
+            "herd_gateway_request_duration_seconds_bucket{route=\"route[0]\",upstream=\"web\",le=\"0.01\"} 110\n",
+            "herd_gateway_request_duration_seconds_bucket{route=\"route[0]\",upstream=\"web\",le=\"0.1\"} 110\n",
+            "herd_gateway_request_duration_seconds_bucket{route=\"route[0]\",upstream=\"web\",le=\"+Inf\"} 110\n",
+            "herd_gateway_requests_total{route=\"none\",upstream=\"none\",class=\"4xx\"} 0\n",
+        ));
+        let now = snap(concat!(
+            "herd_gateway_requests_total{route=\"route[0]\",upstream=\"web\",class=\"2xx\"} 140\n",
+            "herd_gateway_requests_total{route=\"route[0]\",upstream=\"web\",class=\"5xx\"} 20\n",
+            "herd_gateway_request_duration_seconds_bucket{route=\"route[0]\",upstream=\"web\",le=\"0.01\"} 110\n",
+            "herd_gateway_request_duration_seconds_bucket{route=\"route[0]\",upstream=\"web\",le=\"0.1\"} 160\n",
+            "herd_gateway_request_duration_seconds_bucket{route=\"route[0]\",upstream=\"web\",le=\"+Inf\"} 160\n",
+            "herd_gateway_requests_total{route=\"none\",upstream=\"none\",class=\"4xx\"} 0\n",
+            "herd_gateway_breaker_state{upstream=\"service web\",endpoint=\"127.0.0.1:1\"} 1\n",
+            "herd_pubsub_deliveries_total{pubsub=\"p\",topic=\"t\",app=\"a\",outcome=\"success\"} 7\n",
+            "herd_pubsub_deliveries_total{pubsub=\"p\",topic=\"t\",app=\"a\",outcome=\"dead_lettered\"} 2\n",
+            "herd_pubsub_in_flight{pubsub=\"p\",topic=\"t\",app=\"a\"} 3\n",
+        ));
+        let w = Window {
+            now: &now,
+            before: Some(&before),
+            secs: 2.0,
+        };
+        let at = (std::time::SystemTime::now(), std::time::Instant::now());
+        let o = build(&w, Vec::new(), &[], at);
+        assert_eq!(o.routes.len(), 1, "the unused `none` route is left out");
+        let r = &o.routes[0];
+        assert_eq!((r.route.as_str(), r.upstream.as_str()), ("route[0]", "web"));
+        assert_eq!(r.requests, 160);
+        assert_eq!(r.rps, 25.0);
+        assert_eq!(r.errors, 20);
+        assert_eq!(r.error_rps, 5.0);
+        // 50 new requests, all between 10 and 100 ms.
+        assert!((r.p50_ms.unwrap() - 55.0).abs() < 1e-6);
+        assert!((r.p99_ms.unwrap() - 99.1).abs() < 1e-6);
+        assert_eq!(o.endpoints[0].breaker, "open");
+        // A service's endpoints are its instances' ports of now.
+        let web = |port| ServiceView {
+            name: "web".into(),
+            instances: vec![InstanceView {
+                port: Some(port),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let stale = build(&w, vec![web(2)], &[], at);
+        assert!(stale.endpoints.is_empty(), "{:?}", stale.endpoints);
+        let live = build(&w, vec![web(1)], &[], at);
+        assert_eq!(live.endpoints.len(), 1);
+        let s = &o.subscriptions[0];
+        assert_eq!((s.delivered, s.dead_letters, s.in_flight), (7, 2, 3));
+        assert_eq!(s.rps, 4.5, "new series count from zero");
+
+        let first = build(
+            &Window {
+                now: &now,
+                before: None,
+                secs: 0.0,
+            },
+            Vec::new(),
+            &[],
+            at,
+        );
+        assert_eq!(first.routes[0].rps, 0.0);
+        assert_eq!(first.routes[0].p50_ms, None);
+        assert_eq!(first.interval_secs, 0.0);
+    }
+}
