@@ -11,6 +11,7 @@ mod gateway;
 pub mod model;
 pub mod raw;
 pub mod source;
+mod telemetry;
 mod validate;
 
 use std::path::Path;
@@ -25,6 +26,7 @@ pub use model::{
     ServiceSpec, Target, TlsFiles, Trip, UpstreamSpec,
 };
 pub use source::{ConfigError, ConfigErrors, KeyPath, Source};
+pub use telemetry::{LogFormat, TelemetrySpec};
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -6,6 +6,13 @@
 //! answers `GET /metrics` (Prometheus text format) and `GET /healthz`; it listens where
 //! `[admin] listen` says, loopback unless configured otherwise.
 
+pub mod context;
+pub mod logs;
+pub mod otlp;
+
+pub use context::{Traced, current_traceparent};
+pub use otlp::tracer;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
