@@ -9,7 +9,10 @@
 //! - `state.rs`: `/v1.0/state/{store}` save, get, bulk, delete, transaction;
 //! - `lock.rs`: `/v1.0-alpha1/lock/{store}`, `/v1.0-alpha1/unlock/{store}`;
 //! - `publish.rs`: `/v1.0/publish/{pubsub}/{topic}` and bulk publish (CloudEvents in
-//!   `cloudevent.rs`); `delivery.rs` runs subscriptions and posts messages to the apps.
+//!   `cloudevent.rs`); `delivery.rs` runs subscriptions and posts messages to the apps;
+//! - `invoke.rs`: `/v1.0/invoke/{app-id}/method/{path}` and the `dapr-app-id` header form, to
+//!   local instances or, through `peers.rs` (who runs what) and `mesh.rs` (the listener peers
+//!   reach), to another herd.
 //!
 //! Every request but `/v1.0/healthz` must carry `dapr-api-token` when a token is configured;
 //! bodies larger than `[api] max_body` get 413. Every request but the health checks runs in a
@@ -19,10 +22,13 @@ mod cloudevent;
 pub mod components;
 pub mod delivery;
 mod error;
+pub mod invoke;
 mod keys;
 mod lock;
+pub mod mesh;
 mod meta;
 pub mod outbox;
+pub mod peers;
 mod publish;
 mod state;
 
@@ -33,7 +39,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use herd_telemetry::{Traced, context};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
@@ -42,6 +48,7 @@ use tokio_util::task::TaskTracker;
 
 pub use components::{Components, Declared};
 pub use error::ApiError;
+pub use invoke::Invoker;
 pub use keys::KeyPrefix;
 
 /// The app id a request is made for, set per listener.
@@ -58,6 +65,8 @@ pub struct Shared {
     pub shared_app: String,
     /// Signalled after a transaction wrote outbox messages, to wake the relay.
     pub outbox_ready: Arc<tokio::sync::Notify>,
+    /// Service invocation.
+    pub invoker: Arc<Invoker>,
 }
 
 /// A bound listener and the app id of requests that arrive on it.
@@ -203,6 +212,7 @@ fn router(shared: Arc<Shared>, max_body: usize) -> Router {
             "/v1.0/state/{store}/{key}",
             get(state::get).delete(state::delete),
         )
+        .route("/v1.0/invoke/{*rest}", any(invoke::invoke))
         .route("/v1.0-alpha1/lock/{store}", post(lock::lock))
         .route("/v1.0-alpha1/unlock/{store}", post(lock::unlock))
         .route("/v1.0/publish/{pubsub}/{topic}", post(publish::publish))
@@ -232,9 +242,14 @@ pub fn serve(
         let app = router
             .clone()
             .layer(axum::Extension(AppId(listener.app_id.into())));
+        // Before routing: a `dapr-app-id` header turns any path into an invocation.
+        let app = tower::Layer::layer(
+            &tower::util::MapRequestLayer::new(invoke::rewrite_app_id_header),
+            app,
+        );
         let stop = stop.clone();
         tracker.spawn(async move {
-            let served = axum::serve(socket, app)
+            let served = axum::serve(socket, axum::ServiceExt::<Request>::into_make_service(app))
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
             if let Err(e) = served {

@@ -301,14 +301,7 @@ pub(crate) fn check(
                 priorities.push(0);
                 continue;
             }
-            let parsed = e.rsplit_once(':').and_then(|(host, port)| {
-                let valid_host = !host.is_empty()
-                    && host
-                        .chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.');
-                Some((host.to_ascii_lowercase(), port.parse::<u16>().ok()?)).filter(|_| valid_host)
-            });
-            match parsed {
+            match host_port(e) {
                 Some(name) => names.push(name),
                 None => c.err(
                     &at.key("endpoints").index(i),
@@ -442,4 +435,14 @@ pub(crate) fn check(
         );
     }
     spec
+}
+
+/// A `name:port` endpoint: a DNS name (letters, digits, `-` and `.`, lower-cased) and a port.
+pub(crate) fn host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.');
+    Some((host.to_ascii_lowercase(), port.parse::<u16>().ok()?)).filter(|_| valid_host)
 }

@@ -8,6 +8,7 @@
 mod api;
 mod dapr;
 mod gateway;
+mod mesh;
 pub mod model;
 pub mod raw;
 pub mod source;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 pub use api::{DEFAULT_PUBSUB, DEFAULT_STORE};
 pub use dapr::load_resources;
-pub use model::{ApiSpec, ComponentSpec, Origin, SubscriptionSpec};
+pub use model::{ApiSpec, ComponentSpec, MeshSpec, MeshTls, Origin, SubscriptionSpec};
 pub use model::{
     Backoff, Balance, BreakerConfig, Config, GatewaySpec, HealthSpec, Limits, ListenerSpec,
     LogSettings, OutlierSpec, Readiness, ReadyMode, Regions, RestartPolicy, RetrySpec, RouteSpec,

@@ -402,6 +402,15 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
             "subscriptions are served by the sidecar API: add an [api] table",
         );
     }
+    let mesh = raw
+        .mesh
+        .map(|m| crate::mesh::check(&mut c, m, gateway.regions.local.as_deref()));
+    if mesh.is_some() && api.is_none() {
+        c.err(
+            &KeyPath::default().key("mesh"),
+            "invocation is served by the sidecar API: add an [api] table",
+        );
+    }
     let data_dir = c.base.join(raw.data_dir.as_deref().unwrap_or(".herd"));
     if c.errors.is_empty() {
         Ok(Config {
@@ -415,6 +424,7 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
             api,
             components,
             subscriptions,
+            mesh,
         })
     } else {
         Err(c.errors)

@@ -27,6 +27,7 @@ use http::{Request, Response};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::proxy::UpBody;
@@ -56,6 +57,8 @@ pub struct Client {
 struct Shared {
     builder: http1::Builder,
     idle: Mutex<IdleMap>,
+    /// TLS for every connection (to other herds), with the name their certificates carry.
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
 }
 
 /// Why a request got no response.
@@ -92,13 +95,33 @@ impl std::error::Error for Error {
     }
 }
 
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Client {
     /// A client with no connections yet.
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// A client that speaks TLS with `config` to every endpoint, checking that each presents a
+    /// certificate for `server_name` (endpoints are reached by address).
+    pub fn with_tls(config: Arc<rustls::ClientConfig>, server_name: ServerName<'static>) -> Self {
+        Self::build(Some((
+            tokio_rustls::TlsConnector::from(config),
+            server_name,
+        )))
+    }
+
+    fn build(tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 builder: http1::Builder::new(),
                 idle: Mutex::new(IdleMap::default()),
+                tls,
             }),
         }
     }
@@ -151,16 +174,24 @@ impl Client {
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<UpBody>, Error> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                Error::Connect(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timed out",
-                ))
-            })?
-            .map_err(Error::Connect)?;
+        let stream = within(CONNECT_TIMEOUT, "connect", TcpStream::connect(addr)).await?;
         let _ = stream.set_nodelay(true);
+        if let Some((connector, name)) = &self.shared.tls {
+            let stream = within(
+                CONNECT_TIMEOUT,
+                "TLS handshake",
+                connector.connect(name.clone(), stream),
+            )
+            .await?;
+            return self.handshake(addr, stream).await;
+        }
+        self.handshake(addr, stream).await
+    }
+
+    async fn handshake<S>(&self, addr: SocketAddr, stream: S) -> Result<SendRequest<UpBody>, Error>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
         let (tx, conn) = self
             .shared
             .builder
@@ -175,6 +206,22 @@ impl Client {
             }
         });
         Ok(tx)
+    }
+}
+
+/// `step` (connecting, a TLS handshake) finished within `limit`, its failure or the timeout being
+/// a connect error: nothing was sent yet.
+async fn within<T>(
+    limit: Duration,
+    step: &str,
+    f: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r.map_err(Error::Connect),
+        Err(_) => Err(Error::Connect(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{step} timed out"),
+        ))),
     }
 }
 
@@ -294,7 +341,7 @@ impl Drop for Body {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use http_body_util::{BodyExt, Either, Empty, Full};
+    use http_body_util::{BodyExt, Either, Full};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -325,7 +372,7 @@ mod tests {
     }
 
     fn get() -> Request<UpBody> {
-        let mut r = Request::new(Either::Right(Empty::new()));
+        let mut r = Request::new(Either::Right(Full::default()));
         r.headers_mut()
             .insert(http::header::HOST, "test".parse().unwrap());
         r

@@ -42,9 +42,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use balance::{Places, Pool};
+pub use balance::{Decisions, NoEndpoint, Pick, Places, Pool};
+pub use client::{Body as ClientBody, Client, Error as ClientError};
+pub use outlier::Attempt;
+pub use proxy::{UpBody, idempotent, strip_hop_by_hop};
 pub use route::RouteTable;
-pub use trace::TraceContext;
+pub use tls::{mtls_client_config, mtls_server_config};
+pub use trace::{TRACEPARENT, TraceContext};
 
 /// Addresses a pool balances over, as a watch channel.
 pub type Addresses = watch::Receiver<Arc<Vec<SocketAddr>>>;

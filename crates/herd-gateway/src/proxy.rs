@@ -20,7 +20,7 @@ use bytes::Bytes;
 use herd_config::Target;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Empty, Full, LengthLimitError, Limited};
+use http_body_util::{Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use tower::retry::budget::Budget;
 
@@ -29,9 +29,9 @@ use crate::client::{self, Client};
 use crate::route::RouteTable;
 use crate::trace::{self, TRACEPARENT, TraceContext, X_REQUEST_ID};
 
-/// What goes upstream: the client's body (cut off at the size limit), or an empty one that can
-/// be sent again.
-pub type UpBody = Either<Limited<Incoming>, Empty<Bytes>>;
+/// What goes upstream: the client's body (cut off at the size limit), or a buffered one (empty
+/// for a bodyless request) that can be sent again.
+pub type UpBody = Either<Limited<Incoming>, Full<Bytes>>;
 /// What goes back to the client: the upstream's body, or herd's own answer.
 pub type DownBody = Either<client::Body, Full<Bytes>>;
 
@@ -175,7 +175,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// Removes hop-by-hop headers. Most messages have none, and one pass comparing the names
 /// present (a few) against the list is cheaper than looking each listed name up (each lookup
 /// hashes it), so lookups and removal run only when the pass finds one.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }
@@ -220,7 +220,7 @@ fn answer(
 }
 
 /// Methods that may be sent again without changing the outcome (RFC 9110 §9.2.2).
-fn idempotent(m: &Method) -> bool {
+pub fn idempotent(m: &Method) -> bool {
     [
         Method::GET,
         Method::HEAD,
@@ -558,7 +558,7 @@ impl Proxy {
             outcome.endpoint = Some(pick.addr);
             let mut up = Request::new(match body.take() {
                 Some(b) => Either::Left(Limited::new(b, self.max_body as usize)),
-                None => Either::Right(Empty::new()),
+                None => Either::Right(Full::default()),
             });
             *up.method_mut() = parts.method.clone();
             *up.uri_mut() = if parts.method == Method::CONNECT {

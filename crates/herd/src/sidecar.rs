@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use herd_api::components::Backend;
-use herd_api::{Components, Declared, KeyPrefix, Listener, Shared};
+use herd_api::peers::Peers;
+use herd_api::{Components, Declared, Invoker, KeyPrefix, Listener, Shared};
 use herd_config::{Config, ConfigError, ConfigErrors, KeyPath};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -119,6 +120,47 @@ pub struct Bound {
     ports: HashMap<String, u16>,
     /// The shared listener's address.
     pub addr: SocketAddr,
+    mesh: Option<Mesh>,
+}
+
+/// The mesh listener and what its TLS needs, all checked before anything starts.
+struct Mesh {
+    socket: TcpListener,
+    server_tls: Option<Arc<rustls::ServerConfig>>,
+    client: herd_gateway::Client,
+}
+
+/// Binds `[mesh] listen` and loads its certificates; errors name the key.
+fn bind_mesh(config: &Config) -> Result<Option<Mesh>, Vec<ConfigError>> {
+    let Some(mesh) = &config.mesh else {
+        return Ok(None);
+    };
+    let at = KeyPath::default().key("mesh");
+    let socket = TcpListener::bind(mesh.listen).map_err(|e| {
+        vec![config.source.error(
+            &at.key("listen"),
+            format!("cannot bind {}: {e}", mesh.listen),
+        )]
+    })?;
+    let Some(tls) = &mesh.tls else {
+        return Ok(Some(Mesh {
+            socket,
+            server_tls: None,
+            client: herd_gateway::Client::new(),
+        }));
+    };
+    let tls_error = |e: String| vec![config.source.error(&at.key("tls"), e)];
+    let server =
+        herd_gateway::mtls_server_config(&tls.cert, &tls.key, &tls.ca).map_err(tls_error)?;
+    let client =
+        herd_gateway::mtls_client_config(&tls.cert, &tls.key, &tls.ca).map_err(tls_error)?;
+    let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+        .map_err(|e| tls_error(e.to_string()))?;
+    Ok(Some(Mesh {
+        socket,
+        server_tls: Some(server),
+        client: herd_gateway::Client::with_tls(client, name),
+    }))
 }
 
 /// Binds `[api] listen` and one loopback port per service; `None` without `[api]`.
@@ -160,6 +202,7 @@ pub fn bind(config: &Config) -> Result<Option<Bound>, Vec<ConfigError>> {
         listeners,
         ports,
         addr,
+        mesh: bind_mesh(config)?,
     }))
 }
 
@@ -191,7 +234,8 @@ impl Bound {
         env
     }
 
-    /// Starts connecting the components and serving the API until `stop`.
+    /// Starts connecting the components, asking peers, and serving the API (and the mesh
+    /// listener) until `stop`. The invoker reaches local instances once given the services.
     pub fn serve(
         self,
         config: &Config,
@@ -199,11 +243,29 @@ impl Bound {
         token: Option<String>,
         stop: &CancellationToken,
         tracker: &TaskTracker,
-    ) -> std::io::Result<Arc<Components>> {
+    ) -> std::io::Result<(Arc<Components>, Arc<Invoker>)> {
         let max_body = config.api.as_ref().map_or(4 << 20, |a| a.max_body);
         let components = Components::start(declared, stop, tracker);
         let outbox_ready = Arc::new(tokio::sync::Notify::new());
         herd_api::outbox::start(components.clone(), outbox_ready.clone(), stop, tracker);
+        let names = config.services.iter().map(|s| s.name.clone()).collect();
+        let (invoker, mesh) = match (self.mesh, &config.mesh) {
+            (Some(mesh), Some(spec)) => {
+                let peers = Arc::new(Peers::new(
+                    spec.clone(),
+                    config.gateway.regions.clone(),
+                    mesh.client,
+                ));
+                tracker.spawn(peers.clone().run(stop.child_token()));
+                tracing::info!("mesh listener on {}", spec.listen);
+                let invoker = Arc::new(Invoker::new(names, Some(peers), max_body));
+                (invoker, Some((mesh.socket, mesh.server_tls)))
+            }
+            _ => (Arc::new(Invoker::new(names, None, max_body)), None),
+        };
+        if let Some((socket, tls)) = mesh {
+            herd_api::mesh::serve(invoker.clone(), socket, tls, stop, tracker)?;
+        }
         let shared = Arc::new(Shared {
             components: components.clone(),
             outbox_ready,
@@ -212,8 +274,9 @@ impl Bound {
                 .api
                 .as_ref()
                 .map_or_else(String::new, |a| a.app_id.clone()),
+            invoker: invoker.clone(),
         });
         herd_api::serve(shared, max_body, self.listeners, stop, tracker)?;
-        Ok(components)
+        Ok((components, invoker))
     }
 }

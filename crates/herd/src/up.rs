@@ -89,12 +89,13 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
             (s.name.clone(), vars)
         })
         .collect();
-    let components = match api {
+    let (components, invoker) = match api {
         Some(api) => {
             tracing::info!("sidecar API on {}", api.addr);
-            Some(api.serve(&config, components, token, &api_stop, &api_tracker)?)
+            let (c, i) = api.serve(&config, components, token, &api_stop, &api_tracker)?;
+            (Some(c), Some(i))
         }
-        None => None,
+        None => (None, None),
     };
     let extra_env = |name: &str| {
         env.iter()
@@ -147,6 +148,9 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
             Some((s.endpoints(), spec.balance, breaker))
         })
     };
+    if let Some(invoker) = &invoker {
+        invoker.attach(source.clone());
+    }
     let gateway = Arc::new(herd_gateway::Gateway::start(
         &config,
         gateway_sockets,

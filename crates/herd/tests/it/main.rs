@@ -6,6 +6,7 @@ mod config;
 mod control;
 mod durability;
 mod gateway;
+mod invoke;
 mod lifecycle;
 mod limits;
 mod node;

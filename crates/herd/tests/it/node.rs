@@ -3,14 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::util::{Herd, get, workers_seen};
-
-fn node_available() -> bool {
-    std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use crate::util::{Herd, get, node_available, workers_seen};
 
 #[test]
 fn node_hello_runs_as_a_cluster_and_reloads() {

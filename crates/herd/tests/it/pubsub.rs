@@ -12,14 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::state::Api;
-use crate::util::wait_for;
-
-fn node_available() -> bool {
-    std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use crate::util::{node_available, wait_for};
 
 fn subscriber_js() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/subscriber.js")

@@ -57,6 +57,14 @@ pub fn process_gone(pid: u32) -> bool {
     }
 }
 
+/// Whether `node` runs here (tests of Node.js apps report themselves skipped otherwise).
+pub fn node_available() -> bool {
+    Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// A herd running `herd up` on a config in its own temp dir; killed when dropped.
 pub struct Herd {
     /// The temp dir holding herd.toml and the data dir.
