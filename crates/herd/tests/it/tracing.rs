@@ -1,11 +1,10 @@
 //! Distributed tracing end to end: herd exports its spans over OTLP/HTTP to a small collector
 //! inside the test, and one trace follows a request from the gateway through an app, its
-//! publish through the sidecar API and the delivery back to the app. Also: herd's log lines are
-//! JSON with the trace id when its stderr is not a terminal.
+//! invocation of an app, that app's publish through the sidecar API and the delivery back to
+//! the app. Also: herd's log lines are JSON with the trace id when its stderr is not a
+//! terminal.
 //!
-//! The app is `tests/node/traced.js`. The invocation hop (`/v1.0/invoke/...`) joins this test
-//! once the sidecar API serves it: the app would call another app between the gateway and the
-//! publish, and that call's SERVER span would sit between the two.
+//! The app is `tests/node/traced.js` (it invokes itself, so one service plays both parts).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,14 +22,7 @@ use prost::Message as _;
 use serde_json::Value;
 
 use crate::state::call_at;
-use crate::util::{Herd, free_port, wait_for};
-
-fn node_available() -> bool {
-    std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use crate::util::{Herd, free_port, node_available, wait_for};
 
 fn traced_js() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/traced.js")
@@ -222,7 +214,7 @@ fn deliveries(events: &Path) -> Vec<Value> {
 }
 
 #[test]
-fn one_trace_follows_a_request_from_the_gateway_through_publish_and_delivery() {
+fn one_trace_follows_a_request_from_the_gateway_through_invocation_publish_and_delivery() {
     if !node_available() {
         return eprintln!("skipped: node is not on PATH");
     }
@@ -250,14 +242,15 @@ fn one_trace_follows_a_request_from_the_gateway_through_publish_and_delivery() {
         deliveries(&events).into_iter().next()
     });
 
-    // gateway SERVER → API SERVER (publish) → PRODUCER → CONSUMER → the app's delivery.
+    // gateway SERVER → API SERVER (invoke) → API SERVER (publish) → PRODUCER → CONSUMER → the
+    // app's delivery.
     let spans = wait_for("the exported spans", Duration::from_secs(20), || {
         let spans: Vec<Received> = collector
             .spans()
             .into_iter()
             .filter(|s| s.trace_id() == trace)
             .collect();
-        (spans.len() >= 4 && spans.iter().any(|s| s.kind() == SpanKind::Consumer)).then_some(spans)
+        (spans.len() >= 5 && spans.iter().any(|s| s.kind() == SpanKind::Consumer)).then_some(spans)
     });
     let by_id: HashMap<String, &Received> = spans.iter().map(|s| (s.span_id(), s)).collect();
     let one = |kind: SpanKind, what: &str| -> &Received {
@@ -269,7 +262,7 @@ fn one_trace_follows_a_request_from_the_gateway_through_publish_and_delivery() {
         .iter()
         .filter(|s| s.kind() == SpanKind::Server)
         .collect();
-    assert_eq!(servers.len(), 2, "{spans:#?}");
+    assert_eq!(servers.len(), 3, "{spans:#?}");
     let gateway_span = servers
         .iter()
         .find(|s| s.parent_id() == client_span)
@@ -287,10 +280,26 @@ fn one_trace_follows_a_request_from_the_gateway_through_publish_and_delivery() {
     );
     assert_eq!(gateway_span.service, "herd-under-test");
 
-    let api_span = servers
+    let invoke_span = servers
         .iter()
         .find(|s| s.parent_id() == gateway_span.span_id())
-        .expect("the publish request's span is a child of the gateway's");
+        .expect("the invocation's span is a child of the gateway's");
+    assert_eq!(invoke_span.span.name, "POST /v1.0/invoke/{*rest}");
+    assert_eq!(
+        invoke_span.attribute("url.path").as_deref(),
+        Some("/v1.0/invoke/shop/method/publish")
+    );
+    assert_eq!(
+        invoke_span
+            .attribute("http.response.status_code")
+            .as_deref(),
+        Some("200")
+    );
+
+    let api_span = servers
+        .iter()
+        .find(|s| s.parent_id() == invoke_span.span_id())
+        .expect("the publish request's span is a child of the invocation's");
     assert_eq!(api_span.span.name, "POST /v1.0/publish/{pubsub}/{topic}");
     assert_eq!(api_span.attribute("herd.app_id").as_deref(), Some("shop"));
     assert_eq!(

@@ -1,17 +1,18 @@
 // An app for herd's tracing tests, on Node's http module alone.
 //
-// POST /order (through the gateway) publishes its body to topic $TOPIC of pub/sub "pubsub"
-// through the sidecar API, passing on the traceparent it received, and answers with the
-// sidecar's status. It subscribes to $TOPIC (GET /dapr/subscribe); every delivery to /orders
-// is appended as one JSON line {id, traceparent} to $EVENTS_FILE. It also subscribes to
-// $TOPIC-dropped at /nowhere, which answers 404: herd drops those messages.
+// POST /order (through the gateway) invokes this same app's POST /publish through the sidecar
+// API (/v1.0/invoke/$HERD_SERVICE/method/publish); POST /publish publishes its body to topic
+// $TOPIC of pub/sub "pubsub". Each passes on the traceparent it received and answers 200 when
+// the sidecar said yes. It subscribes to $TOPIC (GET /dapr/subscribe); every delivery to
+// /orders is appended as one JSON line {id, traceparent} to $EVENTS_FILE. It also subscribes
+// to $TOPIC-dropped at /nowhere, which answers 404: herd drops those messages.
 "use strict";
 const http = require("http");
 const fs = require("fs");
 
 const topic = process.env.TOPIC;
 
-function publish(body, traceparent, done) {
+function sidecar(path, body, traceparent, done) {
   const headers = { "content-type": "application/json" };
   if (traceparent) headers["traceparent"] = traceparent;
   const req = http.request(
@@ -19,7 +20,7 @@ function publish(body, traceparent, done) {
       host: "127.0.0.1",
       port: Number(process.env.DAPR_HTTP_PORT),
       method: "POST",
-      path: `/v1.0/publish/pubsub/${topic}`,
+      path,
       headers,
     },
     (res) => {
@@ -46,7 +47,15 @@ const server = http.createServer((req, res) => {
       return;
     }
     if (req.method === "POST" && req.url === "/order") {
-      publish(body, req.headers["traceparent"], (status) => {
+      const path = `/v1.0/invoke/${process.env.HERD_SERVICE}/method/publish`;
+      sidecar(path, body, req.headers["traceparent"], (status) => {
+        res.statusCode = status === 200 ? 200 : 502;
+        res.end(JSON.stringify({ invoked: status }));
+      });
+      return;
+    }
+    if (req.method === "POST" && req.url === "/publish") {
+      sidecar(`/v1.0/publish/pubsub/${topic}`, body, req.headers["traceparent"], (status) => {
         res.statusCode = status === 204 ? 200 : 502;
         res.end(JSON.stringify({ published: status }));
       });
