@@ -288,9 +288,9 @@ for ((round = 0; round <= ROUNDS; round++)); do
     if [[ $c == herd* ]]; then
       # What herd logged during the run: warnings/errors, and (herd-info) access-log lines.
       tail -c +$((mark + 1)) "${HERD_LOGFILE[$c]}" >"$out.herdlog" 2>/dev/null || true
-      nwarn=$(grep -Ec ' (WARN|ERROR) ' "$out.herdlog" || true)
+      nwarn=$(grep -Ec ' (WARN|ERROR) |"level":"(WARN|ERROR)"' "$out.herdlog" || true)
       logs="  herd log: $(wc -l <"$out.herdlog") lines, $nwarn WARN/ERROR"
-      if [ "$nwarn" -gt 0 ]; then grep -E ' (WARN|ERROR) ' "$out.herdlog" | head -3 >>"$WORK/herd-warnings.txt" || true; fi
+      if [ "$nwarn" -gt 0 ]; then grep -E ' (WARN|ERROR) |"level":"(WARN|ERROR)"' "$out.herdlog" | head -3 >>"$WORK/herd-warnings.txt" || true; fi
       # Keep the disk use of the info-level access log bounded.
       [ "$c" = herd_info ] && : >"${HERD_LOGFILE[$c]}"
     fi

@@ -1,6 +1,8 @@
 //! CloudEvents 1.0 envelopes, as Dapr writes them: a published payload is wrapped unless it
 //! already is a CloudEvent (`application/cloudevents+json`), in which case herd fills in the
-//! attributes it lacks. Trace context travels in the envelope (`traceparent`, `traceid`).
+//! attributes it lacks. Trace context travels in the envelope (`traceparent`, `traceid`, and
+//! `tracestate` when there is one): the publish's PRODUCER span, which the consumer side
+//! continues.
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -17,8 +19,10 @@ pub struct Envelope<'a> {
     pub content_type: &'a str,
     /// The request body.
     pub body: &'a [u8],
-    /// The caller's trace context, if any.
-    pub traceparent: Option<&'a str>,
+    /// The publish's `traceparent` (its PRODUCER span), written into the event as it is.
+    pub traceparent: &'a str,
+    /// The publish's `tracestate`, if it has one.
+    pub tracestate: Option<&'a str>,
 }
 
 /// A random lowercase hex string of `bytes` bytes.
@@ -48,27 +52,12 @@ pub fn uuid() -> String {
     )
 }
 
-/// A `traceparent` continuing `parent` (same trace, new span) or starting a new trace.
-pub fn traceparent(parent: Option<&str>) -> String {
-    let trace = parent
-        .and_then(|p| {
-            let parts: Vec<&str> = p.split('-').collect();
-            (parts.len() == 4
-                && parts[1].len() == 32
-                && parts[1].bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| parts[1].to_string())
-        })
-        .unwrap_or_else(|| hex(16));
-    format!("00-{trace}-{}-01", hex(8))
-}
-
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 /// The CloudEvent for `e`, serialised.
 pub fn wrap(e: &Envelope<'_>) -> Result<Bytes, String> {
-    let traceparent = traceparent(e.traceparent);
     let mut event: Map<String, Value> =
         if e.content_type.starts_with("application/cloudevents+json") {
             match serde_json::from_slice(e.body) {
@@ -107,8 +96,11 @@ pub fn wrap(e: &Envelope<'_>) -> Result<Bytes, String> {
     fill("time", json!(now_rfc3339()));
     fill("topic", json!(e.topic));
     fill("pubsubname", json!(e.pubsub));
-    fill("traceparent", json!(traceparent));
-    fill("traceid", json!(traceparent));
+    fill("traceparent", json!(e.traceparent));
+    fill("traceid", json!(e.traceparent));
+    if let Some(state) = e.tracestate {
+        fill("tracestate", json!(state));
+    }
     serde_json::to_vec(&event)
         .map(Bytes::from)
         .map_err(|err| err.to_string())
@@ -131,7 +123,8 @@ mod tests {
             topic: "created",
             content_type,
             body,
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            tracestate: Some("k=v"),
         }
     }
 
@@ -145,15 +138,10 @@ mod tests {
         assert_eq!(e["topic"], "created");
         assert_eq!(e["pubsubname"], "pubsub");
         assert_eq!(e["datacontenttype"], "application/json");
-        let tp = e["traceparent"].as_str().unwrap();
-        assert!(
-            tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
-            "{tp}"
-        );
-        assert_ne!(
-            tp,
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-        );
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(e["traceparent"], tp);
+        assert_eq!(e["traceid"], tp);
+        assert_eq!(e["tracestate"], "k=v");
         assert_eq!(e["id"].as_str().unwrap().len(), 36);
     }
 

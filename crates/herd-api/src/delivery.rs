@@ -42,6 +42,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use herd_telemetry::{Traced, context};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
+
 use crate::components::{Block, Components};
 
 /// The ready endpoints of a service, as the supervisor publishes them.
@@ -347,7 +351,7 @@ async fn run_subscription(
             Some(Ok(delivery)) => {
                 // The consumer bounds deliveries in flight (max_in_flight), so this spawns at
                 // most that many tasks at once.
-                tracker.spawn(deliver(
+                tracker.spawn(traced(
                     app.clone(),
                     sub.clone(),
                     broker.clone(),
@@ -527,6 +531,53 @@ impl Drop for InFlight {
     }
 }
 
+/// The trace context a CloudEvent carries.
+#[derive(Deserialize, Default)]
+struct EventTrace {
+    id: Option<String>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+/// One delivery attempt inside its CONSUMER span, a child of the event's `traceparent`: log
+/// lines carry the trace id, and the POST to the app names this span as its parent.
+async fn traced(
+    app: App,
+    sub: Arc<SubscriptionSpec>,
+    broker: Arc<dyn PubSub>,
+    policy: Arc<Policy>,
+    delivery: Box<dyn Delivery>,
+    stop: CancellationToken,
+) {
+    let event: EventTrace = serde_json::from_slice(delivery.data()).unwrap_or_default();
+    let parent = event
+        .traceparent
+        .as_deref()
+        .and_then(|tp| context::parse(tp, event.tracestate.as_deref()));
+    let hop = Traced::start(
+        SpanKind::Consumer,
+        format!("process {}", sub.topic),
+        &context::remote(parent),
+        || {
+            let mut a = vec![
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.operation.name", "process"),
+                KeyValue::new("messaging.destination.name", sub.topic.clone()),
+                KeyValue::new("messaging.consumer.group.name", app.service.clone()),
+                KeyValue::new("herd.pubsub", sub.pubsub.clone()),
+                KeyValue::new("herd.delivery.attempt", i64::from(delivery.attempt())),
+            ];
+            if let Some(id) = event.id.clone() {
+                a.push(KeyValue::new("messaging.message.id", id));
+            }
+            a
+        },
+    );
+    hop.wrap(deliver(app, sub, broker, policy, delivery, stop))
+        .await;
+    hop.end();
+}
+
 /// The delivery request for `event` (serialised as `body`), with Dapr's headers.
 fn delivery_request(
     addr: SocketAddr,
@@ -538,7 +589,12 @@ fn delivery_request(
     let mut request = http::Request::post(format!("http://{addr}{path}"))
         .header(http::header::CONTENT_TYPE, "application/cloudevents+json")
         .header("pubsubname", pubsub);
-    if let Some(tp) = event.get("traceparent").and_then(|t| t.as_str()) {
+    // Inside a delivery's span, that span is the app's parent; else the event's context.
+    let current = herd_telemetry::current_traceparent();
+    if let Some(tp) = current
+        .as_deref()
+        .or_else(|| event.get("traceparent").and_then(|t| t.as_str()))
+    {
         request = request.header("traceparent", tp);
     }
     request.body(Full::new(body))

@@ -239,8 +239,12 @@ impl Parts {
         if let Ok(v) = HeaderValue::from_str(app) {
             headers.insert(DAPR_CALLEE, v);
         }
-        let trace = TraceContext::from_headers(&headers);
-        headers.insert(herd_gateway::TRACEPARENT, trace.child_traceparent());
+        // The callee's parent is this request's SERVER span (the `traced` layer); outside one,
+        // the caller's trace goes on with a new span id.
+        let traceparent = herd_telemetry::current_traceparent()
+            .and_then(|tp| HeaderValue::from_str(&tp).ok())
+            .unwrap_or_else(|| TraceContext::from_headers(&headers).child_traceparent());
+        headers.insert(herd_gateway::TRACEPARENT, traceparent);
         Template {
             method: self.method.clone(),
             uri: Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/")),

@@ -19,7 +19,8 @@
 //! service invocation (`policies.app(caller, id)`).
 //!
 //! Every request but `/v1.0/healthz` must carry `dapr-api-token` when a token is configured;
-//! bodies larger than `[api] max_body` get 413.
+//! bodies larger than `[api] max_body` get 413. Every request but the health checks runs in a
+//! SERVER span (`traced`), so its log lines carry the trace id.
 
 mod cloudevent;
 pub mod components;
@@ -40,11 +41,14 @@ mod state;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use herd_telemetry::{Traced, context};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -129,6 +133,68 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// Runs every request inside its SERVER span, a child of the request's `traceparent` (a new
+/// trace without one): handlers log with its trace id, and hops they start (a publish, a call
+/// to another app through [`herd_telemetry::current_traceparent`]) are its children. Health
+/// checks are left out, as they would only add noise.
+async fn traced(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/v1.0/healthz") {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let parent =
+        header(context::TRACEPARENT).and_then(|tp| context::parse(tp, header(context::TRACESTATE)));
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let method = request.method().as_str();
+    let name = match route {
+        Some(r) => format!("{method} {r}"),
+        None => method.to_string(),
+    };
+    // One debug line per request, written inside the span (so with its trace id).
+    let line = tracing::enabled!(tracing::Level::DEBUG).then(|| name.clone());
+    let hop = Traced::start(SpanKind::Server, name, &context::remote(parent), || {
+        let mut a = vec![
+            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("url.path", path.to_string()),
+            KeyValue::new("url.scheme", "http"),
+        ];
+        if let Some(r) = route {
+            a.push(KeyValue::new("http.route", r.to_string()));
+        }
+        if let Some(app) = request.extensions().get::<AppId>() {
+            a.push(KeyValue::new("herd.app_id", app.0.to_string()));
+        }
+        a
+    });
+    let response = hop
+        .wrap(async move {
+            let response = next.run(request).await;
+            if let Some(line) = line {
+                tracing::debug!(status = response.status().as_u16(), "{line}");
+            }
+            response
+        })
+        .await;
+    if hop.is_recording() {
+        let status = response.status();
+        hop.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        ));
+        if status.is_server_error() {
+            hop.set_attribute(KeyValue::new("error.type", status.as_u16().to_string()));
+            hop.set_error("");
+        }
+    }
+    hop.end();
+    response
+}
+
 async fn not_found(request: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -168,6 +234,7 @@ fn router(shared: Arc<Shared>, max_body: usize) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
+        .layer(middleware::from_fn(traced))
         .with_state(shared)
 }
 

@@ -20,13 +20,28 @@ use tokio_util::task::TaskTracker;
 use crate::cloudevent::{self, Envelope};
 use crate::components::{Block, Component, Components};
 
-/// The CloudEvents a transaction's upserts publish: the value is the event's data.
+/// The CloudEvents a transaction's upserts publish: the value is the event's data. They carry
+/// the context of one PRODUCER span, a child of the transaction's request.
 pub(crate) fn messages(
     app: &str,
     pubsub: &str,
     topic: &str,
     ops: &[WriteOp],
 ) -> Result<Vec<Bytes>, String> {
+    let span = herd_telemetry::Traced::start(
+        opentelemetry::trace::SpanKind::Producer,
+        format!("publish {topic}"),
+        &herd_telemetry::context::current(),
+        || {
+            vec![
+                opentelemetry::KeyValue::new("messaging.operation.type", "create"),
+                opentelemetry::KeyValue::new("messaging.destination.name", topic.to_string()),
+                opentelemetry::KeyValue::new("herd.pubsub", pubsub.to_string()),
+            ]
+        },
+    );
+    let (traceparent, tracestate) = (span.traceparent(), span.tracestate());
+    span.end();
     ops.iter()
         .filter_map(|op| match op {
             WriteOp::Set(set) => Some(set),
@@ -39,7 +54,8 @@ pub(crate) fn messages(
                 topic,
                 content_type: "application/json",
                 body: &set.value,
-                traceparent: None,
+                traceparent: &traceparent,
+                tracestate: tracestate.as_deref(),
             })
         })
         .collect()

@@ -18,6 +18,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use herd_pubsub::{Message, PubSub};
+use herd_telemetry::Traced;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -87,6 +90,32 @@ fn message(
     })
 }
 
+/// The PRODUCER span of one publish, a child of the request's span; its context is what the
+/// CloudEvent carries.
+fn producer(pubsub: &str, topic: &str) -> Traced {
+    Traced::start(
+        SpanKind::Producer,
+        format!("publish {topic}"),
+        &herd_telemetry::context::current(),
+        || {
+            vec![
+                KeyValue::new("messaging.operation.type", "send"),
+                KeyValue::new("messaging.operation.name", "publish"),
+                KeyValue::new("messaging.destination.name", topic.to_string()),
+                KeyValue::new("herd.pubsub", pubsub.to_string()),
+            ]
+        },
+    )
+}
+
+/// Ends a publish's span, failed when `error` says so.
+fn produced(span: Traced, error: Option<&str>) {
+    if let Some(e) = error {
+        span.set_error(e.to_string());
+    }
+    span.end();
+}
+
 fn observe(pubsub: &str, started: Instant, ok: bool) {
     let outcome = if ok { "ok" } else { "error" };
     metrics::counter!("herd_pubsub_publish_total", "pubsub" => pubsub.to_string(), "outcome" => outcome)
@@ -123,13 +152,16 @@ pub async fn publish(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    let span = producer(&name, &topic);
+    let (traceparent, tracestate) = (span.traceparent(), span.tracestate());
     let envelope = Envelope {
         app: &app.0,
         pubsub: &name,
         topic: &topic,
         content_type,
         body: &body,
-        traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        traceparent: &traceparent,
+        tracestate: tracestate.as_deref(),
     };
     let message = message(envelope, &metadata)?;
     let policy = shared.policies.component_outbound(&app.0, &name);
@@ -138,6 +170,10 @@ pub async fn publish(
         .run(|_| broker.publish(&topic, message.next()), pubsub_outcome)
         .await;
     observe(&name, started, result.is_ok());
+    produced(
+        span,
+        result.as_ref().err().map(|e| e.to_string()).as_deref(),
+    );
     result.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -168,7 +204,6 @@ pub async fn bulk(
     Extension(app): Extension<AppId>,
     Path((name, topic)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     check_topic(&topic, &name)?;
@@ -188,13 +223,16 @@ pub async fn bulk(
             }
             other => other.to_string().into_bytes(),
         };
+        let span = producer(&name, &topic);
+        let (traceparent, tracestate) = (span.traceparent(), span.tracestate());
         let envelope = Envelope {
             app: &app.0,
             pubsub: &name,
             topic: &topic,
             content_type,
             body: &payload,
-            traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()),
+            traceparent: &traceparent,
+            tracestate: tracestate.as_deref(),
         };
         let outcome = match message(envelope, &metadata) {
             Ok(m) => {
@@ -207,6 +245,7 @@ pub async fn bulk(
             Err(e) => Err(e.message),
         };
         observe(&name, started, outcome.is_ok());
+        produced(span, outcome.as_ref().err().map(String::as_str));
         if let Err(error) = outcome {
             failed.push(json!({ "entryId": entry.entry_id, "error": error }));
         }

@@ -13,6 +13,7 @@ pub mod model;
 pub mod raw;
 mod resiliency;
 pub mod source;
+mod telemetry;
 mod validate;
 
 use std::path::Path;
@@ -28,6 +29,7 @@ pub use model::{
     ServiceSpec, Target, TlsFiles, Trip, UpstreamSpec,
 };
 pub use source::{ConfigError, ConfigErrors, KeyPath, Source};
+pub use telemetry::{LogFormat, TelemetrySpec};
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -29,6 +29,8 @@ pub struct Config {
     pub gateway: GatewaySpec,
     /// The admin listener's address, if any.
     pub admin: Option<SocketAddr>,
+    /// herd's own logs and span export.
+    pub telemetry: crate::telemetry::TelemetrySpec,
     /// The sidecar API, if `[api]` is present.
     pub api: Option<ApiSpec>,
     /// Components from `[[component]]` (Dapr resource files are added by

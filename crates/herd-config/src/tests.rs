@@ -595,3 +595,31 @@ fn dapr_resiliency_files_are_read_with_scopes_and_located_errors() {
     );
     assert!(errs.0.iter().all(|e| e.file.ends_with("b.yaml")));
 }
+
+#[test]
+fn telemetry_table_is_checked_with_lines() {
+    let c = load_str(
+        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/\"\nservice_name = \"edge\"\nlog_format = \"json\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.telemetry.otlp_endpoint.as_deref(),
+        Some("http://127.0.0.1:4318")
+    );
+    assert_eq!(c.telemetry.service_name.as_deref(), Some("edge"));
+    assert_eq!(c.telemetry.log_format, Some(LogFormat::Json));
+    assert_eq!(load_str("").unwrap().telemetry, TelemetrySpec::default());
+    let keys = error_keys(
+        "[telemetry]\notlp_endpoint = \"grpc://collector:4317\"\nservice_name = \"\"\nlog_format = \"xml\"\n",
+    );
+    assert_eq!(
+        keys,
+        [
+            ("telemetry.otlp_endpoint".to_string(), Some(2)),
+            ("telemetry.service_name".to_string(), Some(3)),
+            ("telemetry.log_format".to_string(), Some(4)),
+        ]
+    );
+    let e = single_error("[telemetry]\nendpoint = \"http://x\"\n");
+    assert!(e.to_string().contains("endpoint"), "{e}");
+}

@@ -394,6 +394,7 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
         .listen
         .as_deref()
         .and_then(|text| c.address(&admin_at, text));
+    let telemetry = crate::telemetry::check(&mut c, raw.telemetry);
     let (api, mut components) = crate::api::check(&mut c, raw.api, raw.component, &services);
     if api.is_some() {
         crate::api::add_default_store(&mut components);
@@ -425,6 +426,7 @@ pub fn validate(source: Arc<Source>, raw: RawConfig) -> Result<Config, Vec<Confi
             services,
             gateway,
             admin,
+            telemetry,
             api,
             components,
             subscriptions,

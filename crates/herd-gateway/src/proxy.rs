@@ -27,7 +27,7 @@ use tower::retry::budget::Budget;
 use crate::balance::{Attempt, Decisions, NoEndpoint, Pool};
 use crate::client::{self, Client};
 use crate::route::RouteTable;
-use crate::trace::{TRACEPARENT, TraceContext, X_REQUEST_ID};
+use crate::trace::{self, TRACEPARENT, TraceContext, X_REQUEST_ID};
 
 /// What goes upstream: the client's body (cut off at the size limit), or a buffered one (empty
 /// for a bodyless request) that can be sent again.
@@ -370,7 +370,18 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Response<DownBody>, Infallible> {
         let started = Instant::now();
-        let trace = TraceContext::from_headers(req.headers());
+        let mut trace = TraceContext::from_headers(req.headers());
+        // The SERVER span, only when spans are exported (otherwise one check of an `Option`).
+        let span = herd_telemetry::tracer().map(|tracer| {
+            trace.start_span(
+                tracer,
+                req.method(),
+                req.uri(),
+                peer.addr,
+                peer.https,
+                &peer.listener,
+            )
+        });
         // Built only when someone reads it: formatting a JSON line costs as much as proxying.
         let access_log = tracing::enabled!(target: "herd::access", tracing::Level::INFO)
             .then(|| (req.method().clone(), req.uri().clone()));
@@ -411,6 +422,17 @@ impl Proxy {
             }
             .expect("an access line serializes");
             tracing::info!(target: "herd::access", "{line}");
+        }
+        if let Some(span) = span {
+            trace::end_span(
+                span,
+                trace::SpanEnd {
+                    status: response.status(),
+                    upstream: outcome.upstream,
+                    endpoint: outcome.endpoint,
+                    tries: outcome.tries,
+                },
+            );
         }
         let m = outcome
             .route
@@ -620,7 +642,7 @@ impl Proxy {
                     return resp.map(Either::Left);
                 }
                 Ok(Err(e)) if e.is_connect() && replayable && attempt < MAX_CONNECT_TRIES => {
-                    tracing::debug!(endpoint = %pick.addr, "connect failed, trying another endpoint: {e}");
+                    tracing::debug!(endpoint = %pick.addr, trace_id = trace.trace_id(), "connect failed, trying another endpoint: {e}");
                     let addr = pick.addr;
                     pick.report(Attempt::NoAnswer, &mut outcome.decisions);
                     tried.push(addr);
@@ -641,7 +663,12 @@ impl Proxy {
                             .await;
                         continue;
                     }
-                    tracing::warn!(upstream = %pool.name, endpoint = %addr, "upstream failed: {e}");
+                    tracing::warn!(
+                        upstream = %pool.name,
+                        endpoint = %addr,
+                        trace_id = trace.trace_id(),
+                        "upstream failed: {e}"
+                    );
                     let reason = if e.is_connect() {
                         "connection refused"
                     } else {

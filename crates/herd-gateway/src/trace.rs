@@ -8,9 +8,21 @@
 //! This runs for every proxied request, so ids live in fixed-size byte arrays, are hex-encoded
 //! by table lookup rather than through `fmt`, and the request id is kept as the header value it
 //! arrived as (cloning one shares its bytes) instead of being copied into a `String`.
+//!
+//! When spans are exported, [`TraceContext::start_span`] starts the request's SERVER span (a
+//! child of the incoming `traceparent`, or a new root) and takes its ids, so the `traceparent`
+//! sent upstream names that span as the parent and a new root's trace id is the span's. Without
+//! export none of this runs: the request path pays one check of an `Option`.
+
+use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use opentelemetry::trace::{
+    Span, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId,
+    TraceState, Tracer,
+};
+use opentelemetry::{Context, KeyValue};
 
 /// `traceparent`.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -27,8 +39,15 @@ pub struct TraceContext {
     trace_id: [u8; 32],
     /// Trace flags, 2 lower-case hex digits (`01` sampled).
     flags: [u8; 2],
+    /// The incoming parent span id, 16 hex digits, when the request carried a valid one.
+    parent: Option<[u8; 16]>,
+    /// This hop's span id once a span was started; otherwise each upstream `traceparent` gets
+    /// a fresh one.
+    span: Option<[u8; 16]>,
     /// The request id returned to the client and passed upstream.
     request_id: HeaderValue,
+    /// Whether the request id is the trace id (the client sent none).
+    request_id_is_trace: bool,
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -74,10 +93,10 @@ fn shared_value<const N: usize>(bytes: [u8; N]) -> HeaderValue {
     HeaderValue::from_maybe_shared(Bytes::from_owner(bytes)).expect("hex digits and dashes")
 }
 
-/// The trace id and flags of a valid `traceparent`: exactly four `-`-separated fields, a
-/// version of 2 hex digits other than `ff`, a non-zero trace id of 32 and parent id of 16 hex
-/// digits, and 2 hex digits of flags (surrounding whitespace ignored).
-fn parse_traceparent(value: &HeaderValue) -> Option<([u8; 32], [u8; 2])> {
+/// The trace id, parent id and flags of a valid `traceparent`: exactly four `-`-separated
+/// fields, a version of 2 hex digits other than `ff`, a non-zero trace id of 32 and parent id
+/// of 16 hex digits, and 2 hex digits of flags (surrounding whitespace ignored).
+fn parse_traceparent(value: &HeaderValue) -> Option<([u8; 32], [u8; 16], [u8; 2])> {
     let tp = value.as_bytes().trim_ascii();
     // Fixed field lengths make the four fields sit at fixed places; every other byte must be a
     // hex digit, so no fifth field can hide in them.
@@ -98,23 +117,38 @@ fn parse_traceparent(value: &HeaderValue) -> Option<([u8; 32], [u8; 2])> {
     let mut t = [0u8; 32];
     t.copy_from_slice(trace);
     t.make_ascii_lowercase();
+    let mut p = [0u8; 16];
+    p.copy_from_slice(parent);
+    p.make_ascii_lowercase();
     let mut f = [0u8; 2];
     f.copy_from_slice(flags);
     f.make_ascii_lowercase();
-    Some((t, f))
+    Some((t, p, f))
+}
+
+/// The value of hex digits (at most 32), already checked to be hex.
+fn from_hex(digits: &[u8]) -> u128 {
+    digits.iter().fold(0, |n, &d| {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            _ => d.to_ascii_lowercase() - b'a' + 10,
+        };
+        (n << 4) | u128::from(v)
+    })
 }
 
 impl TraceContext {
     /// The context for a request with `headers`.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let (trace_id, flags) = headers
-            .get(TRACEPARENT)
-            .and_then(parse_traceparent)
-            .unwrap_or_else(|| {
+        let (trace_id, parent, flags) = match headers.get(TRACEPARENT).and_then(parse_traceparent) {
+            Some((t, p, f)) => (t, Some(p), f),
+            None => {
                 let mut t = [0u8; 32];
                 hex_into(new_trace_id(), &mut t);
-                (t, *b"01")
-            });
+                (t, None, *b"01")
+            }
+        };
+        let mut request_id_is_trace = false;
         let request_id = headers
             .get(X_REQUEST_ID)
             .filter(|id| {
@@ -122,12 +156,69 @@ impl TraceContext {
                 !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
             })
             .cloned()
-            .unwrap_or_else(|| shared_value(trace_id));
+            .unwrap_or_else(|| {
+                request_id_is_trace = true;
+                shared_value(trace_id)
+            });
         Self {
             trace_id,
             flags,
+            parent,
+            span: None,
             request_id,
+            request_id_is_trace,
         }
+    }
+
+    /// Starts the request's SERVER span with `tracer` and makes its ids this hop's: the trace
+    /// id (a new root's comes from the span) and the span id every upstream `traceparent`
+    /// names as the parent.
+    pub fn start_span<T: Tracer>(
+        &mut self,
+        tracer: &T,
+        method: &Method,
+        uri: &Uri,
+        client: SocketAddr,
+        https: bool,
+        listener: &str,
+    ) -> T::Span {
+        let parent = match self.parent {
+            Some(p) => Context::new().with_remote_span_context(SpanContext::new(
+                TraceId::from(from_hex(&self.trace_id)),
+                SpanId::from(from_hex(&p) as u64),
+                TraceFlags::new(from_hex(&self.flags) as u8),
+                true,
+                TraceState::default(),
+            )),
+            None => Context::new(),
+        };
+        let span = tracer
+            .span_builder(method.as_str().to_string())
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", method.as_str().to_string()),
+                KeyValue::new("url.path", uri.path().to_string()),
+                KeyValue::new("url.scheme", if https { "https" } else { "http" }),
+                KeyValue::new("client.address", client.ip().to_string()),
+                KeyValue::new("herd.listener", listener.to_string()),
+            ])
+            .start_with_context(tracer, &parent);
+        let sc = span.span_context();
+        hex_into(
+            u128::from_be_bytes(sc.trace_id().to_bytes()),
+            &mut self.trace_id,
+        );
+        let mut id = [0u8; 16];
+        hex_into(
+            u128::from(u64::from_be_bytes(sc.span_id().to_bytes())),
+            &mut id,
+        );
+        self.span = Some(id);
+        hex_into(u128::from(sc.trace_flags().to_u8()), &mut self.flags);
+        if self.request_id_is_trace {
+            self.request_id = shared_value(self.trace_id);
+        }
+        span
     }
 
     /// The trace id: 32 lower-case hex digits.
@@ -151,11 +242,53 @@ impl TraceContext {
         tp[..3].copy_from_slice(b"00-");
         tp[3..35].copy_from_slice(&self.trace_id);
         tp[35] = b'-';
-        hex_into(u128::from(new_span_id()), &mut tp[36..52]);
+        match self.span {
+            Some(id) => tp[36..52].copy_from_slice(&id),
+            None => hex_into(u128::from(new_span_id()), &mut tp[36..52]),
+        }
         tp[52] = b'-';
         tp[53..].copy_from_slice(&self.flags);
         shared_value(tp)
     }
+}
+
+/// What the end of a proxied request adds to its SERVER span.
+pub struct SpanEnd<'a> {
+    /// The status answered.
+    pub status: StatusCode,
+    /// The upstream the route led to.
+    pub upstream: Option<&'a str>,
+    /// The endpoint of the last attempt.
+    pub endpoint: Option<SocketAddr>,
+    /// Attempts made.
+    pub tries: usize,
+}
+
+/// Ends a request's SERVER span with what became of the request (OpenTelemetry's HTTP
+/// conventions: a 5xx answer is an error of the server span, a 4xx is not).
+pub fn end_span<S: Span>(mut span: S, end: SpanEnd<'_>) {
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(end.status.as_u16()),
+    ));
+    if let Some(u) = end.upstream {
+        span.set_attribute(KeyValue::new("herd.upstream", u.to_string()));
+    }
+    if let Some(e) = end.endpoint {
+        span.set_attribute(KeyValue::new("network.peer.address", e.ip().to_string()));
+        span.set_attribute(KeyValue::new("network.peer.port", i64::from(e.port())));
+    }
+    if end.tries > 1 {
+        span.set_attribute(KeyValue::new(
+            "http.request.resend_count",
+            end.tries as i64 - 1,
+        ));
+    }
+    if end.status.is_server_error() {
+        span.set_attribute(KeyValue::new("error.type", end.status.as_u16().to_string()));
+        span.set_status(Status::error(""));
+    }
+    span.end();
 }
 
 #[cfg(test)]
@@ -233,5 +366,55 @@ mod tests {
         h.insert("x-request-id", long.parse().unwrap());
         let t = TraceContext::from_headers(&h);
         assert_eq!(t.request_id_str(), t.trace_id());
+    }
+
+    #[test]
+    fn a_server_span_is_the_parent_named_upstream() {
+        use opentelemetry::trace::TracerProvider as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let tracer = provider.tracer("test");
+        let client: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut t = TraceContext::from_headers(&headers(&[("traceparent", tp)]));
+        let span = t.start_span(
+            &tracer,
+            &Method::GET,
+            &"/a".parse().unwrap(),
+            client,
+            false,
+            "main",
+        );
+        let sc = span.span_context().clone();
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let child = t.child_traceparent();
+        assert_eq!(
+            child.to_str().unwrap(),
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", sc.span_id())
+        );
+        // Every attempt names the same span.
+        assert_eq!(t.child_traceparent(), child);
+
+        // A new root: the trace id (and the request id made from it) are the span's.
+        let mut t = TraceContext::from_headers(&HeaderMap::new());
+        let span = t.start_span(
+            &tracer,
+            &Method::POST,
+            &"/".parse().unwrap(),
+            client,
+            true,
+            "main",
+        );
+        let root = span.span_context().trace_id().to_string();
+        assert_eq!(t.trace_id(), root);
+        assert_eq!(t.request_id_str(), root);
+        assert!(
+            t.child_traceparent()
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("00-{root}-"))
+        );
     }
 }

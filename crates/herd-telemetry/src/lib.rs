@@ -16,6 +16,13 @@ pub mod sampler;
 pub use overview::Overview;
 pub use sampler::Sampler;
 
+pub mod context;
+pub mod logs;
+pub mod otlp;
+
+pub use context::{Traced, current_traceparent};
+pub use otlp::tracer;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};

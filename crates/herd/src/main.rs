@@ -19,23 +19,57 @@ use clap::Parser;
 use cli::{Cli, Command};
 use control::client;
 use control::proto::{Reply, Request};
+use herd_telemetry::logs::LogFormat;
+use herd_telemetry::otlp::OtlpSettings;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HERD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    // `herd up` reads `[telemetry]` before anything logs; a config with errors is reported
+    // by `up` itself, so here it only falls back to the defaults.
+    let telemetry = match &cli.command {
+        Command::Up { detach: false, .. } => herd_config::load(&cli.config)
+            .map(|c| c.telemetry)
+            .unwrap_or_default(),
+        _ => herd_config::TelemetrySpec::default(),
+    };
+    let configured = telemetry.log_format.map(|f| match f {
+        herd_config::LogFormat::Json => LogFormat::Json,
+        herd_config::LogFormat::Text => LogFormat::Text,
+    });
+    match LogFormat::choose(configured) {
+        Ok(format) => herd_telemetry::logs::init(format),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(dispatch(cli)) {
+    // Spans are exported by `herd up` only; the exporter's requests run on this runtime, so it
+    // is flushed below, after `dispatch` returned and before the runtime is dropped.
+    let exporting = match &cli.command {
+        Command::Up { detach: false, .. } => {
+            let settings = OtlpSettings {
+                endpoint: telemetry.otlp_endpoint,
+                service_name: telemetry.service_name,
+            };
+            match herd_telemetry::otlp::install(&settings, runtime.handle().clone()) {
+                Ok(exporting) => exporting,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(exit::CONFIG);
+                }
+            }
+        }
+        _ => None,
+    };
+    let result = runtime.block_on(dispatch(cli));
+    if let Some(exporting) = exporting {
+        exporting.shutdown();
+    }
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

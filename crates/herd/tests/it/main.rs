@@ -19,4 +19,5 @@ mod sidecar;
 mod state;
 mod tidy;
 mod tls;
+mod tracing;
 mod util;

@@ -1,0 +1,296 @@
+//! herd's own log lines: JSON lines for machines, or `tracing`'s text format for people.
+//!
+//! The format is `HERD_LOG_FORMAT` (`json` or `text`) when set, else `[telemetry] log_format`,
+//! else text when stderr is a terminal and JSON otherwise (a service manager's journal, `herd
+//! up -d`'s `herd.log`). `HERD_LOG` is the filter (`info` by default).
+//!
+//! A JSON line is one object: `timestamp` (RFC 3339, UTC), `level`, `target`, `message`, the
+//! event's own fields, and `trace_id` when the event was written inside a span that has one
+//! (every request of the sidecar API, every delivery: see `context.rs`). The gateway's access
+//! line is a JSON object of its own (`traceId`, `requestId`, `status`...); in JSON mode its
+//! fields are written at the top level of the line rather than as a quoted message.
+//!
+//! The trace id is found through [`TraceIdLayer`], which keeps the `trace_id` field of a span
+//! in the span's extensions when the span is created, so formatting a line reads it without
+//! parsing the span's formatted fields.
+
+use std::fmt;
+use std::io::IsTerminal;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// The variable naming the log format.
+pub const FORMAT_VAR: &str = "HERD_LOG_FORMAT";
+/// The variable holding the log filter (`tracing_subscriber::EnvFilter` syntax).
+pub const FILTER_VAR: &str = "HERD_LOG";
+/// The target of the gateway's access lines.
+pub const ACCESS_TARGET: &str = "herd::access";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// `tracing`'s human-readable lines, coloured on a terminal.
+    Text,
+}
+
+impl LogFormat {
+    /// `json` or `text`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "json" => Some(Self::Json),
+            "text" => Some(Self::Text),
+            _ => None,
+        }
+    }
+
+    /// The format to use: `HERD_LOG_FORMAT`, else `configured`, else text on a terminal and
+    /// JSON otherwise. A bad `HERD_LOG_FORMAT` is returned as an error message.
+    pub fn choose(configured: Option<Self>) -> Result<Self, String> {
+        if let Some(v) = std::env::var_os(FORMAT_VAR).filter(|v| !v.is_empty()) {
+            let v = v.to_string_lossy();
+            return Self::parse(&v)
+                .ok_or_else(|| format!("{FORMAT_VAR}={v:?}: expected \"json\" or \"text\""));
+        }
+        Ok(configured.unwrap_or(if std::io::stderr().is_terminal() {
+            Self::Text
+        } else {
+            Self::Json
+        }))
+    }
+}
+
+/// Installs the process-wide subscriber writing to stderr in `format`, filtered by `HERD_LOG`.
+pub fn init(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(FILTER_VAR)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(TraceIdLayer);
+    match format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .event_format(JsonLines),
+            )
+            .init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_target(false),
+            )
+            .init(),
+    }
+}
+
+/// A span's trace id, kept in its extensions.
+struct TraceId(String);
+
+/// Keeps the `trace_id` field of every new span in the span's extensions.
+pub struct TraceIdLayer;
+
+/// Finds the `trace_id` field among a span's fields.
+#[derive(Default)]
+struct FindTraceId(Option<String>);
+
+impl Visit for FindTraceId {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "trace_id" {
+            self.0 = Some(value.to_string());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "trace_id" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
+impl<S> Layer<S> for TraceIdLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut found = FindTraceId::default();
+        attrs.record(&mut found);
+        if let (Some(trace_id), Some(span)) = (found.0, ctx.span(id)) {
+            span.extensions_mut().insert(TraceId(trace_id));
+        }
+    }
+}
+
+/// An event's fields as JSON values.
+#[derive(Default)]
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().into(), Value::from(format!("{value:?}")));
+    }
+}
+
+/// The JSON line format.
+pub struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            Value::from(humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()),
+        );
+        line.insert("level".into(), Value::from(meta.level().as_str()));
+        line.insert("target".into(), Value::from(meta.target()));
+        let trace_id = ctx.event_scope().and_then(|scope| {
+            scope
+                .into_iter()
+                .find_map(|span| span.extensions().get::<TraceId>().map(|t| t.0.clone()))
+        });
+        if let Some(t) = trace_id {
+            line.insert("trace_id".into(), Value::from(t));
+        }
+        // The access line's message is itself a JSON object: its fields go to the top level.
+        let spliced = match fields.0.get("message") {
+            Some(Value::String(m))
+                if meta.target() == ACCESS_TARGET && m.starts_with('{') && m.len() > 2 =>
+            {
+                Some(fields.0.remove("message").expect("just seen"))
+            }
+            _ => None,
+        };
+        for (k, v) in fields.0 {
+            line.entry(k).or_insert(v);
+        }
+        let head = Value::Object(line).to_string();
+        match spliced {
+            Some(Value::String(access)) => writeln!(
+                writer,
+                "{},{}",
+                head.strip_suffix('}').unwrap_or(&head),
+                &access[1..]
+            ),
+            _ => writeln!(writer, "{head}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer collecting what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(f: impl FnOnce()) -> Vec<Value> {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry().with(TraceIdLayer).with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .event_format(JsonLines),
+        );
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    }
+
+    #[test]
+    fn lines_in_a_span_carry_its_trace_id() {
+        let out = lines(|| {
+            tracing::info!(n = 1, "outside");
+            let span = tracing::info_span!("trace", trace_id = "4bf92f3577b34da6a3ce929d0e0e4736");
+            let _in = span.enter();
+            let inner = tracing::info_span!("inner", other = 2);
+            let _inner = inner.enter();
+            tracing::warn!(key = "v", "inside \"quoted\"");
+        });
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0]["message"], "outside");
+        assert_eq!(out[0]["n"], 1);
+        assert_eq!(out[0]["level"], "INFO");
+        assert!(out[0].get("trace_id").is_none());
+        assert_eq!(out[1]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(out[1]["message"], "inside \"quoted\"");
+        assert_eq!(out[1]["key"], "v");
+        assert_eq!(out[1]["level"], "WARN");
+        assert!(out[1]["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn access_lines_are_spliced_into_the_line() {
+        let out = lines(|| {
+            let access =
+                r#"{"requestId":"abc","status":200,"traceId":"0af7651916cd43dd8448eb211c80319c"}"#;
+            tracing::info!(target: ACCESS_TARGET, "{access}");
+            tracing::info!(target: "other", "{{\"not\":\"spliced\"}}");
+        });
+        assert_eq!(out[0]["requestId"], "abc");
+        assert_eq!(out[0]["status"], 200);
+        assert_eq!(out[0]["target"], ACCESS_TARGET);
+        assert!(out[0].get("message").is_none());
+        assert_eq!(out[1]["message"], "{\"not\":\"spliced\"}");
+    }
+
+    #[test]
+    fn formats_parse() {
+        assert_eq!(LogFormat::parse("JSON"), Some(LogFormat::Json));
+        assert_eq!(LogFormat::parse("text"), Some(LogFormat::Text));
+        assert_eq!(LogFormat::parse("xml"), None);
+    }
+}
