@@ -31,7 +31,7 @@ pub struct Overview {
     pub publishers: Vec<PublishView>,
     /// Subscriptions: deliveries per pub/sub, topic and subscribing app.
     pub subscriptions: Vec<SubscriptionView>,
-    /// State and lock requests per store.
+    /// State and lock requests per store, invocations per app.
     pub stores: Vec<StoreView>,
     /// The last finished requests, newest first.
     pub traces: Vec<TraceView>,
@@ -149,18 +149,19 @@ pub struct SubscriptionView {
     pub in_flight: u64,
 }
 
-/// State or lock requests to one store.
+/// State or lock requests to one store, or invocations of one app.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StoreView {
-    /// `state` or `lock`.
+    /// `state`, `lock` or `invoke`.
     pub kind: String,
-    /// The component.
+    /// The component, or the invoked app.
     pub store: String,
     /// Requests since start.
     pub requests: u64,
     /// Requests per second over the last interval.
     pub rps: f64,
-    /// Requests that failed since start (backend errors; not conflicts or held locks).
+    /// Requests that failed since start (backend errors, not conflicts or held locks; for
+    /// invocations, 5xx answers).
     pub errors: u64,
     /// Median latency over the last interval, milliseconds.
     pub p50_ms: Option<f64>,
@@ -496,23 +497,47 @@ fn subscriptions(w: &Window) -> Vec<SubscriptionView> {
         .collect()
 }
 
+/// Where a row kind's figures come from: kind, requests counter, duration histogram, the label
+/// naming the target, and which requests failed.
+type Source<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a dyn Fn(&Sample) -> bool,
+);
+
 fn stores(w: &Window) -> Vec<StoreView> {
     let mut out = Vec::new();
-    for (kind, requests, seconds) in [
+    let backend_error = |s: &Sample| s.label("outcome") == Some("error");
+    let server_error = |s: &Sample| s.label("class") == Some("5xx");
+    let sources: [Source; 3] = [
         (
             "state",
             "herd_state_requests_total",
             "herd_state_request_seconds",
+            "store",
+            &backend_error,
         ),
         (
             "lock",
             "herd_lock_requests_total",
             "herd_lock_request_seconds",
+            "store",
+            &backend_error,
         ),
-    ] {
-        let keys = ["store"];
+        (
+            "invoke",
+            "herd_invoke_requests_total",
+            "herd_invoke_request_duration_seconds",
+            "app",
+            &server_error,
+        ),
+    ];
+    for (kind, requests, seconds, label, failed) in sources {
+        let keys = [label];
         let all = w.sum_by(requests, &keys, |_| true);
-        let errors = w.sum_by(requests, &keys, |s| s.label("outcome") == Some("error"));
+        let errors = w.sum_by(requests, &keys, failed);
         let q = w.quantiles_by(seconds, &keys);
         out.extend(all.into_iter().map(|(k, a)| {
             let (p50_ms, p99_ms) = q.get(&k).copied().unwrap_or_default();

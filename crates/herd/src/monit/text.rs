@@ -233,8 +233,16 @@ pub fn render(o: &Overview) -> String {
         .collect();
     table(
         &mut out,
-        "STORES",
-        &["KIND", "STORE", "REQ/S", "P50", "P99", "REQUESTS", "ERRORS"],
+        "STATE, LOCKS AND INVOCATION",
+        &[
+            "KIND",
+            "STORE/APP",
+            "REQ/S",
+            "P50",
+            "P99",
+            "REQUESTS",
+            "ERRORS",
+        ],
         rows,
     );
 
