@@ -230,7 +230,23 @@ circuitBreaker = "flakyCB"
         },
     );
     assert_eq!(r.json()["url"], "/trial");
-    let metrics = call_at(([127, 0, 0, 1], admin).into(), "GET", "/metrics", &[], "").body;
+    let admin: SocketAddr = ([127, 0, 0, 1], admin).into();
+    // The dashboard's overview lists the app's invocations, the failed ones among them.
+    wait_for(
+        "invocations in the overview",
+        Duration::from_secs(10),
+        || {
+            let o = call_at(admin, "GET", "/api/overview", &[], "").json();
+            o["stores"].as_array()?.iter().find(|s| {
+                s["kind"] == "invoke"
+                    && s["store"] == "flaky"
+                    && s["requests"].as_u64() >= Some(8)
+                    && s["errors"].as_u64() >= Some(3)
+            })?;
+            Some(())
+        },
+    );
+    let metrics = call_at(admin, "GET", "/metrics", &[], "").body;
     assert!(
         metrics.contains("herd_resiliency_activations_total")
             && metrics.contains("flakyCB")
