@@ -218,8 +218,9 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
     control_stop.cancel();
     tracker.close();
     tracker.wait().await;
-    // The gateway and the sampler hold the supervisor (to look services up): all go before the
-    // log thread, which ends when the last log hub handle is dropped.
+    // The gateway, the sampler and the invoker hold the supervisor (to look services up): all
+    // go before the log thread, which ends when the last log hub handle is dropped.
+    drop(invoker);
     drop(gateway);
     drop(sampler);
     drop(supervisor);

@@ -100,6 +100,10 @@ fn invoke_passes_the_call_through_and_reaches_every_instance() {
         })
         .collect();
     assert_eq!(instances, BTreeSet::from([0, 1, 2]));
+
+    // The invoker lets go of the services at shutdown: herd exits.
+    assert!(herd.cli(&["down"]).status.success());
+    assert!(herd.wait_exit(Duration::from_secs(20)).success());
 }
 
 #[test]
