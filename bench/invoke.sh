@@ -29,13 +29,14 @@
 #
 # Dapr (daprd) is not packaged on crates.io, PyPI, npm or Debian (it ships as a binary download),
 # so it is not run here; the figures are compared with Dapr's published ones: +1.06 ms p50 and
-# +2.90 ms p99 end to end (two sidecars, 1000 req/s, 1 KB, Dapr v1.12 on Kubernetes; see
-# docs.dapr.io, "Service invocation performance").
+# +2.90 ms p99 end to end (two sidecars, 1000 req/s, 1 KB; docs.dapr.io, "Service invocation
+# performance", as shared/design/BENCHMARKS.md quotes them).
 #
 # One warm-up round, then ROUNDS rounds; in each round every contender gets one run of
 # DURATION s at RATE req/s (loadgen's own 1 s lead-in discarded), the order rotating from round to
 # round. Medians per contender of each round's percentiles; added = contender − direct (ms),
-# ratio = contender / direct. herd's CPU time per request is read from /proc.
+# ratio = contender / direct. herd's CPU time per request, and the time its threads were
+# runnable but waiting for a CPU held by another process (schedstat), are read from /proc.
 #
 # CPU budget on 2 cores: herd (and the mesh contender's two herds) pinned to HERD_CPU (1 tokio
 # worker); the app (started by herd through `taskset`) and loadgen (one thread) on LOAD_CPU. The
@@ -180,25 +181,34 @@ done
 [ -z "${FAILED[invoke]:-}" ] || FAILED[direct]=${FAILED[direct]:-"the app is started by herd"}
 
 # --- runs --------------------------------------------------------------------------------------
-declare -A P50=() P90=() P99=() P999=() MAXL=() CPU_US=() REQS=() ERRS=() LATE=()
+# runq_wait_us pids...: time the processes' threads spent runnable but waiting for a CPU (second
+# field of /proc/<pid>/task/<tid>/schedstat, ns), in µs: on a shared machine, what other
+# processes on herd's CPU cost herd's requests.
+runq_wait_us() {
+  local p
+  for p in "$@"; do cat /proc/"$p"/task/*/schedstat 2>/dev/null || true; done |
+    awk '{ w += $2 } END { printf "%d\n", w / 1000 }'
+}
+declare -A P50=() P90=() P99=() P999=() MAXL=() CPU_US=() WAIT_US=() REQS=() ERRS=() LATE=()
 run_one() { # contender seconds round_label
   local c=$1 secs=$2 label=$3 t0 t1 pids
   # shellcheck disable=SC2086  # PIDS holds one or two pids
   pids=${PIDS[$c]:-}
   # shellcheck disable=SC2086
-  t0=$(cpu_ticks $pids)
+  t0=$(cpu_ticks $pids) w0=$(runq_wait_us $pids)
   taskset -c "$LOAD_CPU" "$LOADGEN" run --url "${URL[$c]}" --method POST --body-bytes "$BODY_BYTES" \
     --rate "$RATE" --duration "$secs" --warmup 1 --conns "$CONNS" --expect 200 --label "$c" \
     >"$WORK/run.out" 2>&1 || true
   # shellcheck disable=SC2086
-  t1=$(cpu_ticks $pids)
+  t1=$(cpu_ticks $pids) w1=$(runq_wait_us $pids)
   if ! parse_loadgen "$WORK/run.out"; then
     FAILED[$c]="loadgen failed: $(tail -2 "$WORK/run.out")"; return 0
   fi
-  local cpu=-
+  local cpu=- wait=-
   [ -n "$pids" ] && cpu=$(awk -v t=$((t1 - t0)) -v us="$TICK_US" -v n="$L_OK" 'BEGIN{printf "%.1f", (n > 0 ? t * us / n : 0)}')
-  printf '# %-9s %-8s p50 %7s  p90 %7s  p99 %7s  p99.9 %7s  max %8s ms  %5s req/s  ok %6s  bad %s  err %s  late %s  herd %s us CPU/req\n' \
-    "$label" "$c" "$L_P50" "$L_P90" "$L_P99" "$L_P999" "$L_MAX" "$L_RPS" "$L_OK" "$L_BAD" "$L_ERR" "$L_LATE" "$cpu"
+  [ -n "$pids" ] && wait=$(awk -v w=$((w1 - w0)) -v n="$L_OK" 'BEGIN{printf "%.1f", (n > 0 ? w / n : 0)}')
+  printf '# %-9s %-8s p50 %7s  p90 %7s  p99 %7s  p99.9 %7s  max %8s ms  %5s req/s  ok %6s  bad %s  err %s  late %s  herd %s us CPU/req, %s us runnable-not-running/req\n' \
+    "$label" "$c" "$L_P50" "$L_P90" "$L_P99" "$L_P999" "$L_MAX" "$L_RPS" "$L_OK" "$L_BAD" "$L_ERR" "$L_LATE" "$cpu" "$wait"
   if [ "$L_BAD" != 0 ] || [ "$L_ERR" != 0 ]; then
     FAILED[$c]="${L_BAD} non-200 answers (${L_STATUSES}), ${L_ERR} errors"
   fi
@@ -207,7 +217,7 @@ run_one() { # contender seconds round_label
   fi
   [ "$label" = warm-up ] && return 0
   P50[$c]+="$L_P50 " P90[$c]+="$L_P90 " P99[$c]+="$L_P99 " P999[$c]+="$L_P999 " MAXL[$c]+="$L_MAX "
-  CPU_US[$c]+="$cpu " REQS[$c]=$((${REQS[$c]:-0} + L_OK)) ERRS[$c]=$((${ERRS[$c]:-0} + L_BAD + L_ERR))
+  CPU_US[$c]+="$cpu " WAIT_US[$c]+="$wait " REQS[$c]=$((${REQS[$c]:-0} + L_OK)) ERRS[$c]=$((${ERRS[$c]:-0} + L_BAD + L_ERR))
   LATE[$c]=$((${LATE[$c]:-0} + L_LATE))
 }
 
@@ -229,14 +239,14 @@ med() { read -ra v <<<"$1"; median "${v[@]}"; }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "n/a" || b == "n/a") print "n/a"; else printf "%.3f", a - b }'; }
 echo
 say "medians over $ROUNDS rounds of ${DURATION} s at $RATE req/s ($BUDGET)"
-printf '| %-8s | %7s | %7s | %7s | %8s | %8s | %14s | %8s | %6s | %4s |\n' contender "p50 ms" "p90 ms" "p99 ms" "p99.9 ms" "max ms" "herd us CPU/req" requests errors late
-printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ---------- --------: --------: --------: ---------: ---------: ---------------: ---------: -------: -----:
+printf '| %-8s | %7s | %7s | %7s | %8s | %8s | %14s | %14s | %8s | %6s | %4s |\n' contender "p50 ms" "p90 ms" "p99 ms" "p99.9 ms" "max ms" "herd us CPU/req" "herd us runq/req" requests errors late
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ---------- --------: --------: --------: ---------: ---------: ---------------: ----------------: ---------: -------: -----:
 declare -A M50=() M99=() M999=()
 for c in "${CONTENDERS[@]}"; do
   if [ -n "${FAILED[$c]:-}" ] || [ -z "${P50[$c]:-}" ]; then M50[$c]=n/a M99[$c]=n/a M999[$c]=n/a; continue; fi
   M50[$c]=$(med "${P50[$c]}") M99[$c]=$(med "${P99[$c]}") M999[$c]=$(med "${P999[$c]}")
-  printf '| %-8s | %7s | %7s | %7s | %8s | %8s | %15s | %8s | %6s | %4s |\n' "$c" "${M50[$c]}" "$(med "${P90[$c]}")" "${M99[$c]}" "${M999[$c]}" \
-    "$(med "${MAXL[$c]}")" "$(med "${CPU_US[$c]}")" "${REQS[$c]}" "${ERRS[$c]}" "${LATE[$c]}"
+  printf '| %-8s | %7s | %7s | %7s | %8s | %8s | %15s | %16s | %8s | %6s | %4s |\n' "$c" "${M50[$c]}" "$(med "${P90[$c]}")" "${M99[$c]}" "${M999[$c]}" \
+    "$(med "${MAXL[$c]}")" "$(med "${CPU_US[$c]}")" "$(med "${WAIT_US[$c]}")" "${REQS[$c]}" "${ERRS[$c]}" "${LATE[$c]}"
 done
 echo
 status=0
