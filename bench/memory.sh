@@ -70,31 +70,33 @@ QUICKSTART="$SRC/herd.toml"
 [ -f "$QUICKSTART" ] || die "no quick-start herd.toml in $SRC"
 status=0
 
-# quickstart_config dir: the repository's herd.toml with free ports, the built hello by absolute
-# path and the data dir inside dir; sets HELLO_PORT API_PORT.
+# quickstart_config dir: the repository's herd.toml with free ports (its [admin] listener too, when
+# it has one), the built hello by absolute path and the data dir inside dir; sets HELLO_PORT
+# API_PORT ADMIN_PORT.
 quickstart_config() {
   local dir=$1
-  free_port HELLO_PORT; free_port API_PORT
+  free_port HELLO_PORT; free_port API_PORT; free_port ADMIN_PORT
   mkdir -p "$dir"
   {
     echo "data_dir = \"$dir/.herd\""
-    sed -e "s#\"./target/release/hello\"#\"$HELLO\"#" \
-      -e "s#127.0.0.1:8000#127.0.0.1:$HELLO_PORT#" -e "s#127.0.0.1:3500#127.0.0.1:$API_PORT#" "$QUICKSTART"
+    sed -e "s#\"./target/release/hello\"#\"$HELLO\"#" -e "s#127.0.0.1:8000#127.0.0.1:$HELLO_PORT#" \
+      -e "s#127.0.0.1:3500#127.0.0.1:$API_PORT#" -e "s#127.0.0.1:9901#127.0.0.1:$ADMIN_PORT#" "$QUICKSTART"
   } >"$dir/herd.toml"
   grep -q "127.0.0.1:$HELLO_PORT" "$dir/herd.toml" && grep -q "127.0.0.1:$API_PORT" "$dir/herd.toml" ||
     die "the quick-start herd.toml no longer has listen 127.0.0.1:8000 and [api] 127.0.0.1:3500"
 }
 
 # loaded_config dir: quickstart_config plus a gateway listener routed to hello, an admin listener
-# (deliveries are counted from its metrics) and a subscriber service; sets GW_PORT ADMIN_PORT too.
+# unless the quick start has one (deliveries are counted from its metrics) and a subscriber
+# service; sets GW_PORT too.
 loaded_config() {
   local dir=$1
   quickstart_config "$dir"
-  free_port GW_PORT; free_port ADMIN_PORT
+  free_port GW_PORT
+  grep -q '^\[admin\]' "$dir/herd.toml" || printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' "$ADMIN_PORT" >>"$dir/herd.toml"
+  grep -q "^listen = \"127.0.0.1:$ADMIN_PORT\"" "$dir/herd.toml" ||
+    die "the quick-start herd.toml's [admin] listener is not on 127.0.0.1:9901"
   cat >>"$dir/herd.toml" <<EOF
-
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
 
 [[gateway.listener]]
 name = "public"
