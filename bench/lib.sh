@@ -14,6 +14,8 @@
 #   wrk         write_wrk_lua, parse_wrk (W_* variables)
 #   herd        herd_up, herd_ls_json, herd_ready_count, herd_wait_ready
 #   procfs      vmrss_kb, cpu_ticks, affinity_of, threads_of
+#   memory      vmhwm_kb (peak resident set)
+#   loadgen     build_loadgen (bench/loadgen: fixed-rate load generator, echo app), parse_loadgen (L_*)
 #   figures     median, median_int, ratio, meets, round_order
 #
 # Functions return non-zero instead of exiting where a caller may want to carry on (a contender
@@ -330,3 +332,36 @@ round_order() {
   k=$(((round - 1) % ${#all[@]}))
   ORDER=("${all[@]:k}" "${all[@]:0:k}")
 }
+
+# --- loadgen (bench/loadgen: fixed-rate load generator and echo app) -------------------------
+# build_loadgen: builds bench/loadgen (its own Cargo project, outside the workspace) into
+# $CACHE/loadgen-target (CARGO_TARGET_DIR is not used: another lock file, other features) and
+# sets LOADGEN. Returns 1 when cargo fails (log in $WORK/loadgen-cargo.log).
+LOADGEN=
+build_loadgen() {
+  local target="$CACHE/loadgen-target"
+  LOADGEN="$target/release/loadgen"
+  say "building bench/loadgen (cargo build --release, target dir $target)"
+  (cd "$BENCH_ROOT/bench/loadgen" && CARGO_TARGET_DIR=$target cargo build --release -q) \
+    >"$WORK/loadgen-cargo.log" 2>&1 && [ -x "$LOADGEN" ]
+}
+
+# parse_loadgen out_file: sets L_REQ L_OK L_BAD L_ERR L_RPS L_LATE L_STATUSES and, in ms,
+# L_P50 L_P90 L_P99 L_P999 L_MAX L_MEAN from the LOADGEN line of `loadgen run`.
+L_REQ=0 L_OK=0 L_BAD=0 L_ERR=0 L_RPS=0 L_LATE=0 L_STATUSES=- L_P50=0 L_P90=0 L_P99=0 L_P999=0 L_MAX=0 L_MEAN=0
+parse_loadgen() {
+  local line
+  line=$(grep '^LOADGEN ' "$1" | tail -1 || true)
+  [ -n "$line" ] || return 1
+  L_REQ=$(_lg_field "$line" requests) L_OK=$(_lg_field "$line" ok) L_BAD=$(_lg_field "$line" bad)
+  L_ERR=$(_lg_field "$line" errors) L_RPS=$(_lg_field "$line" achieved_rps)
+  L_LATE=$(_lg_field "$line" late) L_STATUSES=$(_lg_field "$line" statuses)
+  L_P50=$(_us_ms "$(_lg_field "$line" p50_us)") L_P90=$(_us_ms "$(_lg_field "$line" p90_us)")
+  L_P99=$(_us_ms "$(_lg_field "$line" p99_us)") L_P999=$(_us_ms "$(_lg_field "$line" p999_us)")
+  L_MAX=$(_us_ms "$(_lg_field "$line" max_us)") L_MEAN=$(_us_ms "$(_lg_field "$line" mean_us)")
+}
+_lg_field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }   # line key
+_us_ms() { awk -v u="$1" 'BEGIN{printf "%.3f", u / 1000}'; }
+
+# --- memory ----------------------------------------------------------------------------------
+vmhwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || true; }
