@@ -137,7 +137,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// trace without one): handlers log with its trace id, and hops they start (a publish, a call
 /// to another app through [`herd_telemetry::current_traceparent`]) are its children. Health
 /// checks are left out, as they would only add noise.
-async fn traced(request: Request, next: Next) -> Response {
+pub(crate) async fn traced(request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if path.starts_with("/v1.0/healthz") {
         return next.run(request).await;
