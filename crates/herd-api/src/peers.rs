@@ -204,7 +204,7 @@ impl Peers {
                 format!("peers of {app}"),
                 rx,
                 Balance::RoundRobin,
-                BreakerConfig::default(),
+                Some(BreakerConfig::default()),
                 places,
             );
             apps.insert(

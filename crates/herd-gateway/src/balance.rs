@@ -31,7 +31,8 @@ use crate::outlier::{Detector, Ejector};
 pub struct EndpointStats {
     in_flight: AtomicU32,
     ewma_us: AtomicU64,
-    breaker: CircuitBreaker,
+    /// `None` in a pool without breakers (one address standing for many instances).
+    breaker: Option<CircuitBreaker>,
     successes: metrics::Counter,
     failures: metrics::Counter,
     breaker_state: metrics::Gauge,
@@ -51,7 +52,7 @@ impl std::fmt::Debug for EndpointStats {
 
 impl EndpointStats {
     fn new(
-        breaker: &BreakerConfig,
+        breaker: Option<&BreakerConfig>,
         pool: &str,
         addr: SocketAddr,
         ejector: Option<&Arc<Ejector>>,
@@ -67,7 +68,7 @@ impl EndpointStats {
         Self {
             in_flight: AtomicU32::new(0),
             ewma_us: AtomicU64::new(0),
-            breaker: CircuitBreaker::new(breaker.clone()),
+            breaker: breaker.map(|b| CircuitBreaker::new(b.clone())),
             successes: attempts("success"),
             failures: attempts("failure"),
             breaker_state: metrics::gauge!(
@@ -87,7 +88,10 @@ impl EndpointStats {
         {
             return Some(Skip::Ejected);
         }
-        (self.breaker.state() == BreakerState::Open).then_some(Skip::BreakerOpen)
+        self.breaker
+            .as_ref()
+            .is_some_and(|b| b.state() == BreakerState::Open)
+            .then_some(Skip::BreakerOpen)
     }
 
     fn cost(&self) -> u64 {
@@ -113,7 +117,7 @@ pub struct Pool {
     pub name: String,
     endpoints: watch::Receiver<Arc<Vec<SocketAddr>>>,
     strategy: Balance,
-    breaker: BreakerConfig,
+    breaker: Option<BreakerConfig>,
     places: Places,
     admission: Option<Arc<tokio::sync::Semaphore>>,
     ejector: Option<Arc<Ejector>>,
@@ -385,12 +389,13 @@ impl Drop for Pick {
 }
 
 impl Pool {
-    /// A pool over the addresses in `endpoints`, each guarded by a breaker set up as `breaker`.
+    /// A pool over the addresses in `endpoints`, each guarded by a breaker set up as `breaker`
+    /// (none without one: an address that stands for many instances, such as a shared socket).
     pub fn new(
         name: String,
         endpoints: watch::Receiver<Arc<Vec<SocketAddr>>>,
         strategy: Balance,
-        breaker: BreakerConfig,
+        breaker: Option<BreakerConfig>,
         places: Places,
     ) -> Self {
         Self {
@@ -443,7 +448,7 @@ impl Pool {
                 map.entry(*a)
                     .or_insert_with(|| {
                         Arc::new(EndpointStats::new(
-                            &self.breaker,
+                            self.breaker.as_ref(),
                             &self.name,
                             *a,
                             self.ejector.as_ref(),
@@ -508,14 +513,18 @@ impl Pool {
             }
             self.keep_one_level(&mut candidates, &mut stats);
             let i = self.choose(&candidates, &stats, exclude.is_empty());
-            match stats[i].breaker.acquire() {
+            let permit = match stats[i].breaker.as_ref().map(|b| b.acquire()) {
+                None => Ok(None),
+                Some(acquired) => acquired.map(Some),
+            };
+            match permit {
                 Ok(permit) => {
                     let chosen = stats[i].clone();
                     chosen.in_flight.fetch_add(1, Ordering::Relaxed);
                     return Ok(Pick {
                         addr: candidates[i],
                         stats: chosen,
-                        permit: Some(permit),
+                        permit,
                         started: Instant::now(),
                     });
                 }
@@ -629,7 +638,13 @@ mod tests {
         };
         (
             tx,
-            Pool::new("test".into(), rx, strategy, breaker, Places::default()),
+            Pool::new(
+                "test".into(),
+                rx,
+                strategy,
+                Some(breaker),
+                Places::default(),
+            ),
         )
     }
 
@@ -692,6 +707,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_pool_without_breakers_keeps_an_address_whatever_fails() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9000));
+        let (_tx, rx) = watch::channel(Arc::new(vec![addr]));
+        let p = Pool::new(
+            "shared".into(),
+            rx,
+            Balance::RoundRobin,
+            None,
+            Places::default(),
+        );
+        let mut decisions = Decisions::default();
+        for _ in 0..50 {
+            pick(&p, &[])
+                .unwrap()
+                .report(Attempt::NoAnswer, &mut decisions);
+        }
+        assert!(decisions.is_empty(), "no breaker to open");
+        assert_eq!(pick(&p, &[]).unwrap().addr, addr);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_endpoint_whose_breaker_opened_is_left_out_until_half_open() {
         let (_tx, p) = pool(2, Balance::RoundRobin);
         let bad = pick(&p, &[]).unwrap().addr;
@@ -735,7 +771,14 @@ mod tests {
             trip: herd_config::Trip::consecutive_failures(1000),
             ..BreakerConfig::default()
         };
-        Pool::new("test".into(), rx, Balance::RoundRobin, breaker, places).with_outlier(Some(spec))
+        Pool::new(
+            "test".into(),
+            rx,
+            Balance::RoundRobin,
+            Some(breaker),
+            places,
+        )
+        .with_outlier(Some(spec))
     }
 
     /// Reports `attempt` for `target` (chosen by excluding every other endpoint).
@@ -910,7 +953,7 @@ mod tests {
     #[test]
     fn peak_ewma_jumps_up_and_decays_down() {
         let s = EndpointStats::new(
-            &BreakerConfig::default(),
+            Some(&BreakerConfig::default()),
             "test",
             SocketAddr::from(([127, 0, 0, 1], 1)),
             None,

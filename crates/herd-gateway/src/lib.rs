@@ -110,9 +110,10 @@ pub fn bind(config: &Config) -> Result<Vec<Bound>, Vec<ConfigError>> {
     }
 }
 
-/// How the gateway sees a herd service: its ready addresses, balancing and breaker settings.
+/// How the gateway sees a herd service: its ready addresses, balancing and breaker settings (`None`:
+/// no breaker, for an address that stands for many instances, such as a shared socket).
 pub type ServiceSource =
-    Arc<dyn Fn(&str) -> Option<(Addresses, Balance, BreakerConfig)> + Send + Sync>;
+    Arc<dyn Fn(&str) -> Option<(Addresses, Balance, Option<BreakerConfig>)> + Send + Sync>;
 
 /// What one generation of routes owns besides its proxy; replaced whole by a reload.
 struct Generation {
@@ -214,7 +215,7 @@ fn build(
                     format!("upstream {name}"),
                     rx,
                     u.balance,
-                    u.breaker.clone(),
+                    Some(u.breaker.clone()),
                     places,
                 )
                 .with_concurrency_limit(u.max_concurrency)

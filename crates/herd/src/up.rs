@@ -137,15 +137,8 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
             // A shared-socket service is one address: the kernel's queue in front of every
             // instance. One instance's crash says nothing about the others and a retry on the
             // same address reaches a live one, so a breaker there would turn one crash into an
-            // outage of the whole service; it never trips.
-            let breaker = if spec.own_port {
-                spec.breaker.clone()
-            } else {
-                herd_config::BreakerConfig {
-                    trip: herd_config::Trip::consecutive_failures(u32::MAX),
-                    ..spec.breaker.clone()
-                }
-            };
+            // outage of the whole service: such pools have none.
+            let breaker = spec.own_port.then(|| spec.breaker.clone());
             Some((s.endpoints(), spec.balance, breaker))
         })
     };
