@@ -23,6 +23,9 @@ pub struct Envelope<'a> {
     pub traceparent: &'a str,
     /// The publish's `tracestate`, if it has one.
     pub tracestate: Option<&'a str>,
+    /// Attributes the caller sets, overriding herd's (`metadata.cloudevent.type=…` on a publish,
+    /// an outbox operation's metadata); `data`, `data_base64` and `specversion` cannot be set.
+    pub attributes: &'a [(&'a str, &'a str)],
 }
 
 /// A random lowercase hex string of `bytes` bytes.
@@ -101,6 +104,11 @@ pub fn wrap(e: &Envelope<'_>) -> Result<Bytes, String> {
     if let Some(state) = e.tracestate {
         fill("tracestate", json!(state));
     }
+    for (key, value) in e.attributes {
+        if !matches!(*key, "data" | "data_base64" | "specversion") {
+            event.insert((*key).to_string(), json!(value));
+        }
+    }
     serde_json::to_vec(&event)
         .map(Bytes::from)
         .map_err(|err| err.to_string())
@@ -125,7 +133,24 @@ mod tests {
             body,
             traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             tracestate: Some("k=v"),
+            attributes: &[],
         }
+    }
+
+    #[test]
+    fn caller_attributes_override_herds_but_not_the_payload() {
+        let mut e = envelope("application/json", br#"{"n":1}"#);
+        e.attributes = &[
+            ("type", "order.created"),
+            ("subject", "o-1"),
+            ("data", "hijack"),
+            ("specversion", "0.3"),
+        ];
+        let out: Value = serde_json::from_slice(&wrap(&e).unwrap()).unwrap();
+        assert_eq!(out["type"], "order.created");
+        assert_eq!(out["subject"], "o-1");
+        assert_eq!(out["data"], json!({"n": 1}));
+        assert_eq!(out["specversion"], "1.0");
     }
 
     #[test]

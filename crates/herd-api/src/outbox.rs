@@ -12,22 +12,59 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herd_pubsub::Message;
-use herd_state::WriteOp;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cloudevent::{self, Envelope};
 use crate::components::{Block, Component, Components};
+use crate::state::Operation;
 
-/// The CloudEvents a transaction's upserts publish: the value is the event's data. They carry
-/// the context of one PRODUCER span, a child of the transaction's request.
+/// Operation metadata the store reads, not copied into the event.
+const STORE_KEYS: &[&str] = &["ttlInSeconds", "fencingToken", "contentType", PROJECTION];
+/// Marks an upsert as the event to publish for the upsert of the same key, not to be stored.
+const PROJECTION: &str = "outbox.projection";
+
+fn text(v: &serde_json::Value) -> std::borrow::Cow<'_, str> {
+    match v {
+        serde_json::Value::String(s) => s.as_str().into(),
+        other => other.to_string().into(),
+    }
+}
+
+/// The CloudEvents a transaction publishes, as Dapr's outbox builds them: one per upsert, its
+/// value as the data, with the upsert's metadata as attributes of the event (`type`, `subject`,
+/// …; not the keys the store reads, nor `data` or `id`). An upsert whose metadata has
+/// `outbox.projection: "true"` is taken out of `operations`: it is published in place of the
+/// upsert of the same key and never stored; one without such an upsert fails the transaction.
+/// The events carry the context of one PRODUCER span, a child of the transaction's request.
 pub(crate) fn messages(
     app: &str,
     pubsub: &str,
     topic: &str,
-    ops: &[WriteOp],
+    operations: &mut Vec<Operation>,
 ) -> Result<Vec<Bytes>, String> {
+    let is_projection = |op: &Operation| {
+        op.operation == "upsert"
+            && op.request.metadata.get(PROJECTION).is_some_and(|v| {
+                matches!(text(v).to_ascii_lowercase().as_str(), "true" | "1" | "t")
+            })
+    };
+    let (projections, kept): (Vec<Operation>, Vec<Operation>) = std::mem::take(operations)
+        .into_iter()
+        .partition(is_projection);
+    *operations = kept;
+    for p in &projections {
+        let stored = operations
+            .iter()
+            .any(|op| op.operation == "upsert" && op.request.key == p.request.key);
+        if !stored {
+            return Err(format!(
+                "the outbox projection of key {} has no upsert of that key",
+                p.request.key
+            ));
+        }
+    }
     let span = herd_telemetry::Traced::start(
         opentelemetry::trace::SpanKind::Producer,
         format!("publish {topic}"),
@@ -42,20 +79,48 @@ pub(crate) fn messages(
     );
     let (traceparent, tracestate) = (span.traceparent(), span.tracestate());
     span.end();
-    ops.iter()
-        .filter_map(|op| match op {
-            WriteOp::Set(set) => Some(set),
-            WriteOp::Delete(_) => None,
-        })
-        .map(|set| {
+    operations
+        .iter()
+        .filter(|op| op.operation == "upsert")
+        .map(|op| {
+            let published = projections
+                .iter()
+                .find(|p| p.request.key == op.request.key)
+                .map_or(&op.request, |p| &p.request);
+            let content_type = published
+                .metadata
+                .get("contentType")
+                .map_or("application/json".into(), text);
+            let value = published.value.as_deref().map_or("null", |v| v.get());
+            // A JSON string published as text is its characters, not its quoted form.
+            let unquoted;
+            let body = match serde_json::from_str::<serde_json::Value>(value) {
+                Ok(serde_json::Value::String(s)) if !content_type.contains("json") => {
+                    unquoted = s;
+                    unquoted.as_bytes()
+                }
+                _ => value.as_bytes(),
+            };
+            let values: Vec<(&str, std::borrow::Cow<'_, str>)> = op
+                .request
+                .metadata
+                .iter()
+                .filter(|(k, _)| {
+                    !STORE_KEYS.contains(&k.as_str()) && !matches!(k.as_str(), "data" | "id")
+                })
+                .map(|(k, v)| (k.as_str(), text(v)))
+                .collect();
+            let attributes: Vec<(&str, &str)> =
+                values.iter().map(|(k, v)| (*k, v.as_ref())).collect();
             cloudevent::wrap(&Envelope {
                 app,
                 pubsub,
                 topic,
-                content_type: "application/json",
-                body: &set.value,
+                content_type: &content_type,
+                body,
                 traceparent: &traceparent,
                 tracestate: tracestate.as_deref(),
+                attributes: &attributes,
             })
         })
         .collect()

@@ -77,6 +77,15 @@ fn message(
     let data = if raw {
         Bytes::copy_from_slice(envelope.body)
     } else {
+        // `metadata.cloudevent.<attribute>` sets that attribute of the envelope, as in Dapr.
+        let attributes: Vec<(&str, &str)> = metadata
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("cloudevent.")?, v.as_str())))
+            .collect();
+        let envelope = Envelope {
+            attributes: &attributes,
+            ..envelope
+        };
         cloudevent::wrap(&envelope).map_err(ApiError::malformed)?
     };
     Ok(Message {
@@ -162,6 +171,7 @@ pub async fn publish(
         body: &body,
         traceparent: &traceparent,
         tracestate: tracestate.as_deref(),
+        attributes: &[],
     };
     let message = message(envelope, &metadata)?;
     let policy = shared.policies.component_outbound(&app.0, &name);
@@ -233,6 +243,7 @@ pub async fn bulk(
             body: &payload,
             traceparent: &traceparent,
             tracestate: tracestate.as_deref(),
+            attributes: &[],
         };
         let outcome = match message(envelope, &metadata) {
             Ok(m) => {

@@ -35,12 +35,12 @@ struct Options {
 
 /// One item of a save request, or the `request` of a transaction operation.
 #[derive(Debug, Deserialize)]
-struct Item {
-    key: String,
-    value: Option<Box<RawValue>>,
+pub(crate) struct Item {
+    pub(crate) key: String,
+    pub(crate) value: Option<Box<RawValue>>,
     etag: Option<serde_json::Value>,
     #[serde(default)]
-    metadata: HashMap<String, serde_json::Value>,
+    pub(crate) metadata: HashMap<String, serde_json::Value>,
     #[serde(default)]
     options: Options,
 }
@@ -55,10 +55,11 @@ struct Transaction {
     operations: Vec<Operation>,
 }
 
+/// One operation of a transaction request.
 #[derive(Debug, Deserialize)]
-struct Operation {
-    operation: String,
-    request: Item,
+pub(crate) struct Operation {
+    pub(crate) operation: String,
+    pub(crate) request: Item,
 }
 
 fn concurrency(v: Option<&str>) -> Result<Concurrency, ApiError> {
@@ -386,7 +387,16 @@ pub async fn transaction(
 ) -> Result<StatusCode, ApiError> {
     let started = Instant::now();
     let (component, store) = store(&shared, &name, &app.0, "ERR_STATE_TRANSACTION")?;
-    let tx: Transaction = parse_body(&body)?;
+    let mut tx: Transaction = parse_body(&body)?;
+    // The outbox's events are built from the request as written (projections are taken out of
+    // the operations here), before the operations become the store's.
+    let outbox = match &component.outbox {
+        None => None,
+        Some((pubsub, topic)) => Some(
+            crate::outbox::messages(&app.0, pubsub, topic, &mut tx.operations)
+                .map_err(ApiError::malformed)?,
+        ),
+    };
     let mut ops = Vec::with_capacity(tx.operations.len());
     for op in tx.operations {
         ops.push(match op.operation.as_str() {
@@ -402,16 +412,14 @@ pub async fn transaction(
         });
     }
     let policy = shared.policies.component_outbound(&app.0, &name);
-    let result = match &component.outbox {
+    let result = match outbox {
         None => {
             let mut ops = Reuse::new(&policy, ops);
             policy
                 .run(|_| store.transact(ops.next()), state_outcome)
                 .await
         }
-        Some((pubsub, topic)) => {
-            let messages = crate::outbox::messages(&app.0, pubsub, topic, &ops)
-                .map_err(ApiError::malformed)?;
+        Some(messages) => {
             let mut input = Reuse::new(&policy, (ops, messages));
             let result = policy
                 .run(

@@ -477,6 +477,86 @@ fn a_transaction_with_an_outbox_publishes_its_upserts_and_a_failed_one_nothing()
 }
 
 #[test]
+fn outbox_events_take_their_upserts_metadata_and_projections_as_dapr_builds_them() {
+    if !node_available() {
+        return eprintln!("skipped: node is not on PATH");
+    }
+    let events_dir = tempfile::tempdir().unwrap();
+    let dir = events_dir.path();
+    let config = format!(
+        "[[component]]\nname = \"orders\"\ntype = \"state.embedded\"\nmetadata = {{ outboxPublishPubsub = \"pubsub\", outboxPublishTopic = \"order-changes\" }}\n\n{}[[subscription]]\nservice = \"audit\"\npubsub = \"pubsub\"\ntopic = \"order-changes\"\nroute = \"/changes\"\nrules = [{{ match = 'event.type == \"order.created\"', path = \"/created\" }}]\n",
+        subscriber("audit", 1, dir, &json!([])),
+    );
+    let api = Api::start("outbox-attrs", &config);
+    wait_subscribed(&api, 1);
+    let tx = |ops: Value| {
+        api.call(
+            "POST",
+            "/v1.0/state/orders/transaction",
+            &json!({"operations": ops}).to_string(),
+        )
+    };
+    // A projection without an upsert of its key fails the whole transaction.
+    let r = tx(json!([
+        {"operation": "upsert", "request": {"key": "a", "value": {"order": 0}}},
+        {"operation": "upsert", "request": {"key": "b", "value": {"order": 0}, "metadata": {"outbox.projection": "true"}}},
+    ]));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(api.call("GET", "/v1.0/state/orders/a", "").status, 204);
+    let r = tx(json!([
+        {"operation": "upsert", "request": {"key": "o1", "value": {"order": 1, "secret": "x"},
+            "metadata": {"type": "order.created", "subject": "o1", "ttlInSeconds": "3600"}}},
+        {"operation": "upsert", "request": {"key": "o1", "value": {"order": 1},
+            "metadata": {"outbox.projection": "true"}}},
+    ]));
+    assert_eq!(r.status, 204, "{}", r.body);
+    // `metadata.cloudevent.*` on a publish sets the envelope's attributes too.
+    let r = crate::state::call_at(
+        api.addr,
+        "POST",
+        "/v1.0/publish/pubsub/order-changes?metadata.cloudevent.type=order.created&metadata.cloudevent.subject=o2",
+        &[("Content-Type", "application/json")],
+        &json!({"order": 2}).to_string(),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let got = wait_for("both events", Duration::from_secs(30), || {
+        let evs = events(dir, "audit");
+        (evs.len() >= 2).then_some(evs)
+    });
+    let first = got
+        .iter()
+        .find(|e| e["data"]["order"] == 1)
+        .expect("the outbox event");
+    assert_eq!(
+        first["data"],
+        json!({"order": 1}),
+        "the projection is published: {first}"
+    );
+    assert_eq!(first["type"], "order.created");
+    assert_eq!(first["subject"], "o1");
+    assert_eq!(first["path"], "/created", "routed by the type it was given");
+    let attributes = first["attributes"]
+        .as_array()
+        .expect("the event's attribute names");
+    assert!(
+        !attributes.contains(&json!("ttlInSeconds")),
+        "store metadata stays out: {first}"
+    );
+    assert!(attributes.contains(&json!("traceparent")), "{first}");
+    let second = got
+        .iter()
+        .find(|e| e["data"]["order"] == 2)
+        .expect("the published event");
+    assert_eq!(second["type"], "order.created");
+    assert_eq!(second["subject"], "o2");
+    // The store keeps the upsert, not the projection.
+    let stored = api.call("GET", "/v1.0/state/orders/o1", "");
+    assert_eq!(stored.status, 200);
+    let value: Value = serde_json::from_str(&stored.body).unwrap();
+    assert_eq!(value, json!({"order": 1, "secret": "x"}));
+}
+
+#[test]
 fn a_message_whose_instance_crashes_mid_delivery_is_delivered_again() {
     if !node_available() {
         return eprintln!("skipped: node is not on PATH");

@@ -1,7 +1,7 @@
 // A subscriber app for herd's pub/sub tests, on Node's http module alone.
 //
 // GET /dapr/subscribe answers the JSON in $SUBSCRIPTIONS (or []). Every POST is a delivery: one
-// JSON line {path, id, type, data, instance, traceparent} is appended to
+// JSON line {path, id, type, subject, attributes, data, instance, traceparent} is appended to
 // $EVENTS_DIR/<service>-<instance>.jsonl, and the answer follows the event's data.action:
 // "fail" -> 500, "drop" -> {"status":"DROP"}, "retry-once" -> {"status":"RETRY"} the first time
 // this instance sees the event id, "slow" -> answers after 300 ms; anything else -> 200.
@@ -40,6 +40,8 @@ const server = http.createServer((req, res) => {
       path: req.url,
       id: event.id,
       type: event.type,
+      subject: event.subject,
+      attributes: Object.keys(event).sort(),
       data: event.data,
       instance: process.env.HERD_INSTANCE,
       traceparent: req.headers["traceparent"],
