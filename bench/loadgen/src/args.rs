@@ -24,6 +24,12 @@ pub struct RunArgs {
     pub expect: Option<u16>,
     /// Printed in the result line.
     pub label: String,
+    /// A header given a value unique to each request: `name` and a prefix, the value being the
+    /// prefix followed by the request's number in the schedule (`Idempotency-Key: run1-17`).
+    pub unique_header: Option<(String, String)>,
+    /// Where each request's outcome goes (warm-up included), one line each: its number and its status
+    /// (or `error`), so a script can check what the server did with every answered request.
+    pub record: Option<std::path::PathBuf>,
 }
 
 /// Where `loadgen serve` listens when no socket is handed over on fd 3.
@@ -76,6 +82,8 @@ impl RunArgs {
             headers: Vec::new(),
             expect: None,
             label: "run".into(),
+            unique_header: None,
+            record: None,
         };
         for (key, v) in pairs(argv)? {
             match key {
@@ -97,6 +105,13 @@ impl RunArgs {
                         .push((n.trim().to_string(), val.trim().to_string()));
                 }
                 "expect" => a.expect = Some(number(key, v)?),
+                "unique-header" => {
+                    let (n, prefix) = v
+                        .split_once(':')
+                        .ok_or_else(|| format!("--unique-header `{v}`: expected `name: prefix`"))?;
+                    a.unique_header = Some((n.trim().to_string(), prefix.trim().to_string()));
+                }
+                "record" => a.record = Some(v.into()),
                 "label" => a.label = v.to_string(),
                 _ => return Err(format!("unknown option --{key}").into()),
             }

@@ -40,6 +40,8 @@ struct Target {
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
     expect: Option<u16>,
+    unique: Option<(HeaderName, String)>,
+    record: bool,
 }
 
 /// One connection's (and, merged, the run's) counts.
@@ -50,6 +52,8 @@ struct Stats {
     errors: u64,
     late: u64,
     statuses: BTreeMap<u16, u64>,
+    /// With `--record`: (request number, status or 0 for an error) of every request sent.
+    outcomes: Vec<(u64, u16)>,
 }
 
 impl Stats {
@@ -62,6 +66,7 @@ impl Stats {
             errors: 0,
             late: 0,
             statuses: BTreeMap::new(),
+            outcomes: Vec::new(),
         }
     }
 
@@ -74,6 +79,7 @@ impl Stats {
         for (s, n) in other.statuses {
             *self.statuses.entry(s).or_default() += n;
         }
+        self.outcomes.extend(other.outcomes);
     }
 }
 
@@ -83,7 +89,18 @@ pub fn main(args: RunArgs) -> Result<(), Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let stats = rt.block_on(drive(&args, target))?;
+    let mut stats = rt.block_on(drive(&args, target))?;
+    if let Some(path) = &args.record {
+        stats.outcomes.sort_unstable();
+        let mut out = String::with_capacity(stats.outcomes.len() * 8);
+        for (n, status) in &stats.outcomes {
+            match status {
+                0 => out.push_str(&format!("{n} error\n")),
+                s => out.push_str(&format!("{n} {s}\n")),
+            }
+        }
+        std::fs::write(path, out).map_err(|e| format!("--record {}: {e}", path.display()))?;
+    }
     print_result(&args, &stats);
     Ok(())
 }
@@ -121,6 +138,12 @@ fn target(args: &RunArgs) -> Result<Target, Error> {
         headers,
         body: Bytes::from(args.body.clone()),
         expect: args.expect,
+        unique: args
+            .unique_header
+            .as_ref()
+            .map(|(n, prefix)| Ok::<_, Error>((HeaderName::try_from(n.as_str())?, prefix.clone())))
+            .transpose()?,
+        record: args.record.is_some(),
     })
 }
 
@@ -175,6 +198,7 @@ async fn connection(
     target: &Target,
 ) -> Stats {
     let mut stats = Stats::new();
+    let record = target.record;
     let mut sender = Some(sender);
     let mut prev_done = start;
     for k in 0u64.. {
@@ -192,9 +216,21 @@ async fn connection(
         if measured && free && woke > due + LATE {
             stats.late += 1;
         }
-        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, send(&mut sender, target)).await;
+        let seq = i as u64 + k * conns as u64;
+        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, send(&mut sender, target, seq)).await;
         prev_done = Instant::now();
+        if record {
+            // Every request is recorded, warm-up included: a script checks what became of each.
+            let status = match &outcome {
+                Ok(Ok(status)) => *status,
+                _ => 0,
+            };
+            stats.outcomes.push((seq, status));
+        }
         if !measured {
+            if !matches!(outcome, Ok(Ok(_))) {
+                sender = None;
+            }
             continue;
         }
         match outcome {
@@ -226,6 +262,7 @@ async fn connection(
 async fn send(
     sender: &mut Option<SendRequest<Full<Bytes>>>,
     target: &Target,
+    seq: u64,
 ) -> Result<u16, Error> {
     if sender.as_ref().is_none_or(|s| s.is_closed()) {
         *sender = Some(connect(target.addr).await?);
@@ -238,6 +275,9 @@ async fn send(
         .header(HOST, target.host.clone());
     for (n, v) in &target.headers {
         req = req.header(n, v);
+    }
+    if let Some((name, prefix)) = &target.unique {
+        req = req.header(name, format!("{prefix}{seq}"));
     }
     let req = req.body(Full::new(target.body.clone()))?;
     let resp = s.send_request(req).await?;
