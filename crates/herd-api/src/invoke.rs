@@ -21,10 +21,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use herd_gateway::{
-    Attempt, Client, ClientError, Decisions, NoEndpoint, Places, Pool, TraceContext, UpBody,
-};
+use herd_gateway::{Attempt, Client, ClientError, Decisions, NoEndpoint, Places, Pool, UpBody};
 use herd_resilience::{Outcome, Policy, RunError};
+use herd_telemetry::traceparent::{TRACEPARENT, Traceparent, header_value};
 use http_body_util::{Either, Full};
 
 use crate::error::ApiError;
@@ -243,8 +242,13 @@ impl Parts {
         // the caller's trace goes on with a new span id.
         let traceparent = herd_telemetry::current_traceparent()
             .and_then(|tp| HeaderValue::from_str(&tp).ok())
-            .unwrap_or_else(|| TraceContext::from_headers(&headers).child_traceparent());
-        headers.insert(herd_gateway::TRACEPARENT, traceparent);
+            .unwrap_or_else(|| {
+                let incoming = headers
+                    .get(TRACEPARENT)
+                    .and_then(|v| Traceparent::parse(v.as_bytes()));
+                header_value(Traceparent::next_hop(incoming).to_bytes())
+            });
+        headers.insert(TRACEPARENT, traceparent);
         Template {
             method: self.method.clone(),
             uri: Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/")),

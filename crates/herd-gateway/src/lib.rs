@@ -48,7 +48,7 @@ pub use outlier::Attempt;
 pub use proxy::{UpBody, idempotent, strip_hop_by_hop};
 pub use route::RouteTable;
 pub use tls::{mtls_client_config, mtls_server_config};
-pub use trace::{TRACEPARENT, TraceContext};
+pub use trace::TraceContext;
 
 /// Addresses a pool balances over, as a watch channel.
 pub type Addresses = watch::Receiver<Arc<Vec<SocketAddr>>>;

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use herd_config::Target;
+use herd_telemetry::traceparent::TRACEPARENT;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full, LengthLimitError, Limited};
@@ -27,7 +28,7 @@ use tower::retry::budget::Budget;
 use crate::balance::{Attempt, Decisions, NoEndpoint, Pool};
 use crate::client::{self, Client};
 use crate::route::RouteTable;
-use crate::trace::{self, TRACEPARENT, TraceContext, X_REQUEST_ID};
+use crate::trace::{self, TraceContext, X_REQUEST_ID};
 
 /// What goes upstream: the client's body (cut off at the size limit), or a buffered one (empty
 /// for a bodyless request) that can be sent again.
