@@ -19,22 +19,20 @@ use std::time::Instant;
 use bytes::Bytes;
 use herd_config::Target;
 use herd_telemetry::traceparent::TRACEPARENT;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use herd_upstream::{
+    Attempt, Client, ClientBody, Decisions, NoEndpoint, Pool, idempotent, strip_hop_by_hop,
+};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use tower::retry::budget::Budget;
 
-use crate::balance::{Attempt, Decisions, NoEndpoint, Pool};
-use crate::client::{self, Client};
 use crate::route::RouteTable;
 use crate::trace::{self, TraceContext, X_REQUEST_ID};
 
-/// What goes upstream: the client's body (cut off at the size limit), or a buffered one (empty
-/// for a bodyless request) that can be sent again.
-pub type UpBody = Either<Limited<Incoming>, Full<Bytes>>;
 /// What goes back to the client: the upstream's body, or herd's own answer.
-pub type DownBody = Either<client::Body, Full<Bytes>>;
+pub type DownBody = Either<ClientBody, Full<Bytes>>;
 
 /// Endpoints tried for a request whose body allows it, before answering 502.
 const MAX_CONNECT_TRIES: usize = 3;
@@ -164,43 +162,6 @@ fn client_body_fault(e: &(dyn std::error::Error + 'static)) -> Option<(StatusCod
     None
 }
 
-/// Headers that describe one connection, never forwarded (with those `Connection` names).
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-    header::TRANSFER_ENCODING,
-];
-
-/// Removes hop-by-hop headers. Most messages have none, and one pass comparing the names
-/// present (a few) against the list is cheaper than looking each listed name up (each lookup
-/// hashes it), so lookups and removal run only when the pass finds one.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
-        }
-    }
-    for n in &HOP_BY_HOP {
-        headers.remove(n);
-    }
-}
-
 /// herd's own answer: `{"error": ..., "upstream": ..., "requestId": ...}`.
 fn answer(
     status: StatusCode,
@@ -222,19 +183,6 @@ fn answer(
     r.headers_mut()
         .insert(X_REQUEST_ID, trace.request_id().clone());
     r
-}
-
-/// Methods that may be sent again without changing the outcome (RFC 9110 §9.2.2).
-pub fn idempotent(m: &Method) -> bool {
-    [
-        Method::GET,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::TRACE,
-        Method::PUT,
-        Method::DELETE,
-    ]
-    .contains(m)
 }
 
 /// The answer when no endpoint can take the request.
@@ -716,25 +664,6 @@ mod tests {
             "tries": 1,
         });
         assert_eq!(serde_json::to_string(&line).unwrap(), map.to_string());
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "close, x-private".parse().unwrap());
-        h.insert("x-private", "1".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert("transfer-encoding", "chunked".parse().unwrap());
-        h.insert("upgrade", "websocket".parse().unwrap());
-        h.insert("x-kept", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-kept"]);
-        let mut h = HeaderMap::new();
-        h.insert("proxy-connection", "keep-alive".parse().unwrap());
-        h.insert("te", "trailers".parse().unwrap());
-        h.insert(header::HOST, "a".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.keys().collect::<Vec<_>>(), ["host"]);
     }
 
     #[test]

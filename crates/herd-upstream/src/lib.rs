@@ -1,0 +1,43 @@
+//! The upstream side of herd: what the gateway and service invocation share to reach endpoints.
+//!
+//! ```text
+//! gateway proxy ─┐                       ┌─► client (HTTP/1.1, idle connections per address)
+//!                ├─► pool: pick endpoint ┤
+//! invocation ────┘   (balance, priority, └─► report the attempt: breaker, outlier ejection
+//!                     breaker, ejection)
+//! ```
+//!
+//! A [`Pool`] balances over a watch of addresses ([`Addresses`]): a herd service's ready
+//! instances ([`ServiceSource`]), an upstream's fixed and resolved endpoints, or the peer herds
+//! that run an app. Endpoints placed in regions form priority levels; every
+//! endpoint has a circuit breaker (none in a pool over one shared socket) and, when configured,
+//! outlier ejection (`outlier.rs`). [`Client`] sends the chosen endpoint the request, with
+//! [`strip_hop_by_hop`] and [`idempotent`] saying what is passed on and what may be sent again.
+//! `tls.rs` builds the rustls configurations from PEM files: the gateway's HTTPS listeners and
+//! both sides of mutual TLS between herds.
+
+mod balance;
+mod client;
+mod hop;
+mod outlier;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use herd_config::{Balance, BreakerConfig};
+use tokio::sync::watch;
+
+pub use balance::{Decisions, NoEndpoint, Pick, Places, Pool};
+pub use client::{Body as ClientBody, Client, Error as ClientError, UpBody};
+pub use hop::{idempotent, strip_hop_by_hop};
+pub use outlier::Attempt;
+
+/// Addresses a pool balances over, as a watch channel.
+pub type Addresses = watch::Receiver<Arc<Vec<SocketAddr>>>;
+
+/// How the gateway and invocation see a herd service: its ready addresses, balancing and
+/// breaker settings (`None`: no breaker, for an address that stands for many instances, such as
+/// a shared socket); `None` for a name that is not a service here.
+pub type ServiceSource =
+    Arc<dyn Fn(&str) -> Option<(Addresses, Balance, Option<BreakerConfig>)> + Send + Sync>;
