@@ -9,7 +9,7 @@
 //!
 //! A [`Pool`] balances over a watch of addresses ([`Addresses`]): a herd service's ready
 //! instances ([`ServiceSource`]), an upstream's fixed and resolved endpoints, or the peer herds
-//! that run an app. Endpoints placed in regions form priority levels; every
+//! that run an app. Endpoints placed in regions form priority levels (`priority.rs`); every
 //! endpoint has a circuit breaker (none in a pool over one shared socket) and, when configured,
 //! outlier ejection (`outlier.rs`). [`Client`] sends the chosen endpoint the request, with
 //! [`strip_hop_by_hop`] and [`idempotent`] saying what is passed on and what may be sent again.
@@ -18,8 +18,11 @@
 
 mod balance;
 mod client;
+mod decisions;
+mod endpoint;
 mod hop;
 mod outlier;
+mod priority;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -28,10 +31,13 @@ use std::sync::Arc;
 use herd_config::{Balance, BreakerConfig};
 use tokio::sync::watch;
 
-pub use balance::{Decisions, NoEndpoint, Pick, Places, Pool};
+pub use balance::{NoEndpoint, Pool};
 pub use client::{Body as ClientBody, Client, Error as ClientError, UpBody};
+pub use decisions::{Change, Decisions, Skip};
+pub use endpoint::Pick;
 pub use hop::{idempotent, strip_hop_by_hop};
 pub use outlier::Attempt;
+pub use priority::Places;
 
 /// Addresses a pool balances over, as a watch channel.
 pub type Addresses = watch::Receiver<Arc<Vec<SocketAddr>>>;

@@ -1,0 +1,181 @@
+//! What a pool decided for one request: endpoints it left out of its choices (ejected, breaker
+//! open or busy) and state changes its attempts caused (a breaker opened or closed, an
+//! ejection), for the request's access-log line (the gateway writes them out).
+
+use std::net::SocketAddr;
+
+/// Why an endpoint was left out of a choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Ejected as an outlier.
+    Ejected,
+    /// Its circuit breaker is open.
+    BreakerOpen,
+    /// Its breaker is half-open and its trial calls are taken.
+    BreakerBusy,
+}
+
+impl Skip {
+    /// The name in the access log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::Ejected => "ejected",
+            Skip::BreakerOpen => "breaker_open",
+            Skip::BreakerBusy => "breaker_half_open",
+        }
+    }
+}
+
+/// A state change an attempt caused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The endpoint's breaker opened (tripped, or a half-open trial failed).
+    BreakerOpened,
+    /// The endpoint's breaker closed after its half-open trials succeeded.
+    BreakerClosed,
+    /// The endpoint was ejected for this many milliseconds.
+    Ejected(u32),
+}
+
+/// Entries each list of [`Decisions`] holds.
+const NOTED: usize = 4;
+
+/// What the pool decided for one request, for its access-log line: endpoints left out of its
+/// choices, and state changes its attempts caused. Fixed capacity, so noting never allocates,
+/// and a request where nothing happened pays only for the (zeroed) space.
+#[derive(Debug, Default, Clone)]
+pub struct Decisions {
+    skipped: [Option<(SocketAddr, Skip)>; NOTED],
+    /// Skipped endpoints beyond those listed.
+    unlisted: u32,
+    changes: [Option<(SocketAddr, Change)>; NOTED],
+}
+
+impl Decisions {
+    /// Notes that `addr` was left out, for `why` (each pair once).
+    pub(crate) fn skip(&mut self, addr: SocketAddr, why: Skip) {
+        if self
+            .skipped
+            .iter()
+            .flatten()
+            .any(|&(a, w)| a == addr && w == why)
+        {
+            return;
+        }
+        match self.skipped.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some((addr, why)),
+            None => self.unlisted += 1,
+        }
+    }
+
+    /// Notes a state change of `addr`.
+    pub(crate) fn change(&mut self, addr: SocketAddr, change: Change) {
+        // Full (four changes in one request): the latest replaces the last.
+        let last = NOTED - 1;
+        let slot = self
+            .changes
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(last);
+        self.changes[slot] = Some((addr, change));
+    }
+
+    /// Whether nothing was noted.
+    pub fn is_empty(&self) -> bool {
+        self.skipped[0].is_none() && self.changes[0].is_none()
+    }
+
+    /// Endpoints left out, and why (each pair once).
+    pub fn skipped(&self) -> impl Iterator<Item = (SocketAddr, Skip)> + '_ {
+        self.skipped.iter().flatten().copied()
+    }
+
+    /// How many more endpoints were left out than [`Decisions::skipped`] lists.
+    pub fn unlisted(&self) -> u32 {
+        self.unlisted
+    }
+
+    /// State changes, in order.
+    pub fn changes(&self) -> impl Iterator<Item = (SocketAddr, Change)> + '_ {
+        self.changes.iter().flatten().copied()
+    }
+
+    /// Adds to an access-log line what was noted, and nothing when nothing was: `skipped`
+    /// (see [`Decisions::skipped_json`]), `skippedUnlisted` (a count, when more were skipped than
+    /// listed) and `changes` (see [`Decisions::changes_json`]).
+    pub fn annotate(&self, line: &mut serde_json::Value) {
+        if let Some(skipped) = self.skipped_json() {
+            line["skipped"] = skipped;
+        }
+        if self.unlisted > 0 {
+            line["skippedUnlisted"] = self.unlisted.into();
+        }
+        if let Some(changes) = self.changes_json() {
+            line["changes"] = changes;
+        }
+    }
+
+    /// `[{"endpoint": "…", "reason": "ejected"}, …]`, or `None` when nothing was skipped.
+    pub fn skipped_json(&self) -> Option<serde_json::Value> {
+        self.skipped[0]?;
+        Some(
+            self.skipped()
+                .map(|(a, why)| serde_json::json!({ "endpoint": a.to_string(), "reason": why.as_str() }))
+                .collect(),
+        )
+    }
+
+    /// `[{"endpoint": "…", "event": "breaker_opened"}, {"endpoint": "…", "event": "ejected",
+    /// "ejectedMs": 30000}, …]`, or `None` when the request changed nothing.
+    pub fn changes_json(&self) -> Option<serde_json::Value> {
+        self.changes[0]?;
+        Some(
+            self.changes()
+                .map(|(a, change)| {
+                    let endpoint = a.to_string();
+                    match change {
+                        Change::BreakerOpened => {
+                            serde_json::json!({ "endpoint": endpoint, "event": "breaker_opened" })
+                        }
+                        Change::BreakerClosed => {
+                            serde_json::json!({ "endpoint": endpoint, "event": "breaker_closed" })
+                        }
+                        Change::Ejected(ms) => serde_json::json!({
+                            "endpoint": endpoint, "event": "ejected", "ejectedMs": ms
+                        }),
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_cost_nothing_until_something_happens_and_hold_a_few() {
+        let mut d = Decisions::default();
+        assert!(d.is_empty() && d.skipped_json().is_none() && d.changes_json().is_none());
+        let mut line = serde_json::json!({ "status": 200 });
+        d.annotate(&mut line);
+        assert_eq!(line, serde_json::json!({ "status": 200 }));
+        for port in 0..6 {
+            d.skip(SocketAddr::from(([127, 0, 0, 1], port)), Skip::BreakerOpen);
+        }
+        assert_eq!((d.skipped().count(), d.unlisted()), (4, 2));
+        let mut line = serde_json::json!({});
+        d.annotate(&mut line);
+        assert_eq!(line["skipped"].as_array().unwrap().len(), 4);
+        assert_eq!(line["skippedUnlisted"], 2);
+        assert!(line["changes"].is_null());
+        for _ in 0..6 {
+            d.change(SocketAddr::from(([127, 0, 0, 1], 1)), Change::BreakerOpened);
+        }
+        d.change(SocketAddr::from(([127, 0, 0, 1], 2)), Change::BreakerClosed);
+        let changes: Vec<_> = d.changes().collect();
+        assert_eq!(changes.len(), 4);
+        assert_eq!(changes[3].1, Change::BreakerClosed, "the latest is kept");
+    }
+}
