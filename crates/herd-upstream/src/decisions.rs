@@ -99,55 +99,6 @@ impl Decisions {
     pub fn changes(&self) -> impl Iterator<Item = (SocketAddr, Change)> + '_ {
         self.changes.iter().flatten().copied()
     }
-
-    /// Adds to an access-log line what was noted, and nothing when nothing was: `skipped`
-    /// (see [`Decisions::skipped_json`]), `skippedUnlisted` (a count, when more were skipped than
-    /// listed) and `changes` (see [`Decisions::changes_json`]).
-    pub fn annotate(&self, line: &mut serde_json::Value) {
-        if let Some(skipped) = self.skipped_json() {
-            line["skipped"] = skipped;
-        }
-        if self.unlisted > 0 {
-            line["skippedUnlisted"] = self.unlisted.into();
-        }
-        if let Some(changes) = self.changes_json() {
-            line["changes"] = changes;
-        }
-    }
-
-    /// `[{"endpoint": "…", "reason": "ejected"}, …]`, or `None` when nothing was skipped.
-    pub fn skipped_json(&self) -> Option<serde_json::Value> {
-        self.skipped[0]?;
-        Some(
-            self.skipped()
-                .map(|(a, why)| serde_json::json!({ "endpoint": a.to_string(), "reason": why.as_str() }))
-                .collect(),
-        )
-    }
-
-    /// `[{"endpoint": "…", "event": "breaker_opened"}, {"endpoint": "…", "event": "ejected",
-    /// "ejectedMs": 30000}, …]`, or `None` when the request changed nothing.
-    pub fn changes_json(&self) -> Option<serde_json::Value> {
-        self.changes[0]?;
-        Some(
-            self.changes()
-                .map(|(a, change)| {
-                    let endpoint = a.to_string();
-                    match change {
-                        Change::BreakerOpened => {
-                            serde_json::json!({ "endpoint": endpoint, "event": "breaker_opened" })
-                        }
-                        Change::BreakerClosed => {
-                            serde_json::json!({ "endpoint": endpoint, "event": "breaker_closed" })
-                        }
-                        Change::Ejected(ms) => serde_json::json!({
-                            "endpoint": endpoint, "event": "ejected", "ejectedMs": ms
-                        }),
-                    }
-                })
-                .collect(),
-        )
-    }
 }
 
 #[cfg(test)]
@@ -157,19 +108,12 @@ mod tests {
     #[test]
     fn decisions_cost_nothing_until_something_happens_and_hold_a_few() {
         let mut d = Decisions::default();
-        assert!(d.is_empty() && d.skipped_json().is_none() && d.changes_json().is_none());
-        let mut line = serde_json::json!({ "status": 200 });
-        d.annotate(&mut line);
-        assert_eq!(line, serde_json::json!({ "status": 200 }));
+        assert!(d.is_empty() && d.skipped().next().is_none() && d.changes().next().is_none());
         for port in 0..6 {
             d.skip(SocketAddr::from(([127, 0, 0, 1], port)), Skip::BreakerOpen);
         }
         assert_eq!((d.skipped().count(), d.unlisted()), (4, 2));
-        let mut line = serde_json::json!({});
-        d.annotate(&mut line);
-        assert_eq!(line["skipped"].as_array().unwrap().len(), 4);
-        assert_eq!(line["skippedUnlisted"], 2);
-        assert!(line["changes"].is_null());
+        assert!(!d.is_empty() && d.changes().next().is_none());
         for _ in 0..6 {
             d.change(SocketAddr::from(([127, 0, 0, 1], 1)), Change::BreakerOpened);
         }

@@ -199,10 +199,6 @@ async fn an_endpoint_answering_5xx_is_ejected_noted_and_back_after_its_time() {
         d.changes().collect::<Vec<_>>(),
         vec![(bad, Change::Ejected(10_000))]
     );
-    assert_eq!(
-        d.changes_json().unwrap(),
-        serde_json::json!([{ "endpoint": "127.0.0.1:9000", "event": "ejected", "ejectedMs": 10_000 }])
-    );
 
     let mut d = Decisions::default();
     for _ in 0..12 {
@@ -212,10 +208,6 @@ async fn an_endpoint_answering_5xx_is_ejected_noted_and_back_after_its_time() {
         d.skipped().collect::<Vec<_>>(),
         vec![(bad, Skip::Ejected)],
         "noted once"
-    );
-    assert_eq!(
-        d.skipped_json().unwrap(),
-        serde_json::json!([{ "endpoint": "127.0.0.1:9000", "reason": "ejected" }])
     );
     let others: Vec<SocketAddr> = p
         .addresses()
