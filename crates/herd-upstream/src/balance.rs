@@ -19,20 +19,19 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use herd_config::{Balance, BreakerConfig, OutlierSpec};
-use tokio::sync::watch;
-
+use crate::Addresses;
 use crate::decisions::{Decisions, Skip};
 use crate::endpoint::{EndpointStats, Pick};
 use crate::outlier::Ejector;
 use crate::priority::Places;
+use herd_config::{Balance, BreakerConfig, OutlierSpec};
 
 /// A set of endpoints and how to choose among them.
 #[derive(Debug)]
 pub struct Pool {
     /// `service hello` or `upstream backend`, for errors and logs.
     pub name: String,
-    endpoints: watch::Receiver<Arc<Vec<SocketAddr>>>,
+    endpoints: Addresses,
     strategy: Balance,
     breaker: Option<BreakerConfig>,
     places: Places,
@@ -63,7 +62,7 @@ impl Pool {
     /// (none without one: an address that stands for many instances, such as a shared socket).
     pub fn new(
         name: String,
-        endpoints: watch::Receiver<Arc<Vec<SocketAddr>>>,
+        endpoints: Addresses,
         strategy: Balance,
         breaker: Option<BreakerConfig>,
         places: Places,

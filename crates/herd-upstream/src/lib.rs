@@ -1,10 +1,10 @@
 //! The upstream side of herd: what the gateway and service invocation share to reach endpoints.
 //!
 //! ```text
-//! gateway proxy ─┐                       ┌─► client (HTTP/1.1, idle connections per address)
-//!                ├─► pool: pick endpoint ┤
-//! invocation ────┘   (balance, priority, └─► report the attempt: breaker, outlier ejection
-//!                     breaker, ejection)
+//! gateway proxy ─┐
+//!                ├─► Pool::pick ─► Client::send ─► endpoint (instance, upstream, peer herd)
+//! invocation ────┘        ▲                │
+//!                         └── Pick::report ┘ latency, breaker, ejection counts
 //! ```
 //!
 //! A [`Pool`] balances over a watch of addresses ([`Addresses`]): a herd service's ready
@@ -15,6 +15,10 @@
 //! [`strip_hop_by_hop`] and [`idempotent`] saying what is passed on and what may be sent again.
 //! `tls.rs` builds the rustls configurations from PEM files: the gateway's HTTPS listeners and
 //! both sides of mutual TLS between herds.
+//!
+//! The series recorded here keep their `herd_gateway_` names (`/metrics` names are public):
+//! endpoint attempts, breaker states and ejections, labelled by the pool's name (`service web`,
+//! `upstream backends`, or for invocation `app orders` and `peers of orders`).
 
 mod balance;
 mod client;

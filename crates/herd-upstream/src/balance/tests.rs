@@ -3,6 +3,7 @@
 use super::*;
 use crate::decisions::Change;
 use crate::outlier::Attempt;
+use tokio::sync::watch;
 
 fn pick(p: &Pool, exclude: &[SocketAddr]) -> Result<Pick, NoEndpoint> {
     p.pick(exclude, &mut Decisions::default())
