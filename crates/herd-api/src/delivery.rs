@@ -42,6 +42,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use herd_telemetry::traceparent::TRACEPARENT;
 use herd_telemetry::{Traced, context};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
@@ -595,7 +596,7 @@ fn delivery_request(
         .as_deref()
         .or_else(|| event.get("traceparent").and_then(|t| t.as_str()))
     {
-        request = request.header("traceparent", tp);
+        request = request.header(TRACEPARENT, tp);
     }
     request.body(Full::new(body))
 }

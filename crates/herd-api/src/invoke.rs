@@ -2,8 +2,8 @@
 //! form, rewritten to it before routing), every method, the path and query passed through as
 //! written.
 //!
-//! A call goes to a ready instance of the app here, chosen by the gateway's balancer (`Pool`,
-//! with its per-endpoint breakers), and otherwise to a peer herd that runs the app
+//! A call goes to a ready instance of the app here, chosen by the balancer the gateway uses too
+//! (`herd_upstream::Pool`, with its per-endpoint breakers), and otherwise to a peer herd that runs the app
 //! (`peers.rs`), which serves it from its own instances only, so a call crosses at most one
 //! herd-to-herd hop. The request body is buffered (under the API's body limit) so that an
 //! attempt that found no listener (refused connection) can go to the next endpoint; the
@@ -21,10 +21,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use herd_gateway::{
-    Attempt, Client, ClientError, Decisions, NoEndpoint, Places, Pool, TraceContext, UpBody,
-};
 use herd_resilience::{Outcome, Policy, RunError};
+use herd_telemetry::traceparent::{TRACEPARENT, Traceparent, header_value};
+use herd_upstream::{
+    Attempt, Client, ClientBody, ClientError, Decisions, NoEndpoint, Places, Pool, UpBody,
+    idempotent, strip_hop_by_hop,
+};
 use http_body_util::{Either, Full};
 
 use crate::error::ApiError;
@@ -33,7 +35,7 @@ use crate::{AppId, Shared};
 
 /// Where a herd service's ready instances are, how to balance over them and their breaker
 /// settings; `None` for a name that is not a service here.
-pub type Services = herd_gateway::ServiceSource;
+pub type Services = herd_upstream::ServiceSource;
 
 /// The path prefix of an invocation.
 pub(crate) const PREFIX: &str = "/v1.0/invoke/";
@@ -169,8 +171,7 @@ impl Invoker {
         body: Bytes,
         local_only: bool,
         deadline: tokio::time::Instant,
-    ) -> Result<(&'static str, http::Response<herd_gateway::ClientBody>), (&'static str, Failure)>
-    {
+    ) -> Result<(&'static str, http::Response<ClientBody>), (&'static str, Failure)> {
         let mut last = None;
         if let Some(pool) = self.local_pool(app) {
             let req = parts.request(app, caller, body.clone(), &parts.path_and_query);
@@ -199,10 +200,7 @@ impl Invoker {
 /// or every connection refused, as unreachable (Dapr's built-in retries cover those); a call
 /// that broke or timed out after it may have arrived as a failure.
 fn classify(
-    result: &Result<
-        (&'static str, http::Response<herd_gateway::ClientBody>),
-        (&'static str, Failure),
-    >,
+    result: &Result<(&'static str, http::Response<ClientBody>), (&'static str, Failure)>,
 ) -> Outcome {
     match result {
         Ok((_, resp)) => Outcome::from_http_status(resp.status().as_u16()),
@@ -224,7 +222,7 @@ impl Parts {
     /// A request for one attempt at `path`.
     fn request(&self, app: &str, caller: &str, body: Bytes, path: &str) -> Template {
         let mut headers = self.headers.clone();
-        herd_gateway::strip_hop_by_hop(&mut headers);
+        strip_hop_by_hop(&mut headers);
         for h in [
             &DAPR_API_TOKEN,
             &DAPR_APP_ID,
@@ -243,8 +241,13 @@ impl Parts {
         // the caller's trace goes on with a new span id.
         let traceparent = herd_telemetry::current_traceparent()
             .and_then(|tp| HeaderValue::from_str(&tp).ok())
-            .unwrap_or_else(|| TraceContext::from_headers(&headers).child_traceparent());
-        headers.insert(herd_gateway::TRACEPARENT, traceparent);
+            .unwrap_or_else(|| {
+                let incoming = headers
+                    .get(TRACEPARENT)
+                    .and_then(|v| Traceparent::parse(v.as_bytes()));
+                header_value(Traceparent::next_hop(incoming).to_bytes())
+            });
+        headers.insert(TRACEPARENT, traceparent);
         Template {
             method: self.method.clone(),
             uri: Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/")),
@@ -283,7 +286,7 @@ async fn attempts(
     client: &Client,
     req: Template,
     deadline: tokio::time::Instant,
-) -> Result<http::Response<herd_gateway::ClientBody>, Failure> {
+) -> Result<http::Response<ClientBody>, Failure> {
     let mut decisions = Decisions::default();
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut refused = None;
@@ -319,7 +322,7 @@ async fn attempts(
             // The connection broke after the request may have arrived (an instance killed
             // while the call was in flight, or an idle connection it had just closed): sent
             // again elsewhere only when repeating it changes nothing.
-            Ok(Err(e)) if herd_gateway::idempotent(&req.method) && tried.len() + 1 < MAX_TRIES => {
+            Ok(Err(e)) if idempotent(&req.method) && tried.len() + 1 < MAX_TRIES => {
                 tracing::debug!(endpoint = %addr, "{}: call failed, trying another endpoint: {e}", pool.name);
                 pick.report(Attempt::NoAnswer, &mut decisions);
                 tried.push(addr);
@@ -336,11 +339,11 @@ fn finish(
     app: &str,
     target: &'static str,
     started: Instant,
-    resp: http::Response<herd_gateway::ClientBody>,
+    resp: http::Response<ClientBody>,
 ) -> Response {
     record(app, target, started, resp.status());
     let mut resp = resp.map(Body::new);
-    herd_gateway::strip_hop_by_hop(resp.headers_mut());
+    strip_hop_by_hop(resp.headers_mut());
     resp
 }
 

@@ -42,10 +42,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use herd_telemetry::traceparent::{TRACEPARENT, TRACESTATE};
 use herd_telemetry::{Traced, context};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
@@ -143,9 +144,8 @@ pub(crate) async fn traced(request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let headers = request.headers();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let parent =
-        header(context::TRACEPARENT).and_then(|tp| context::parse(tp, header(context::TRACESTATE)));
+    let header = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let parent = header(TRACEPARENT).and_then(|tp| context::parse(tp, header(TRACESTATE)));
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -4,9 +4,9 @@
 //! process, its region and its apps with their ready instance counts. One task asks every peer
 //! (fixed addresses, plus every address the configured names resolve to) each `refresh`; a
 //! peer that does not answer drops out until it does. For each app the peers running it form
-//! a gateway `Pool` placed in priority levels by region (own region first, then the failover
-//! order), so invocation fails over across regions the way the gateway does. The pool is
-//! rebuilt only when the set of peers or their regions change for that app. There is no
+//! a `herd_upstream::Pool` (the gateway's kind) placed in priority levels by region (own region
+//! first, then the failover order), so invocation fails over across regions the way the
+//! gateway does. The pool is rebuilt only when the set of peers or their regions change for that app. There is no
 //! consensus: each herd's view is what its peers said last.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herd_config::{Balance, BreakerConfig, MeshSpec, Regions};
-use herd_gateway::{Client, Places, Pool};
+use herd_upstream::{Client, Places, Pool};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;

@@ -9,6 +9,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use herd_telemetry::recent::{self, Finished, Source};
+use herd_telemetry::traceparent::TRACEPARENT;
 
 /// Middleware on every matched route: runs the request, then records it.
 pub async fn record(request: Request, next: Next) -> Response {
@@ -19,7 +20,7 @@ pub async fn record(request: Request, next: Next) -> Response {
         .map(|p| Arc::<str>::from(format!("{} {}", request.method(), p.as_str())));
     let trace_id = request
         .headers()
-        .get("traceparent")
+        .get(TRACEPARENT)
         .and_then(|v| recent::trace_id_of(v.as_bytes()));
     let response = next.run(request).await;
     if let Some(target) = target {

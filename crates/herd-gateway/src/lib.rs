@@ -14,14 +14,12 @@
 //! generation behind an `ArcSwap`; [`Gateway::reload`] builds the next and swaps it in without
 //! touching connections. Shutdown stops accepting and lets open connections finish.
 
-mod balance;
-mod client;
+mod access;
+mod answer;
 mod dns;
 mod health;
-mod outlier;
 mod proxy;
 mod route;
-mod tls;
 mod trace;
 
 use std::collections::HashMap;
@@ -30,9 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use herd_config::{
-    Balance, BreakerConfig, Config, ConfigError, KeyPath, Limits, ListenerSpec, Target,
-};
+use herd_config::{Config, ConfigError, KeyPath, Limits, ListenerSpec, Target};
+use herd_upstream::{Places, Pool, ServiceSource};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -42,16 +39,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use balance::{Decisions, NoEndpoint, Pick, Places, Pool};
-pub use client::{Body as ClientBody, Client, Error as ClientError};
-pub use outlier::Attempt;
-pub use proxy::{UpBody, idempotent, strip_hop_by_hop};
 pub use route::RouteTable;
-pub use tls::{mtls_client_config, mtls_server_config};
-pub use trace::{TRACEPARENT, TraceContext};
-
-/// Addresses a pool balances over, as a watch channel.
-pub type Addresses = watch::Receiver<Arc<Vec<SocketAddr>>>;
+pub use trace::TraceContext;
 
 /// How long shutdown waits for open connections to finish.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -80,7 +69,12 @@ pub fn bind(config: &Config) -> Result<Vec<Bound>, Vec<ConfigError>> {
             .key("gateway")
             .key("listener")
             .index(spec.index);
-        let tls = match spec.tls.as_ref().map(tls::server_config).transpose() {
+        let tls = match spec
+            .tls
+            .as_ref()
+            .map(herd_upstream::tls::server_config)
+            .transpose()
+        {
             Ok(t) => t,
             Err(message) => {
                 errors.push(config.source.error(&at.key("tls"), message));
@@ -109,11 +103,6 @@ pub fn bind(config: &Config) -> Result<Vec<Bound>, Vec<ConfigError>> {
         Err(errors)
     }
 }
-
-/// How the gateway sees a herd service: its ready addresses, balancing and breaker settings (`None`:
-/// no breaker, for an address that stands for many instances, such as a shared socket).
-pub type ServiceSource =
-    Arc<dyn Fn(&str) -> Option<(Addresses, Balance, Option<BreakerConfig>)> + Send + Sync>;
 
 /// What one generation of routes owns besides its proxy; replaced whole by a reload.
 struct Generation {

@@ -7,8 +7,9 @@
 //! with an idempotent method (or on a `retryable` route) is also retried after a 502/503/504 or a
 //! reset, with the route's backoff, up to `maxRetries` and within the route's retry budget. A
 //! request with a body is sent once. Every attempt's outcome feeds the endpoint's breaker and
-//! ejection counts. Failures are answered with a short JSON body naming the upstream: 404 no
-//! route, 503 no endpoint, 502 upstream failure, 504 timeout.
+//! ejection counts. Failures are answered with a short JSON body naming the upstream
+//! (`answer.rs`: 404 no route, 503 no endpoint, 502 upstream failure, 504 timeout). Once
+//! answered, the request's access line, metrics and recent entry are written (`access.rs`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,22 +19,18 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use herd_config::Target;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use herd_telemetry::traceparent::TRACEPARENT;
+use herd_upstream::{Attempt, Client, NoEndpoint, Pool, idempotent, strip_hop_by_hop};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Full, LengthLimitError, Limited};
+use http_body_util::{Either, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use tower::retry::budget::Budget;
 
-use crate::balance::{Attempt, Decisions, NoEndpoint, Pool};
-use crate::client::{self, Client};
+use crate::access::{self, Outcome, RouteMetrics};
+use crate::answer::{DownBody, answer, client_body_fault, no_endpoint};
 use crate::route::RouteTable;
-use crate::trace::{self, TRACEPARENT, TraceContext, X_REQUEST_ID};
-
-/// What goes upstream: the client's body (cut off at the size limit), or a buffered one (empty
-/// for a bodyless request) that can be sent again.
-pub type UpBody = Either<Limited<Incoming>, Full<Bytes>>;
-/// What goes back to the client: the upstream's body, or herd's own answer.
-pub type DownBody = Either<client::Body, Full<Bytes>>;
+use crate::trace::{self, TraceContext, X_REQUEST_ID};
 
 /// Endpoints tried for a request whose body allows it, before answering 502.
 const MAX_CONNECT_TRIES: usize = 3;
@@ -79,203 +76,6 @@ pub struct Proxy {
     unrouted: RouteMetrics,
 }
 
-/// A route's metric handles.
-struct RouteMetrics {
-    /// Requests by status class: 1xx to 5xx.
-    by_class: [metrics::Counter; 5],
-    duration: metrics::Histogram,
-    retries: metrics::Counter,
-    /// `route → upstream`, shared by the entries this route adds to the recent requests.
-    target: Arc<str>,
-}
-
-impl RouteMetrics {
-    fn new(route: String, upstream: String) -> Self {
-        let target = Arc::from(format!("{route} → {upstream}"));
-        let class = |c: &'static str| {
-            metrics::counter!(
-                "herd_gateway_requests_total",
-                "route" => route.clone(),
-                "upstream" => upstream.clone(),
-                "class" => c
-            )
-        };
-        Self {
-            by_class: [
-                class("1xx"),
-                class("2xx"),
-                class("3xx"),
-                class("4xx"),
-                class("5xx"),
-            ],
-            duration: metrics::histogram!(
-                "herd_gateway_request_duration_seconds",
-                "route" => route.clone(),
-                "upstream" => upstream.clone()
-            ),
-            retries: metrics::counter!(
-                "herd_gateway_retries_total",
-                "route" => route,
-                "upstream" => upstream
-            ),
-            target,
-        }
-    }
-
-    fn record(&self, status: StatusCode, elapsed: std::time::Duration, tries: usize) {
-        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.by_class[class].increment(1);
-        self.duration.record(elapsed.as_secs_f64());
-        if tries > 1 {
-            self.retries.increment(tries as u64 - 1);
-        }
-    }
-}
-
-/// Whether `e` or anything that caused it satisfies `test`.
-fn caused_by(
-    e: &(dyn std::error::Error + 'static),
-    test: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
-) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if test(err) {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-/// Why sending failed when the fault lies with the client's body rather than the upstream:
-/// over the size limit (413), or malformed, e.g. bad chunking (400).
-fn client_body_fault(e: &(dyn std::error::Error + 'static)) -> Option<(StatusCode, &'static str)> {
-    if caused_by(e, |err| err.is::<LengthLimitError>()) {
-        return Some((StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
-    }
-    // hyper reports an error from the body it was given to send as a "user" error.
-    if caused_by(e, |err| {
-        err.downcast_ref::<hyper::Error>()
-            .is_some_and(|h| h.is_user())
-    }) {
-        return Some((StatusCode::BAD_REQUEST, "malformed request body"));
-    }
-    None
-}
-
-/// Headers that describe one connection, never forwarded (with those `Connection` names).
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-    header::TRANSFER_ENCODING,
-];
-
-/// Removes hop-by-hop headers. Most messages have none, and one pass comparing the names
-/// present (a few) against the list is cheaper than looking each listed name up (each lookup
-/// hashes it), so lookups and removal run only when the pass finds one.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
-        }
-    }
-    for n in &HOP_BY_HOP {
-        headers.remove(n);
-    }
-}
-
-/// herd's own answer: `{"error": ..., "upstream": ..., "requestId": ...}`.
-fn answer(
-    status: StatusCode,
-    error: &str,
-    upstream: Option<&str>,
-    trace: &TraceContext,
-) -> Response<DownBody> {
-    let body = serde_json::json!({
-        "error": error,
-        "upstream": upstream,
-        "requestId": trace.request_id_str(),
-    });
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(X_REQUEST_ID, trace.request_id().clone());
-    r
-}
-
-/// Methods that may be sent again without changing the outcome (RFC 9110 §9.2.2).
-pub fn idempotent(m: &Method) -> bool {
-    [
-        Method::GET,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::TRACE,
-        Method::PUT,
-        Method::DELETE,
-    ]
-    .contains(m)
-}
-
-/// The answer when no endpoint can take the request.
-fn no_endpoint(why: NoEndpoint, pool: &Pool, trace: &TraceContext) -> Response<DownBody> {
-    match why {
-        NoEndpoint::Empty => answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no ready endpoint",
-            Some(&pool.name),
-            trace,
-        ),
-        NoEndpoint::BreakersOpen => {
-            let mut r = answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "every endpoint's circuit breaker is open",
-                Some(&pool.name),
-                trace,
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
-        }
-        NoEndpoint::Ejected => {
-            let mut r = answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "every endpoint is ejected as an outlier",
-                Some(&pool.name),
-                trace,
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
-        }
-        NoEndpoint::AllTried => answer(
-            StatusCode::BAD_GATEWAY,
-            "every endpoint refused the connection",
-            Some(&pool.name),
-            trace,
-        ),
-    }
-}
-
 /// The request target sent upstream: origin-form (`/path?query`), as an HTTP/1.1 server
 /// expects it from a client that is not talking to a proxy. HTTP/2 requests carry an absolute
 /// URI. `CONNECT` takes the endpoint's authority instead, per attempt.
@@ -299,36 +99,6 @@ fn endpoint_host(addr: SocketAddr) -> HeaderValue {
         addr.to_string()
     };
     HeaderValue::from_str(&host).expect("an address is a valid header value")
-}
-
-/// One access-log line, serialized straight from borrowed fields (building a
-/// `serde_json::Value` first costs a map node and a key string per field). The fields are in
-/// the order `serde_json` prints a map's keys, sorted, as earlier lines were.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AccessLine<'a> {
-    /// `ip:port`, or null when no endpoint was tried.
-    endpoint: Option<SocketAddr>,
-    latency_ms: f64,
-    listener: &'a str,
-    method: &'a str,
-    path: &'a str,
-    request_id: &'a str,
-    route: Option<usize>,
-    status: u16,
-    trace_id: &'a str,
-    tries: usize,
-    upstream: Option<&'a str>,
-}
-
-/// What the access log records about one request.
-struct Outcome<'a> {
-    route: Option<usize>,
-    upstream: Option<&'a str>,
-    endpoint: Option<SocketAddr>,
-    tries: usize,
-    /// Endpoints left out (ejected, breaker open) and state changes the attempts caused.
-    decisions: Decisions,
 }
 
 impl Proxy {
@@ -383,45 +153,22 @@ impl Proxy {
             )
         });
         // Built only when someone reads it: formatting a JSON line costs as much as proxying.
-        let access_log = tracing::enabled!(target: "herd::access", tracing::Level::INFO)
-            .then(|| (req.method().clone(), req.uri().clone()));
-        let mut outcome = Outcome {
-            route: None,
-            upstream: None,
-            endpoint: None,
-            tries: 0,
-            decisions: Decisions::default(),
-        };
+        let access_log = access::enabled().then(|| (req.method().clone(), req.uri().clone()));
+        let mut outcome = Outcome::default();
         let mut response = self.forward(&peer, req, &trace, &mut outcome).await;
         strip_hop_by_hop(response.headers_mut());
         response
             .headers_mut()
             .insert(X_REQUEST_ID, trace.request_id().clone());
-        if let Some((method, uri)) = access_log {
-            let line = AccessLine {
-                endpoint: outcome.endpoint,
-                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-                listener: &peer.listener,
-                method: method.as_str(),
-                path: uri.path(),
-                request_id: trace.request_id_str(),
-                route: outcome.route,
-                status: response.status().as_u16(),
-                trace_id: trace.trace_id(),
-                tries: outcome.tries,
-                upstream: outcome.upstream,
-            };
-            let line = if outcome.decisions.is_empty() {
-                serde_json::to_string(&line)
-            } else {
-                // Skipped endpoints and state changes are rare: added to a map, as a map sorts.
-                serde_json::to_value(&line).map(|mut v| {
-                    outcome.decisions.annotate(&mut v);
-                    v.to_string()
-                })
-            }
-            .expect("an access line serializes");
-            tracing::info!(target: "herd::access", "{line}");
+        if let Some(request) = &access_log {
+            access::log(
+                request,
+                &peer.listener,
+                &trace,
+                &outcome,
+                response.status(),
+                started,
+            );
         }
         if let Some(span) = span {
             trace::end_span(
@@ -438,17 +185,7 @@ impl Proxy {
             .route
             .and_then(|i| self.metrics.get(i))
             .unwrap_or(&self.unrouted);
-        let elapsed = started.elapsed();
-        m.record(response.status(), elapsed, outcome.tries);
-        // The dashboard's recent requests: a small struct into a fixed ring, nothing formatted.
-        herd_telemetry::recent::push(herd_telemetry::recent::Finished::new(
-            herd_telemetry::recent::Source::Gateway,
-            m.target.clone(),
-            trace.trace_id().as_bytes().try_into().ok(),
-            response.status().as_u16(),
-            started,
-            elapsed,
-        ));
+        m.finished(response.status(), started, outcome.tries, &trace);
         Ok(response)
     }
 
@@ -684,57 +421,6 @@ impl Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn access_lines_read_as_before() {
-        let line = AccessLine {
-            endpoint: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
-            latency_ms: 1.25,
-            listener: "main",
-            method: "GET",
-            path: "/a\"b",
-            request_id: "abc",
-            route: Some(0),
-            status: 200,
-            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
-            tries: 1,
-            upstream: None,
-        };
-        // The line as a `serde_json::Value` map prints it (sorted keys).
-        let map = serde_json::json!({
-            "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
-            "requestId": "abc",
-            "listener": "main",
-            "method": "GET",
-            "path": "/a\"b",
-            "route": 0,
-            "upstream": null,
-            "endpoint": "127.0.0.1:8080",
-            "status": 200,
-            "latencyMs": 1.25,
-            "tries": 1,
-        });
-        assert_eq!(serde_json::to_string(&line).unwrap(), map.to_string());
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "close, x-private".parse().unwrap());
-        h.insert("x-private", "1".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert("transfer-encoding", "chunked".parse().unwrap());
-        h.insert("upgrade", "websocket".parse().unwrap());
-        h.insert("x-kept", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-kept"]);
-        let mut h = HeaderMap::new();
-        h.insert("proxy-connection", "keep-alive".parse().unwrap());
-        h.insert("te", "trailers".parse().unwrap());
-        h.insert(header::HOST, "a".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.keys().collect::<Vec<_>>(), ["host"]);
-    }
 
     #[test]
     fn upstream_requests_use_origin_form() {

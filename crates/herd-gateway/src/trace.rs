@@ -5,9 +5,9 @@
 //! `x-request-id` is kept when the client sent a sane one, otherwise it is the trace id, and it
 //! is returned to the client either way.
 //!
-//! This runs for every proxied request, so ids live in fixed-size byte arrays, are hex-encoded
-//! by table lookup rather than through `fmt`, and the request id is kept as the header value it
-//! arrived as (cloning one shares its bytes) instead of being copied into a `String`.
+//! This runs for every proxied request, so ids live in fixed-size byte arrays, read and written
+//! by `herd_telemetry::traceparent` without allocating, and the request id is kept as the header
+//! value it arrived as (cloning one shares its bytes) instead of being copied into a `String`.
 //!
 //! When spans are exported, [`TraceContext::start_span`] starts the request's SERVER span (a
 //! child of the incoming `traceparent`, or a new root) and takes its ids, so the `traceparent`
@@ -16,21 +16,15 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use opentelemetry::trace::{
-    Span, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId,
-    TraceState, Tracer,
+use herd_telemetry::traceparent::{
+    TRACEPARENT, Traceparent, header_value, hex_into, new_span_id, new_trace_id,
 };
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt as _, TraceState, Tracer};
 use opentelemetry::{Context, KeyValue};
 
-/// `traceparent`.
-pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// `x-request-id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// `00-` + 32 hex digits + `-` + 16 hex digits + `-` + 2 hex digits.
-const TRACEPARENT_LEN: usize = 55;
 
 /// The trace context of one proxied request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,98 +44,14 @@ pub struct TraceContext {
     request_id_is_trace: bool,
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Writes `n` as lower-case hex digits filling `out`, most significant digit first.
-fn hex_into(mut n: u128, out: &mut [u8]) {
-    for b in out.iter_mut().rev() {
-        *b = HEX[(n & 0xf) as usize];
-        n >>= 4;
-    }
-}
-
-/// Random trace and span ids, never all zeros (W3C forbids those). Drawing over the full range
-/// needs no modulo, unlike a draw from `1..`.
-fn new_trace_id() -> u128 {
-    loop {
-        let id = fastrand::u128(..);
-        if id != 0 {
-            return id;
-        }
-    }
-}
-
-fn new_span_id() -> u64 {
-    loop {
-        let id = fastrand::u64(..);
-        if id != 0 {
-            return id;
-        }
-    }
-}
-
-fn all_hex(s: &[u8]) -> bool {
-    s.iter().all(u8::is_ascii_hexdigit)
-}
-
-fn not_all_zero(s: &[u8]) -> bool {
-    s.iter().any(|&b| b != b'0')
-}
-
-/// A header value that owns `bytes`; clones of it share them.
-fn shared_value<const N: usize>(bytes: [u8; N]) -> HeaderValue {
-    HeaderValue::from_maybe_shared(Bytes::from_owner(bytes)).expect("hex digits and dashes")
-}
-
-/// The trace id, parent id and flags of a valid `traceparent`: exactly four `-`-separated
-/// fields, a version of 2 hex digits other than `ff`, a non-zero trace id of 32 and parent id
-/// of 16 hex digits, and 2 hex digits of flags (surrounding whitespace ignored).
-fn parse_traceparent(value: &HeaderValue) -> Option<([u8; 32], [u8; 16], [u8; 2])> {
-    let tp = value.as_bytes().trim_ascii();
-    // Fixed field lengths make the four fields sit at fixed places; every other byte must be a
-    // hex digit, so no fifth field can hide in them.
-    if tp.len() != TRACEPARENT_LEN || tp[2] != b'-' || tp[35] != b'-' || tp[52] != b'-' {
-        return None;
-    }
-    let (version, trace, parent, flags) = (&tp[0..2], &tp[3..35], &tp[36..52], &tp[53..55]);
-    let valid = all_hex(version)
-        && version != b"ff"
-        && all_hex(trace)
-        && not_all_zero(trace)
-        && all_hex(parent)
-        && not_all_zero(parent)
-        && all_hex(flags);
-    if !valid {
-        return None;
-    }
-    let mut t = [0u8; 32];
-    t.copy_from_slice(trace);
-    t.make_ascii_lowercase();
-    let mut p = [0u8; 16];
-    p.copy_from_slice(parent);
-    p.make_ascii_lowercase();
-    let mut f = [0u8; 2];
-    f.copy_from_slice(flags);
-    f.make_ascii_lowercase();
-    Some((t, p, f))
-}
-
-/// The value of hex digits (at most 32), already checked to be hex.
-fn from_hex(digits: &[u8]) -> u128 {
-    digits.iter().fold(0, |n, &d| {
-        let v = match d {
-            b'0'..=b'9' => d - b'0',
-            _ => d.to_ascii_lowercase() - b'a' + 10,
-        };
-        (n << 4) | u128::from(v)
-    })
-}
-
 impl TraceContext {
     /// The context for a request with `headers`.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let (trace_id, parent, flags) = match headers.get(TRACEPARENT).and_then(parse_traceparent) {
-            Some((t, p, f)) => (t, Some(p), f),
+        let incoming = headers
+            .get(TRACEPARENT)
+            .and_then(|v| Traceparent::parse(v.as_bytes()));
+        let (trace_id, parent, flags) = match incoming {
+            Some(tp) => (tp.trace_id, Some(tp.parent_id), tp.flags),
             None => {
                 let mut t = [0u8; 32];
                 hex_into(new_trace_id(), &mut t);
@@ -158,7 +68,7 @@ impl TraceContext {
             .cloned()
             .unwrap_or_else(|| {
                 request_id_is_trace = true;
-                shared_value(trace_id)
+                header_value(trace_id)
             });
         Self {
             trace_id,
@@ -183,13 +93,14 @@ impl TraceContext {
         listener: &str,
     ) -> T::Span {
         let parent = match self.parent {
-            Some(p) => Context::new().with_remote_span_context(SpanContext::new(
-                TraceId::from(from_hex(&self.trace_id)),
-                SpanId::from(from_hex(&p) as u64),
-                TraceFlags::new(from_hex(&self.flags) as u8),
-                true,
-                TraceState::default(),
-            )),
+            Some(parent_id) => Context::new().with_remote_span_context(
+                Traceparent {
+                    trace_id: self.trace_id,
+                    parent_id,
+                    flags: self.flags,
+                }
+                .span_context(TraceState::default()),
+            ),
             None => Context::new(),
         };
         let span = tracer
@@ -203,20 +114,12 @@ impl TraceContext {
                 KeyValue::new("herd.listener", listener.to_string()),
             ])
             .start_with_context(tracer, &parent);
-        let sc = span.span_context();
-        hex_into(
-            u128::from_be_bytes(sc.trace_id().to_bytes()),
-            &mut self.trace_id,
-        );
-        let mut id = [0u8; 16];
-        hex_into(
-            u128::from(u64::from_be_bytes(sc.span_id().to_bytes())),
-            &mut id,
-        );
-        self.span = Some(id);
-        hex_into(u128::from(sc.trace_flags().to_u8()), &mut self.flags);
+        let ids = Traceparent::of(span.span_context());
+        self.trace_id = ids.trace_id;
+        self.span = Some(ids.parent_id);
+        self.flags = ids.flags;
         if self.request_id_is_trace {
-            self.request_id = shared_value(self.trace_id);
+            self.request_id = header_value(self.trace_id);
         }
         span
     }
@@ -238,17 +141,17 @@ impl TraceContext {
 
     /// The `traceparent` to send upstream: same trace, a new span id for this hop.
     pub fn child_traceparent(&self) -> HeaderValue {
-        let mut tp = [0u8; TRACEPARENT_LEN];
-        tp[..3].copy_from_slice(b"00-");
-        tp[3..35].copy_from_slice(&self.trace_id);
-        tp[35] = b'-';
-        match self.span {
-            Some(id) => tp[36..52].copy_from_slice(&id),
-            None => hex_into(u128::from(new_span_id()), &mut tp[36..52]),
-        }
-        tp[52] = b'-';
-        tp[53..].copy_from_slice(&self.flags);
-        shared_value(tp)
+        let parent_id = self.span.unwrap_or_else(|| {
+            let mut id = [0u8; 16];
+            hex_into(u128::from(new_span_id()), &mut id);
+            id
+        });
+        let tp = Traceparent {
+            trace_id: self.trace_id,
+            parent_id,
+            flags: self.flags,
+        };
+        header_value(tp.to_bytes())
     }
 }
 

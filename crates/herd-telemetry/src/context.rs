@@ -1,5 +1,6 @@
-//! W3C trace context and the spans of herd's own hops: the sidecar API's server spans, a
-//! publish's producer span, a delivery's consumer span.
+//! W3C trace context on OpenTelemetry's types (read and written through `traceparent.rs`), and
+//! the spans of herd's own hops: the sidecar API's server spans, a publish's producer span, a
+//! delivery's consumer span.
 //!
 //! A [`Traced`] is one hop. With export installed ([`crate::otlp::tracer`]) it is a recording
 //! OpenTelemetry span, a child of its parent context; without, it is only a span context: the
@@ -21,43 +22,16 @@ use opentelemetry::{Context, KeyValue};
 use tracing::Instrument as _;
 
 use crate::otlp::tracer;
+use crate::traceparent::{Traceparent, new_span_id, new_trace_id};
 
-/// `traceparent`.
-pub const TRACEPARENT: &str = "traceparent";
-/// `tracestate`.
-pub const TRACESTATE: &str = "tracestate";
-
-/// The span context of a valid `traceparent` (version `00`-style: four fields, 32 and 16 hex
-/// digits, neither all zero, version not `ff`) with `tracestate`, as a remote parent.
+/// The span context of a valid `traceparent` (see [`crate::traceparent`]) with `tracestate`,
+/// as a remote parent.
 pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {
-    let tp = traceparent.trim();
-    let b = tp.as_bytes();
-    if b.len() != 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
-        return None;
-    }
-    let hex = |s: &[u8]| s.iter().all(u8::is_ascii_hexdigit);
-    if !hex(&b[0..2]) || tp[0..2].eq_ignore_ascii_case("ff") || !hex(&b[53..55]) {
-        return None;
-    }
-    if !hex(&b[3..35]) || !hex(&b[36..52]) {
-        return None;
-    }
-    let trace_id = TraceId::from_hex(&tp[3..35]).ok()?;
-    let span_id = SpanId::from_hex(&tp[36..52]).ok()?;
-    let flags = u8::from_str_radix(&tp[53..55], 16).ok()?;
-    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
-        return None;
-    }
+    let tp = Traceparent::parse(traceparent.trim().as_bytes())?;
     let state = tracestate
         .and_then(|s| s.parse::<TraceState>().ok())
         .unwrap_or_default();
-    Some(SpanContext::new(
-        trace_id,
-        span_id,
-        TraceFlags::new(flags),
-        true,
-        state,
-    ))
+    Some(tp.span_context(state))
 }
 
 /// A context whose parent is `parent`, or an empty one (a new trace starts there).
@@ -70,12 +44,8 @@ pub fn remote(parent: Option<SpanContext>) -> Context {
 
 /// The `traceparent` naming `sc` as the parent.
 pub fn traceparent(sc: &SpanContext) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        sc.trace_id(),
-        sc.span_id(),
-        sc.trace_flags().to_u8()
-    )
+    let tp = Traceparent::of(sc).to_bytes();
+    std::str::from_utf8(&tp).expect("hex digits").to_string()
 }
 
 /// The `tracestate` of `sc`, if it has any entries.
@@ -128,11 +98,11 @@ impl Traced {
                 let (trace_id, flags) = if p.is_valid() {
                     (p.trace_id(), p.trace_flags())
                 } else {
-                    (new_trace_id(), TraceFlags::SAMPLED)
+                    (TraceId::from(new_trace_id()), TraceFlags::SAMPLED)
                 };
                 let sc = SpanContext::new(
                     trace_id,
-                    new_span_id(),
+                    SpanId::from(new_span_id()),
                     flags,
                     false,
                     p.trace_state().clone(),
@@ -193,26 +163,6 @@ impl Traced {
     /// Ends the span (now).
     pub fn end(self) {
         self.cx.span().end();
-    }
-}
-
-/// A random trace id, never zero.
-fn new_trace_id() -> TraceId {
-    loop {
-        let id = fastrand::u128(..);
-        if id != 0 {
-            return TraceId::from(id);
-        }
-    }
-}
-
-/// A random span id, never zero.
-fn new_span_id() -> SpanId {
-    loop {
-        let id = fastrand::u64(..);
-        if id != 0 {
-            return SpanId::from(id);
-        }
     }
 }
 

@@ -19,6 +19,7 @@ pub use sampler::Sampler;
 pub mod context;
 pub mod logs;
 pub mod otlp;
+pub mod traceparent;
 
 pub use context::{Traced, current_traceparent};
 pub use otlp::tracer;

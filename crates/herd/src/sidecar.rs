@@ -127,7 +127,7 @@ pub struct Bound {
 struct Mesh {
     socket: TcpListener,
     server_tls: Option<Arc<rustls::ServerConfig>>,
-    client: herd_gateway::Client,
+    client: herd_upstream::Client,
 }
 
 /// Binds `[mesh] listen` and loads its certificates; errors name the key.
@@ -146,20 +146,20 @@ fn bind_mesh(config: &Config) -> Result<Option<Mesh>, Vec<ConfigError>> {
         return Ok(Some(Mesh {
             socket,
             server_tls: None,
-            client: herd_gateway::Client::new(),
+            client: herd_upstream::Client::new(),
         }));
     };
     let tls_error = |e: String| vec![config.source.error(&at.key("tls"), e)];
     let server =
-        herd_gateway::mtls_server_config(&tls.cert, &tls.key, &tls.ca).map_err(tls_error)?;
+        herd_upstream::tls::mtls_server_config(&tls.cert, &tls.key, &tls.ca).map_err(tls_error)?;
     let client =
-        herd_gateway::mtls_client_config(&tls.cert, &tls.key, &tls.ca).map_err(tls_error)?;
+        herd_upstream::tls::mtls_client_config(&tls.cert, &tls.key, &tls.ca).map_err(tls_error)?;
     let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
         .map_err(|e| tls_error(e.to_string()))?;
     Ok(Some(Mesh {
         socket,
         server_tls: Some(server),
-        client: herd_gateway::Client::with_tls(client, name),
+        client: herd_upstream::Client::with_tls(client, name),
     }))
 }
 

@@ -129,7 +129,7 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
         );
     }
 
-    let source: herd_gateway::ServiceSource = {
+    let source: herd_upstream::ServiceSource = {
         let supervisor = supervisor.clone();
         Arc::new(move |name: &str| {
             let s = supervisor.service(name)?;

@@ -1,4 +1,5 @@
-//! Connections to endpoints: HTTP/1.1 over TCP, kept alive and reused per endpoint address.
+//! Connections to endpoints: HTTP/1.1 over TCP (TLS to other herds), kept alive and reused per
+//! endpoint address.
 //!
 //! hyper's connection API (`hyper::client::conn::http1`) speaks HTTP; this module only keeps
 //! each address's idle connections, newest on top, so the busiest connections stay warm and the
@@ -24,13 +25,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::{Either, Full, Limited};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
-use crate::proxy::UpBody;
+/// What a request sent to an endpoint carries: a body streamed from the client (cut off at the
+/// size limit), or a buffered one (empty for a bodyless request) that can be sent again.
+pub type UpBody = Either<Limited<Incoming>, Full<Bytes>>;
 
 /// How long connecting to an endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,7 +53,8 @@ struct Idle {
 /// Idle connections per address, oldest first: taken from the back, aged out from the front.
 type IdleMap = HashMap<SocketAddr, VecDeque<Idle>, foldhash::fast::RandomState>;
 
-/// The client side of the proxy: sends requests to endpoint addresses over pooled connections.
+/// Sends requests to endpoint addresses over pooled connections (the gateway's, invocation's and
+/// the mesh's client).
 pub struct Client {
     shared: Arc<Shared>,
 }
@@ -341,7 +346,7 @@ impl Drop for Body {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use http_body_util::{BodyExt, Either, Full};
+    use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 

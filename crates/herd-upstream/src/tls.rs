@@ -1,6 +1,8 @@
-//! HTTPS listeners: certificates loaded at start-up with rustls (ring provider), ALPN offering
-//! HTTP/2 and HTTP/1.1; and mutual TLS between herds (both sides present a certificate signed
-//! by the mesh's CA).
+//! rustls configurations (ring provider), certificates loaded from PEM files at start-up: the
+//! gateway's HTTPS listeners (ALPN offering HTTP/2 and HTTP/1.1), and both sides of mutual TLS
+//! between herds, the mesh listener's and the client's that calls peers (each presents a
+//! certificate signed by the mesh's CA; HTTP/1.1). The two sides of the mesh are built here
+//! together so they cannot drift apart.
 
 use std::sync::Arc;
 
