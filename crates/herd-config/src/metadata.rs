@@ -224,7 +224,10 @@ mod tests {
         let err = m.number::<u32>("padded_n").unwrap_err();
         assert_eq!(err.message, "invalid value \" 12\"");
         assert_eq!(m.boolean("b"), Ok(Some(true)));
-        assert_eq!(m.boolean("go_b").unwrap_err().field.as_deref(), Some("go_b"));
+        assert_eq!(
+            m.boolean("go_b").unwrap_err().field.as_deref(),
+            Some("go_b")
+        );
         assert_eq!(m.duration("d"), Ok(Some(Duration::from_millis(1500))));
         assert_eq!(m.duration("ms").unwrap_err().field.as_deref(), Some("ms"));
         assert_eq!(m.duration("zero"), Ok(Some(Duration::ZERO)));
@@ -257,7 +260,10 @@ mod tests {
     fn userinfo_is_percent_encoded() {
         assert_eq!(userinfo(None, None), "");
         assert_eq!(userinfo(None, Some("p@ss")), ":p%40ss@");
-        assert_eq!(userinfo(Some("app"), Some("p@ss:w/rd")), "app:p%40ss%3Aw%2Frd@");
+        assert_eq!(
+            userinfo(Some("app"), Some("p@ss:w/rd")),
+            "app:p%40ss%3Aw%2Frd@"
+        );
         assert_eq!(
             unsupported("x.y", &["a", "b"]).message,
             "unsupported component type \"x.y\"; herd serves a, b"

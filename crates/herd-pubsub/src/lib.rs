@@ -6,7 +6,6 @@
 mod broker;
 mod embedded;
 mod error;
-mod metadata;
 mod nats;
 mod rabbitmq;
 mod redis_streams;
@@ -20,4 +19,4 @@ pub use rabbitmq::{
     MAX_RETRY_DELAY, QueueType, RabbitMq, RabbitMqSettings, TopicExchange, queue_name,
 };
 pub use redis_streams::{RedisStreams, RedisStreamsSettings};
-pub use settings::{Backend, FieldError, KINDS, configure, open};
+pub use settings::{Backend, KINDS, configure, open};

@@ -69,12 +69,11 @@ use async_nats::jetstream::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_core::Stream as _;
+use herd_config::metadata::{FieldError, Metadata, Rules, field_error};
 use tokio::sync::OnceCell;
 
 use crate::broker::{ConsumeOptions, Consumer, Delivery, Message, Nack, PubSub};
 use crate::error::PubSubError;
-use crate::metadata::{boolean, duration, field_error, number, value};
-use crate::settings::FieldError;
 
 /// How a client authenticates to the NATS server.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -194,7 +193,8 @@ impl NatsSettings {
     /// Reads the component's metadata (Dapr's keys, plus herd's `retention`, `dedupeWindow` and
     /// `timeout`).
     pub fn from_metadata(metadata: &BTreeMap<String, String>) -> Result<Self, FieldError> {
-        let get = |key: &str| value(metadata, key);
+        let m = Metadata::new(metadata, Rules::Dapr);
+        let get = |key: &str| m.value(key);
         let url = get("natsURL").ok_or_else(|| {
             field_error(
                 "natsURL",
@@ -252,8 +252,8 @@ impl NatsSettings {
             }
             s.stream_name = Some(name.to_string());
         }
-        let start_sequence = number::<u64>(metadata, "startSequence")?;
-        let start_time = number::<u64>(metadata, "startTime")?;
+        let start_sequence = m.number::<u64>("startSequence")?;
+        let start_time = m.number::<u64>("startTime")?;
         s.start_at = match get("deliverPolicy").unwrap_or("all") {
             "all" => StartAt::All,
             "last" => StartAt::Last,
@@ -288,11 +288,11 @@ impl NatsSettings {
                 ));
             }
         }
-        s.ack_wait = duration(metadata, "ackWait")?;
+        s.ack_wait = m.duration("ackWait")?;
         if s.ack_wait == Some(Duration::ZERO) {
             return Err(field_error("ackWait", "must be more than 0"));
         }
-        s.max_deliver = match number::<i64>(metadata, "maxDeliver")? {
+        s.max_deliver = match m.number::<i64>("maxDeliver")? {
             None | Some(0) => None,
             Some(n) if n < -1 => return Err(field_error("maxDeliver", "must be -1 or more")),
             Some(n) => Some(n),
@@ -319,20 +319,20 @@ impl NatsSettings {
                 ));
             }
         }
-        s.max_ack_pending = match number::<u32>(metadata, "maxAckPending")? {
+        s.max_ack_pending = match m.number::<u32>("maxAckPending")? {
             None | Some(0) => None,
             n => n,
         };
-        if let Some(replicas) = number::<usize>(metadata, "replicas")? {
+        if let Some(replicas) = m.number::<usize>("replicas")? {
             if !(1..=5).contains(&replicas) {
                 return Err(field_error("replicas", "must be 1 to 5"));
             }
             s.replicas = replicas;
         }
-        s.memory_storage = boolean(metadata, "memoryStorage")?.unwrap_or(false);
-        s.retention = duration(metadata, "retention")?.unwrap_or(s.retention);
-        s.dedupe_window = duration(metadata, "dedupeWindow")?.unwrap_or(s.dedupe_window);
-        s.timeout = duration(metadata, "timeout")?.unwrap_or(s.timeout);
+        s.memory_storage = m.boolean("memoryStorage")?.unwrap_or(false);
+        s.retention = m.duration("retention")?.unwrap_or(s.retention);
+        s.dedupe_window = m.duration("dedupeWindow")?.unwrap_or(s.dedupe_window);
+        s.timeout = m.duration("timeout")?.unwrap_or(s.timeout);
         if s.timeout.is_zero() {
             return Err(field_error("timeout", "must be more than 0"));
         }

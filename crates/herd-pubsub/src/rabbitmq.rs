@@ -68,6 +68,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_core::Stream;
+use herd_config::metadata::{FieldError, Metadata, Rules, field_error};
 use lapin::options::{
     BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -82,8 +83,6 @@ use tokio::task::AbortHandle;
 
 use crate::broker::{ConsumeOptions, Consumer, Delivery, Message, Nack, PubSub};
 use crate::error::PubSubError;
-use crate::metadata::{boolean, duration, field_error, number, value};
-use crate::settings::FieldError;
 
 /// The longest retry delay honoured by holding a delivery; longer delays are cut to this (well
 /// below RabbitMQ's default `consumer_timeout` of 30 minutes, after which the broker would close
@@ -171,7 +170,8 @@ impl RabbitMqSettings {
     /// (`publisherConfirm`: confirms are always on; `requeueInFailure`, `autoAck`,
     /// `concurrency`: herd's delivery loop decides; `reconnectWaitSeconds`) are ignored.
     pub fn from_metadata(metadata: &BTreeMap<String, String>) -> Result<Self, FieldError> {
-        let (key, url) = match (value(metadata, "connectionString"), value(metadata, "host")) {
+        let m = Metadata::new(metadata, Rules::Dapr);
+        let (key, url) = match (m.value("connectionString"), m.value("host")) {
             (Some(url), _) => ("connectionString", url),
             (None, Some(url)) => ("host", url),
             (None, None) => {
@@ -184,15 +184,15 @@ impl RabbitMqSettings {
         let mut uri: AMQPUri = url
             .parse()
             .map_err(|e| field_error(key, format!("invalid AMQP URL: {e}")))?;
-        let heartbeat = duration(metadata, "heartBeat")?.unwrap_or(Duration::from_secs(10));
+        let heartbeat = m.duration("heartBeat")?.unwrap_or(Duration::from_secs(10));
         if uri.query.heartbeat.is_none() {
             let secs = u16::try_from(heartbeat.as_secs())
                 .map_err(|_| field_error("heartBeat", "at most 65535 s"))?;
             uri.query.heartbeat = Some(secs);
         }
-        let durable = boolean(metadata, "durable")?.unwrap_or(true);
-        let deleted_when_unused = boolean(metadata, "deletedWhenUnused")?.unwrap_or(false);
-        let queue_type = match value(metadata, "queueType") {
+        let durable = m.boolean("durable")?.unwrap_or(true);
+        let deleted_when_unused = m.boolean("deletedWhenUnused")?.unwrap_or(false);
+        let queue_type = match m.value("queueType") {
             None if durable && !deleted_when_unused => QueueType::Quorum,
             None => QueueType::Classic,
             Some("classic") => QueueType::Classic,
@@ -210,7 +210,7 @@ impl RabbitMqSettings {
                 ));
             }
         };
-        let persistent = match number::<u8>(metadata, "deliveryMode")? {
+        let persistent = match m.number::<u8>("deliveryMode")? {
             None | Some(2) => true,
             Some(0 | 1) => false,
             Some(v) => {
@@ -220,7 +220,7 @@ impl RabbitMqSettings {
                 ));
             }
         };
-        let exchange_kind = match value(metadata, "exchangeKind") {
+        let exchange_kind = match m.value("exchangeKind") {
             None | Some("fanout") => TopicExchange::Fanout,
             Some("topic") => TopicExchange::Topic,
             Some(v) => {
@@ -230,12 +230,8 @@ impl RabbitMqSettings {
                 ));
             }
         };
-        let default_ttl = match number::<u64>(metadata, "ttlInSeconds")? {
-            None => None,
-            Some(0) => return Err(field_error("ttlInSeconds", "must be at least 1")),
-            Some(s) => Some(Duration::from_secs(s)),
-        };
-        let timeout = duration(metadata, "timeout")?.unwrap_or(Duration::from_secs(10));
+        let default_ttl = m.seconds("ttlInSeconds")?;
+        let timeout = m.duration("timeout")?.unwrap_or(Duration::from_secs(10));
         if timeout.is_zero() {
             return Err(field_error("timeout", "must be more than 0"));
         }
@@ -244,14 +240,14 @@ impl RabbitMqSettings {
             durable,
             deleted_when_unused,
             queue_type,
-            prefetch_count: number(metadata, "prefetchCount")?.unwrap_or(0),
+            prefetch_count: m.number("prefetchCount")?.unwrap_or(0),
             persistent,
             exchange_kind,
-            dead_letter: boolean(metadata, "enableDeadLetter")?.unwrap_or(false),
-            max_len: number(metadata, "maxLen")?,
-            max_len_bytes: number(metadata, "maxLenBytes")?,
+            dead_letter: m.boolean("enableDeadLetter")?.unwrap_or(false),
+            max_len: m.number("maxLen")?,
+            max_len_bytes: m.number("maxLenBytes")?,
             default_ttl,
-            client_name: value(metadata, "clientName").map(str::to_string),
+            client_name: m.value("clientName").map(str::to_string),
             timeout,
         })
     }

@@ -69,6 +69,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use herd_config::metadata::{FieldError, Metadata, Rules, field_error, userinfo};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -77,8 +78,6 @@ use tokio::time::Instant;
 
 use crate::broker::{ConsumeOptions, Consumer, Delivery, Message, Nack, PubSub};
 use crate::error::PubSubError;
-use crate::metadata::{duration, field_error, number, value};
-use crate::settings::FieldError;
 
 /// The entry field holding the message body (Dapr's).
 const DATA: &str = "data";
@@ -149,7 +148,9 @@ impl RedisStreamsSettings {
     /// Reads a `pubsub.redis` component's metadata. Keys herd does not use are ignored; settings
     /// herd cannot honour (TLS, cluster, Sentinel) are errors rather than silently dropped.
     pub fn from_metadata(metadata: &BTreeMap<String, String>) -> Result<Self, FieldError> {
-        let host = value(metadata, "redisHost")
+        let m = Metadata::new(metadata, Rules::Dapr);
+        let host = m
+            .value("redisHost")
             .ok_or_else(|| field_error("redisHost", "required (host:port)"))?;
         match host.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
@@ -161,7 +162,7 @@ impl RedisStreamsSettings {
             }
         }
         let flag = |key: &str| -> Result<bool, FieldError> {
-            match value(metadata, key) {
+            match m.value(key) {
                 None => Ok(false),
                 Some(v) => v
                     .parse()
@@ -177,7 +178,7 @@ impl RedisStreamsSettings {
         if flag("failover")? {
             return Err(field_error("failover", "Redis Sentinel is not supported"));
         }
-        if let Some(kind) = value(metadata, "redisType")
+        if let Some(kind) = m.value("redisType")
             && !kind.eq_ignore_ascii_case("node")
         {
             return Err(field_error(
@@ -186,26 +187,26 @@ impl RedisStreamsSettings {
             ));
         }
         let positive = |key: &str| -> Result<Option<u32>, FieldError> {
-            match number::<u32>(metadata, key)? {
+            match m.number::<u32>(key)? {
                 Some(0) => Err(field_error(key, "must be at least 1")),
                 n => Ok(n),
             }
         };
-        let timeout = duration(metadata, "readTimeout")?.unwrap_or(Duration::from_secs(5));
+        let timeout = m.duration("readTimeout")?.unwrap_or(Duration::from_secs(5));
         if timeout.is_zero() {
             return Err(field_error("readTimeout", "must be above zero"));
         }
         Ok(Self {
             host: host.to_string(),
-            username: value(metadata, "redisUsername").map(str::to_string),
-            password: value(metadata, "redisPassword").map(str::to_string),
-            db: number(metadata, "redisDB")?.unwrap_or(0),
-            consumer_id: value(metadata, "consumerID").map(str::to_string),
-            processing_timeout: duration(metadata, "processingTimeout")?,
-            redeliver_interval: duration(metadata, "redeliverInterval")?,
+            username: m.value("redisUsername").map(str::to_string),
+            password: m.value("redisPassword").map(str::to_string),
+            db: m.number("redisDB")?.unwrap_or(0),
+            consumer_id: m.value("consumerID").map(str::to_string),
+            processing_timeout: m.duration("processingTimeout")?,
+            redeliver_interval: m.duration("redeliverInterval")?,
             queue_depth: positive("queueDepth")?,
             concurrency: positive("concurrency")?,
-            max_len_approx: match number::<u64>(metadata, "maxLenApprox")? {
+            max_len_approx: match m.number::<u64>("maxLenApprox")? {
                 Some(0) | None => None,
                 n => n,
             },
@@ -215,14 +216,7 @@ impl RedisStreamsSettings {
 
     /// The `redis://` URL these settings connect to.
     fn url(&self) -> String {
-        let auth = match (&self.username, &self.password) {
-            (None, None) => String::new(),
-            (u, p) => format!(
-                "{}:{}@",
-                encode(u.as_deref().unwrap_or("")),
-                encode(p.as_deref().unwrap_or(""))
-            ),
-        };
+        let auth = userinfo(self.username.as_deref(), self.password.as_deref());
         format!("redis://{auth}{}/{}", self.host, self.db)
     }
 
@@ -233,18 +227,6 @@ impl RedisStreamsSettings {
             None => app.to_string(),
         }
     }
-}
-
-/// Percent-encodes a URL user-info part.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Reclaims up to ARGV[4] entries of group ARGV[1] idle for ARGV[3] ms or more for consumer

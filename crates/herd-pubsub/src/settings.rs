@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use herd_config::metadata::{FieldError, Metadata, Rules, unsupported};
+
 use crate::PubSub;
 use crate::embedded::{EmbeddedLog, EmbeddedSettings};
 use crate::error::PubSubError;
-use crate::metadata::duration;
 use crate::nats::{JetStream, NatsSettings};
 use crate::rabbitmq::{RabbitMq, RabbitMqSettings};
 use crate::redis_streams::{RedisStreams, RedisStreamsSettings};
@@ -35,15 +36,6 @@ pub enum Backend {
     Redis(Box<RedisStreamsSettings>),
 }
 
-/// A metadata problem: which key (if one is to blame) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The metadata key at fault.
-    pub field: Option<String>,
-    /// What is wrong.
-    pub message: String,
-}
-
 /// Builds the backend of component `name` of type `kind`; relative paths are resolved against
 /// `data_dir`.
 pub fn configure(
@@ -52,6 +44,7 @@ pub fn configure(
     metadata: &BTreeMap<String, String>,
     data_dir: &Path,
 ) -> Result<Backend, FieldError> {
+    let m = Metadata::new(metadata, Rules::Dapr);
     match kind {
         "pubsub.embedded" => {
             let path = match metadata.get("path").filter(|p| !p.is_empty()) {
@@ -62,9 +55,10 @@ pub fn configure(
             Ok(Backend::Embedded(
                 path,
                 EmbeddedSettings {
-                    dedupe_window: duration(metadata, "dedupeWindow")?
+                    dedupe_window: m
+                        .duration("dedupeWindow")?
                         .unwrap_or(defaults.dedupe_window),
-                    retention: duration(metadata, "retention")?.unwrap_or(defaults.retention),
+                    retention: m.duration("retention")?.unwrap_or(defaults.retention),
                 },
             ))
         }
@@ -77,13 +71,7 @@ pub fn configure(
         "pubsub.redis" => Ok(Backend::Redis(Box::new(
             RedisStreamsSettings::from_metadata(metadata)?,
         ))),
-        other => Err(FieldError {
-            field: None,
-            message: format!(
-                "unsupported component type {other:?}; herd serves {}",
-                KINDS.join(", ")
-            ),
-        }),
+        other => Err(unsupported(other, KINDS)),
     }
 }
 

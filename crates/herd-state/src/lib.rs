@@ -19,7 +19,7 @@ pub use embedded::Embedded;
 pub use error::StateError;
 pub use postgres::{PostgresSettings, PostgresStore};
 pub use redis::{RedisSettings, RedisStore};
-pub use settings::{Backend, FieldError, KINDS, configure, open};
+pub use settings::{Backend, KINDS, configure, open};
 pub use store::{
     Capabilities, Concurrency, Consistency, DeleteOp, Guard, LockOutcome, LockRequest, OutboxEntry,
     SetOp, StateStore, UnlockStatus, Versioned, WriteOp,
