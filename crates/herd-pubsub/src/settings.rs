@@ -11,7 +11,7 @@ use herd_config::metadata::{FieldError, Metadata, Rules, unsupported};
 use crate::PubSub;
 use crate::embedded::{EmbeddedLog, EmbeddedSettings};
 use crate::error::PubSubError;
-use crate::nats::{JetStream, NatsSettings};
+use crate::nats::{self, JetStream, NatsSettings};
 use crate::rabbitmq::{RabbitMq, RabbitMqSettings};
 use crate::redis_streams::{RedisStreams, RedisStreamsSettings};
 
@@ -62,9 +62,7 @@ pub fn configure(
                 },
             ))
         }
-        "pubsub.jetstream" => Ok(Backend::Jetstream(Box::new(NatsSettings::from_metadata(
-            metadata,
-        )?))),
+        "pubsub.jetstream" => Ok(Backend::Jetstream(Box::new(nats::settings::configure(&m)?))),
         "pubsub.rabbitmq" => Ok(Backend::Rabbitmq(Box::new(
             RabbitMqSettings::from_metadata(metadata)?,
         ))),
@@ -88,6 +86,29 @@ pub async fn open(backend: &Backend) -> Result<Arc<dyn PubSub>, PubSubError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn configure_serves_jetstream() {
+        assert!(KINDS.contains(&"pubsub.jetstream"));
+        let Ok(Backend::Jetstream(s)) = configure(
+            "events",
+            "pubsub.jetstream",
+            &meta(&[("natsURL", "nats://n:4222"), ("streamName", "EVENTS")]),
+            Path::new("/d"),
+        ) else {
+            panic!("not a jetstream backend");
+        };
+        assert_eq!(s.stream_name.as_deref(), Some("EVENTS"));
+        let err = configure("events", "pubsub.jetstream", &meta(&[]), Path::new("/d")).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("natsURL"));
+    }
 
     #[test]
     fn embedded_defaults_and_bad_durations() {
