@@ -12,7 +12,7 @@ use crate::PubSub;
 use crate::embedded::{EmbeddedLog, EmbeddedSettings};
 use crate::error::PubSubError;
 use crate::nats::{self, JetStream, NatsSettings};
-use crate::rabbitmq::{RabbitMq, RabbitMqSettings};
+use crate::rabbitmq::{self, RabbitMq, RabbitMqSettings};
 use crate::redis_streams::{RedisStreams, RedisStreamsSettings};
 
 /// Component types this crate serves.
@@ -63,9 +63,9 @@ pub fn configure(
             ))
         }
         "pubsub.jetstream" => Ok(Backend::Jetstream(Box::new(nats::settings::configure(&m)?))),
-        "pubsub.rabbitmq" => Ok(Backend::Rabbitmq(Box::new(
-            RabbitMqSettings::from_metadata(metadata)?,
-        ))),
+        "pubsub.rabbitmq" => Ok(Backend::Rabbitmq(Box::new(rabbitmq::settings::configure(
+            &m,
+        )?))),
         "pubsub.redis" => Ok(Backend::Redis(Box::new(
             RedisStreamsSettings::from_metadata(metadata)?,
         ))),
@@ -108,6 +108,19 @@ mod tests {
         assert_eq!(s.stream_name.as_deref(), Some("EVENTS"));
         let err = configure("events", "pubsub.jetstream", &meta(&[]), Path::new("/d")).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("natsURL"));
+    }
+
+    #[test]
+    fn configure_serves_rabbitmq() {
+        let backend = configure(
+            "events",
+            "pubsub.rabbitmq",
+            &meta(&[("connectionString", "amqp://guest:secret@rabbit:5672/%2f")]),
+            Path::new("/d"),
+        )
+        .unwrap();
+        assert!(matches!(backend, Backend::Rabbitmq(_)));
+        assert!(KINDS.contains(&"pubsub.rabbitmq"));
     }
 
     #[test]

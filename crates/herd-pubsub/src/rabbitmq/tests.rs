@@ -1,9 +1,15 @@
 //! RabbitMQ backend tests: metadata parsing and message properties as unit tests, and the
 //! broker-specific behaviour (reconnects, retry delays, ack timeouts) against a real server.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
+use bytes::Bytes;
+use lapin::types::{AMQPValue, FieldTable};
+
+use super::consume::attempt;
 use super::*;
+use crate::broker::{Delivery, Nack};
 
 fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -125,19 +131,6 @@ fn bad_metadata_names_its_key() {
         ]),
         "queueType"
     );
-}
-
-#[test]
-fn configure_serves_the_kind() {
-    let backend = crate::configure(
-        "events",
-        "pubsub.rabbitmq",
-        &meta(&[("connectionString", URL)]),
-        std::path::Path::new("/d"),
-    )
-    .unwrap();
-    assert!(matches!(backend, crate::Backend::Rabbitmq(_)));
-    assert!(crate::KINDS.contains(&"pubsub.rabbitmq"));
 }
 
 #[test]
