@@ -13,7 +13,7 @@ use crate::embedded::{EmbeddedLog, EmbeddedSettings};
 use crate::error::PubSubError;
 use crate::nats::{self, JetStream, NatsSettings};
 use crate::rabbitmq::{self, RabbitMq, RabbitMqSettings};
-use crate::redis_streams::{RedisStreams, RedisStreamsSettings};
+use crate::redis_streams::{self, RedisStreams, RedisStreamsSettings};
 
 /// Component types this crate serves.
 pub const KINDS: &[&str] = &[
@@ -67,7 +67,7 @@ pub fn configure(
             &m,
         )?))),
         "pubsub.redis" => Ok(Backend::Redis(Box::new(
-            RedisStreamsSettings::from_metadata(metadata)?,
+            redis_streams::settings::configure(&m)?,
         ))),
         other => Err(unsupported(other, KINDS)),
     }
@@ -121,6 +121,24 @@ mod tests {
         .unwrap();
         assert!(matches!(backend, Backend::Rabbitmq(_)));
         assert!(KINDS.contains(&"pubsub.rabbitmq"));
+    }
+
+    #[test]
+    fn configure_serves_redis() {
+        assert!(KINDS.contains(&"pubsub.redis"));
+        let dir = Path::new("/d");
+        let backend = configure(
+            "events",
+            "pubsub.redis",
+            &meta(&[("redisHost", "h:1")]),
+            dir,
+        );
+        assert!(
+            matches!(&backend, Ok(Backend::Redis(s)) if s.host == "h:1"),
+            "{backend:?}"
+        );
+        let err = configure("events", "pubsub.redis", &meta(&[]), dir).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("redisHost"));
     }
 
     #[test]
