@@ -77,13 +77,21 @@ impl<'a> Metadata<'a> {
 
     /// The value of `key`, if set and not empty (trimmed under [`Rules::Dapr`]).
     pub fn value(&self, key: &str) -> Option<&'a str> {
-        self.used.borrow_mut().push(key.to_string());
-        let value = self.map.get(key).map(String::as_str);
+        let value = self.verbatim(key);
         match self.rules {
-            Rules::Dapr => value.map(str::trim),
+            Rules::Dapr => value.map(str::trim).filter(|v| !v.is_empty()),
             Rules::Literal => value,
         }
-        .filter(|v| !v.is_empty())
+    }
+
+    /// The value of `key` exactly as written, if set and not empty, whatever the rules (for a
+    /// file path, where white space is part of the name).
+    pub fn verbatim(&self, key: &str) -> Option<&'a str> {
+        self.used.borrow_mut().push(key.to_string());
+        self.map
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// A number (or anything else `FromStr` reads).
@@ -197,6 +205,7 @@ mod tests {
         assert_eq!(m.duration("d"), Ok(Some(Duration::from_secs(90))));
         assert_eq!(m.duration("ms"), Ok(Some(Duration::from_millis(250))));
         assert_eq!(m.value("empty"), None);
+        assert_eq!(m.verbatim("empty"), Some(" "));
         assert_eq!(m.number::<u32>("missing"), Ok(None));
         assert_eq!(
             m.number::<u32>("bad").unwrap_err().field.as_deref(),

@@ -1,6 +1,9 @@
 //! Component metadata → a [`Backend`] ([`configure`]), and a backend → a running broker
 //! ([`open`]), as for state stores: bad metadata is a config error at start-up, a broker that
 //! cannot be reached is retried by the caller.
+//!
+//! This only dispatches: each backend reads its own keys (`<backend>/settings.rs`, by Dapr's
+//! rules of [`herd_config::metadata`]) and opens itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +12,7 @@ use std::sync::Arc;
 use herd_config::metadata::{FieldError, Metadata, Rules, unsupported};
 
 use crate::PubSub;
-use crate::embedded::{EmbeddedLog, EmbeddedSettings};
+use crate::embedded::{self, EmbeddedLog, EmbeddedSettings};
 use crate::error::PubSubError;
 use crate::nats::{self, JetStream, NatsSettings};
 use crate::rabbitmq::{self, RabbitMq, RabbitMqSettings};
@@ -45,32 +48,16 @@ pub fn configure(
     data_dir: &Path,
 ) -> Result<Backend, FieldError> {
     let m = Metadata::new(metadata, Rules::Dapr);
-    match kind {
+    Ok(match kind {
         "pubsub.embedded" => {
-            let path = match metadata.get("path").filter(|p| !p.is_empty()) {
-                Some(p) => data_dir.join(p),
-                None => data_dir.join("pubsub").join(format!("{name}.redb")),
-            };
-            let defaults = EmbeddedSettings::default();
-            Ok(Backend::Embedded(
-                path,
-                EmbeddedSettings {
-                    dedupe_window: m
-                        .duration("dedupeWindow")?
-                        .unwrap_or(defaults.dedupe_window),
-                    retention: m.duration("retention")?.unwrap_or(defaults.retention),
-                },
-            ))
+            let (path, settings) = embedded::settings::configure(name, &m, data_dir)?;
+            Backend::Embedded(path, settings)
         }
-        "pubsub.jetstream" => Ok(Backend::Jetstream(Box::new(nats::settings::configure(&m)?))),
-        "pubsub.rabbitmq" => Ok(Backend::Rabbitmq(Box::new(rabbitmq::settings::configure(
-            &m,
-        )?))),
-        "pubsub.redis" => Ok(Backend::Redis(Box::new(
-            redis_streams::settings::configure(&m)?,
-        ))),
-        other => Err(unsupported(other, KINDS)),
-    }
+        "pubsub.jetstream" => Backend::Jetstream(Box::new(nats::settings::configure(&m)?)),
+        "pubsub.rabbitmq" => Backend::Rabbitmq(Box::new(rabbitmq::settings::configure(&m)?)),
+        "pubsub.redis" => Backend::Redis(Box::new(redis_streams::settings::configure(&m)?)),
+        other => return Err(unsupported(other, KINDS)),
+    })
 }
 
 /// Opens a configured backend. Must be called inside a tokio runtime.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
+use crate::broker::{Delivery, Nack};
 
 fn message(body: &str) -> Message {
     Message {
