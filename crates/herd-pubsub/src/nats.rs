@@ -57,8 +57,6 @@
 mod consume;
 pub(crate) mod settings;
 mod streams;
-#[cfg(test)]
-mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -242,3 +240,6 @@ impl PubSub for JetStream {
         Ok(Box::new(NatsConsumer { messages }))
     }
 }
+
+#[cfg(test)]
+mod tests;
