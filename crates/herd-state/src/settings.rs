@@ -3,19 +3,20 @@
 //! Metadata keys are Dapr's where Dapr has them. Keys a backend does not know are ignored (Dapr
 //! component files carry keys for features herd does not have) but returned so the caller can
 //! log them.
+//!
+//! This only dispatches: each backend reads its own keys (`<backend>/settings.rs`, by the literal
+//! rules of [`herd_config::metadata`]: values as written) and opens itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use herd_config::metadata::{FieldError, Metadata, Rules, field_error, unsupported, userinfo};
+use herd_config::metadata::{FieldError, Metadata, Rules, field_error, unsupported};
 
-use crate::Embedded;
+use crate::embedded::{self, Embedded};
 use crate::error::StateError;
-use crate::postgres::{PostgresSettings, PostgresStore};
-use crate::redis::{RedisSettings, RedisStore};
+use crate::postgres::{self, PostgresSettings, PostgresStore};
+use crate::redis::{self, RedisSettings, RedisStore};
 use crate::store::StateStore;
 
 /// Component types this crate serves. `lock.*` components serve only the lock API.
@@ -65,81 +66,13 @@ pub fn configure(
     }
     let backend = match kind {
         "state.embedded" | "lock.embedded" => {
-            let path = match meta.value("path") {
-                Some(p) => data_dir.join(p),
-                None => data_dir.join("state").join(format!("{name}.redb")),
-            };
-            Backend::Embedded(path)
+            Backend::Embedded(embedded::settings::configure(name, &meta, data_dir))
         }
-        "state.redis" | "lock.redis" => Backend::Redis(redis_settings(&meta)?),
-        "state.postgresql" => Backend::Postgres(Box::new(postgres_settings(&meta)?)),
+        "state.redis" | "lock.redis" => Backend::Redis(redis::settings::configure(&meta)?),
+        "state.postgresql" => Backend::Postgres(Box::new(postgres::settings::configure(&meta)?)),
         other => return Err(unsupported(other, KINDS)),
     };
     Ok((backend, meta.unused(IGNORED)))
-}
-
-fn redis_settings(meta: &Metadata<'_>) -> Result<RedisSettings, FieldError> {
-    let host = meta
-        .value("redisHost")
-        .ok_or_else(|| field_error("redisHost", "required (host:port)"))?;
-    if !host.contains(':') {
-        return Err(field_error(
-            "redisHost",
-            format!("{host:?} is not host:port"),
-        ));
-    }
-    if meta.boolean("enableTLS")?.unwrap_or(false) {
-        return Err(field_error(
-            "enableTLS",
-            "TLS to Redis is not supported yet",
-        ));
-    }
-    let db: u32 = meta.number("redisDB")?.unwrap_or(0);
-    let auth = userinfo(meta.value("redisUsername"), meta.value("redisPassword"));
-    Ok(RedisSettings {
-        url: format!("redis://{auth}{host}/{db}"),
-        replicas: meta.number("replicas")?.unwrap_or(0),
-        strong_timeout: meta
-            .duration("strongTimeout")?
-            .unwrap_or(Duration::from_secs(1)),
-        timeout: meta
-            .duration("readTimeout")?
-            .unwrap_or(Duration::from_secs(5)),
-    })
-}
-
-fn postgres_settings(meta: &Metadata<'_>) -> Result<PostgresSettings, FieldError> {
-    let text = meta
-        .value("connectionString")
-        .ok_or_else(|| field_error("connectionString", "required"))?;
-    let connection = tokio_postgres::Config::from_str(text)
-        .map_err(|e| field_error("connectionString", format!("invalid: {e}")))?;
-    let table = meta.value("tableName").unwrap_or("herd_state").to_string();
-    let identifier = |part: &str| {
-        !part.is_empty()
-            && part
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
-    if table.split('.').count() > 2 || !table.split('.').all(identifier) {
-        return Err(field_error(
-            "tableName",
-            format!("{table:?} is not a table name ([schema.]name of letters, digits, _)"),
-        ));
-    }
-    Ok(PostgresSettings {
-        connection,
-        table,
-        max_conns: meta.number("maxConns")?.unwrap_or(10),
-        timeout: meta
-            .seconds("timeoutInSeconds")?
-            .unwrap_or(Duration::from_secs(5)),
-        cleanup_interval: meta
-            .seconds("cleanupIntervalInSeconds")?
-            .unwrap_or(Duration::from_secs(60)),
-    })
 }
 
 /// Opens a configured backend. Must be called inside a tokio runtime.
