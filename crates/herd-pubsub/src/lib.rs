@@ -19,6 +19,9 @@ mod nats;
 mod rabbitmq;
 mod redis_streams;
 mod settings;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
 
 pub use broker::{ConsumeOptions, Consumer, Delivery, Message, Nack, PubSub};
 pub use embedded::{EmbeddedLog, EmbeddedSettings};

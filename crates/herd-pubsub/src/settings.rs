@@ -73,13 +73,7 @@ pub async fn open(backend: &Backend) -> Result<Arc<dyn PubSub>, PubSubError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testing::meta;
 
     #[test]
     fn configure_serves_jetstream() {

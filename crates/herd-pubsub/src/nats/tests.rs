@@ -1,7 +1,6 @@
 //! JetStream backend tests: metadata, names, topics and message TTLs (the contract against a
 //! server is in `tests/conformance.rs`).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -11,13 +10,7 @@ use super::consume::deliver_policy;
 use super::settings::valid_name;
 use super::streams::{check_topic, consumer_name, stream_name};
 use super::*;
-
-fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use crate::testing::meta;
 
 fn parse(pairs: &[(&str, &str)]) -> Result<NatsSettings, FieldError> {
     NatsSettings::from_metadata(&meta(pairs))

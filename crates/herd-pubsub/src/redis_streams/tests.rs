@@ -1,20 +1,13 @@
 //! Redis Streams backend tests: metadata and the parsing of Redis's answers (the contract
 //! against a server is in `tests/conformance.rs`).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::Value;
 
 use super::fetch::{entries, read_reply};
 use super::*;
-
-fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use crate::testing::meta;
 
 #[test]
 fn defaults_with_only_a_host() {
