@@ -4,11 +4,15 @@
 //! unknown keys and wrong types; then `validate.rs` checks values and fills defaults, collecting
 //! every problem. Either way a failure is a [`ConfigErrors`] whose entries name the file, the
 //! line and the key, and herd refuses to start.
+//!
+//! Component metadata is checked by the crate that serves the component; [`metadata`] is the
+//! reader those crates share.
 
 mod api;
 mod dapr;
 mod gateway;
 mod mesh;
+pub mod metadata;
 pub mod model;
 pub mod raw;
 mod resiliency;

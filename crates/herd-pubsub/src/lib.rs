@@ -1,16 +1,27 @@
-//! Pub/sub for herd's sidecar API: the [`PubSub`] contract (`broker.rs`) and its backends, one
-//! module each, starting with `embedded` (a durable log in redb, the default). As for state
-//! stores, [`configure`] turns a component's type and metadata into a [`Backend`] at start-up
-//! and [`open`] connects it; a backend is one module plus one arm in each.
+//! Pub/sub for herd's sidecar API: the [`PubSub`] contract (`broker.rs`) and its backends,
+//! starting with `embedded` (a durable log in redb, the default), then `nats`, `rabbitmq` and
+//! `redis_streams`. As for state stores, [`configure`] turns a component's type and metadata into
+//! a [`Backend`] at start-up and [`open`] connects it (`settings.rs`, which only dispatches); a
+//! backend is one folder plus one arm in each.
+//!
+//! Every backend's folder has the same rooms: `<name>.rs` (the backend type and its [`PubSub`]
+//! impl), `<name>/settings.rs` (its metadata → its settings, `configure`), `<name>/consume.rs`
+//! (its consumers and deliveries) and `<name>/tests.rs`, plus a room for the one other job it has:
+//! `embedded/commit.rs` (the writer thread's commit path), `nats/streams.rs` (a topic's
+//! stream), `rabbitmq/connection.rs` (the connection and what is declared over it),
+//! `redis_streams/fetch.rs` (reclaiming and reading entries). Only backend folders name a
+//! broker's client crate.
 
 mod broker;
 mod embedded;
 mod error;
-mod metadata;
 mod nats;
 mod rabbitmq;
 mod redis_streams;
 mod settings;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
 
 pub use broker::{ConsumeOptions, Consumer, Delivery, Message, Nack, PubSub};
 pub use embedded::{EmbeddedLog, EmbeddedSettings};
@@ -20,4 +31,4 @@ pub use rabbitmq::{
     MAX_RETRY_DELAY, QueueType, RabbitMq, RabbitMqSettings, TopicExchange, queue_name,
 };
 pub use redis_streams::{RedisStreams, RedisStreamsSettings};
-pub use settings::{Backend, FieldError, KINDS, configure, open};
+pub use settings::{Backend, KINDS, configure, open};

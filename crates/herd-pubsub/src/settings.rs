@@ -1,18 +1,22 @@
 //! Component metadata → a [`Backend`] ([`configure`]), and a backend → a running broker
 //! ([`open`]), as for state stores: bad metadata is a config error at start-up, a broker that
 //! cannot be reached is retried by the caller.
+//!
+//! This only dispatches: each backend reads its own keys (`<backend>/settings.rs`, by Dapr's
+//! rules of [`herd_config::metadata`]) and opens itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use herd_config::metadata::{FieldError, Metadata, Rules, unsupported};
+
 use crate::PubSub;
-use crate::embedded::{EmbeddedLog, EmbeddedSettings};
+use crate::embedded::{self, EmbeddedLog, EmbeddedSettings};
 use crate::error::PubSubError;
-use crate::metadata::duration;
-use crate::nats::{JetStream, NatsSettings};
-use crate::rabbitmq::{RabbitMq, RabbitMqSettings};
-use crate::redis_streams::{RedisStreams, RedisStreamsSettings};
+use crate::nats::{self, JetStream, NatsSettings};
+use crate::rabbitmq::{self, RabbitMq, RabbitMqSettings};
+use crate::redis_streams::{self, RedisStreams, RedisStreamsSettings};
 
 /// Component types this crate serves.
 pub const KINDS: &[&str] = &[
@@ -35,15 +39,6 @@ pub enum Backend {
     Redis(Box<RedisStreamsSettings>),
 }
 
-/// A metadata problem: which key (if one is to blame) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The metadata key at fault.
-    pub field: Option<String>,
-    /// What is wrong.
-    pub message: String,
-}
-
 /// Builds the backend of component `name` of type `kind`; relative paths are resolved against
 /// `data_dir`.
 pub fn configure(
@@ -52,39 +47,17 @@ pub fn configure(
     metadata: &BTreeMap<String, String>,
     data_dir: &Path,
 ) -> Result<Backend, FieldError> {
-    match kind {
+    let m = Metadata::new(metadata, Rules::Dapr);
+    Ok(match kind {
         "pubsub.embedded" => {
-            let path = match metadata.get("path").filter(|p| !p.is_empty()) {
-                Some(p) => data_dir.join(p),
-                None => data_dir.join("pubsub").join(format!("{name}.redb")),
-            };
-            let defaults = EmbeddedSettings::default();
-            Ok(Backend::Embedded(
-                path,
-                EmbeddedSettings {
-                    dedupe_window: duration(metadata, "dedupeWindow")?
-                        .unwrap_or(defaults.dedupe_window),
-                    retention: duration(metadata, "retention")?.unwrap_or(defaults.retention),
-                },
-            ))
+            let (path, settings) = embedded::settings::configure(name, &m, data_dir)?;
+            Backend::Embedded(path, settings)
         }
-        "pubsub.jetstream" => Ok(Backend::Jetstream(Box::new(NatsSettings::from_metadata(
-            metadata,
-        )?))),
-        "pubsub.rabbitmq" => Ok(Backend::Rabbitmq(Box::new(
-            RabbitMqSettings::from_metadata(metadata)?,
-        ))),
-        "pubsub.redis" => Ok(Backend::Redis(Box::new(
-            RedisStreamsSettings::from_metadata(metadata)?,
-        ))),
-        other => Err(FieldError {
-            field: None,
-            message: format!(
-                "unsupported component type {other:?}; herd serves {}",
-                KINDS.join(", ")
-            ),
-        }),
-    }
+        "pubsub.jetstream" => Backend::Jetstream(Box::new(nats::settings::configure(&m)?)),
+        "pubsub.rabbitmq" => Backend::Rabbitmq(Box::new(rabbitmq::settings::configure(&m)?)),
+        "pubsub.redis" => Backend::Redis(Box::new(redis_streams::settings::configure(&m)?)),
+        other => return Err(unsupported(other, KINDS)),
+    })
 }
 
 /// Opens a configured backend. Must be called inside a tokio runtime.
@@ -100,6 +73,54 @@ pub async fn open(backend: &Backend) -> Result<Arc<dyn PubSub>, PubSubError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::meta;
+
+    #[test]
+    fn configure_serves_jetstream() {
+        assert!(KINDS.contains(&"pubsub.jetstream"));
+        let Ok(Backend::Jetstream(s)) = configure(
+            "events",
+            "pubsub.jetstream",
+            &meta(&[("natsURL", "nats://n:4222"), ("streamName", "EVENTS")]),
+            Path::new("/d"),
+        ) else {
+            panic!("not a jetstream backend");
+        };
+        assert_eq!(s.stream_name.as_deref(), Some("EVENTS"));
+        let err = configure("events", "pubsub.jetstream", &meta(&[]), Path::new("/d")).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("natsURL"));
+    }
+
+    #[test]
+    fn configure_serves_rabbitmq() {
+        let backend = configure(
+            "events",
+            "pubsub.rabbitmq",
+            &meta(&[("connectionString", "amqp://guest:secret@rabbit:5672/%2f")]),
+            Path::new("/d"),
+        )
+        .unwrap();
+        assert!(matches!(backend, Backend::Rabbitmq(_)));
+        assert!(KINDS.contains(&"pubsub.rabbitmq"));
+    }
+
+    #[test]
+    fn configure_serves_redis() {
+        assert!(KINDS.contains(&"pubsub.redis"));
+        let dir = Path::new("/d");
+        let backend = configure(
+            "events",
+            "pubsub.redis",
+            &meta(&[("redisHost", "h:1")]),
+            dir,
+        );
+        assert!(
+            matches!(&backend, Ok(Backend::Redis(s)) if s.host == "h:1"),
+            "{backend:?}"
+        );
+        let err = configure("events", "pubsub.redis", &meta(&[]), dir).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("redisHost"));
+    }
 
     #[test]
     fn embedded_defaults_and_bad_durations() {

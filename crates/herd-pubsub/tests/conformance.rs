@@ -10,55 +10,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use herd_pubsub::{
-    ConsumeOptions, Consumer, Delivery, EmbeddedLog, EmbeddedSettings, Message, Nack, PubSub,
-};
-
-/// A suffix unique to this run.
-fn run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{}x{nanos:x}", std::process::id())
-}
-
-fn message(body: &str) -> Message {
-    Message {
-        data: Bytes::from(body.to_string()),
-        id: None,
-        ttl: None,
-        metadata: Default::default(),
-    }
-}
-
-fn options(max_in_flight: u32, ack_timeout: Duration) -> ConsumeOptions {
-    ConsumeOptions {
-        max_in_flight,
-        ack_timeout,
-    }
-}
-
-async fn next(consumer: &mut Box<dyn Consumer>) -> Box<dyn Delivery> {
-    tokio::time::timeout(Duration::from_secs(10), consumer.next())
-        .await
-        .expect("a delivery within 10 s")
-        .expect("the consumer is open")
-        .expect("no error")
-}
-
-/// Asserts nothing is delivered for a while.
-async fn quiet(consumer: &mut Box<dyn Consumer>, what: &str) {
-    if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await {
-        let body = d.map(|d| d.data().clone());
-        panic!("{what}: got {body:?}");
-    }
-}
-
-fn text(d: &dyn Delivery) -> String {
-    String::from_utf8(d.data().to_vec()).unwrap()
-}
+use herd_pubsub::testing::{embedded_log, message, meta, next, options, quiet, run_id, text};
+use herd_pubsub::{ConsumeOptions, Consumer, Message, Nack, PubSub};
 
 async fn fan_out_and_competing_consumers(broker: &dyn PubSub, run: &str) {
     let topic = format!("orders-{run}");
@@ -208,8 +161,7 @@ async fn suite_named(broker: Arc<dyn PubSub>, run: String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded() {
     let dir = tempfile::tempdir().unwrap();
-    let log = EmbeddedLog::open(&dir.path().join("log.redb"), EmbeddedSettings::default()).unwrap();
-    suite(Arc::new(log)).await;
+    suite(Arc::new(embedded_log(dir.path()))).await;
 }
 
 /// NATS JetStream: the suite with a stream per topic, again with one stream for every topic
@@ -361,13 +313,10 @@ async fn rabbitmq_cases(url: String, run: String, joined: Joined) {
     use herd_pubsub::{RabbitMq, RabbitMqSettings};
 
     for (queue_type, suffix) in [("quorum", "q"), ("classic", "c")] {
-        let metadata = [
+        let metadata = meta(&[
             ("connectionString", url.as_str()),
             ("queueType", queue_type),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         let settings = RabbitMqSettings::from_metadata(&metadata).unwrap();
         let broker = RabbitMq::open(settings).await.unwrap();
         let recorded = Arc::new(Recorded {

@@ -1,11 +1,17 @@
 //! Key/value state for herd's sidecar API: the [`StateStore`] contract (`store.rs`) and its
-//! backends, one module each: `embedded` (redb, the default), `redis` and `postgres`.
+//! backends, a folder each: `embedded` (redb, the default), `redis` and `postgres`.
 //!
 //! A component in herd.toml or a Dapr component file names a backend by Dapr type
 //! (`state.redis`, …) and configures it with Dapr's metadata keys. [`configure`] turns that
 //! into a [`Backend`] at start-up, so a bad value is a config error before anything runs;
-//! [`open`] connects it, which may fail and is retried by the caller. Adding a backend means one
-//! module implementing [`StateStore`] and one arm in each of those two functions.
+//! [`open`] connects it, which may fail and is retried by the caller (`settings.rs`, which only
+//! dispatches). Adding a backend means one folder implementing [`StateStore`] and one arm in each
+//! of those two functions.
+//!
+//! A backend's folder: `<name>.rs` (the store and its [`StateStore`] impl), `<name>/settings.rs`
+//! (its metadata → its settings, `configure`), and for the embedded store `embedded/commit.rs`
+//! (the writer thread's commit path) and `embedded/tests.rs`. Only the `redis` and `postgres`
+//! folders name their client crates.
 
 mod embedded;
 mod error;
@@ -19,7 +25,7 @@ pub use embedded::Embedded;
 pub use error::StateError;
 pub use postgres::{PostgresSettings, PostgresStore};
 pub use redis::{RedisSettings, RedisStore};
-pub use settings::{Backend, FieldError, KINDS, configure, open};
+pub use settings::{Backend, KINDS, configure, open};
 pub use store::{
     Capabilities, Concurrency, Consistency, DeleteOp, Guard, LockOutcome, LockRequest, OutboxEntry,
     SetOp, StateStore, UnlockStatus, Versioned, WriteOp,

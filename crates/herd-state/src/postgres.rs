@@ -15,7 +15,9 @@
 //! the same server, so they see every acknowledged write. Expired rows are invisible to reads and
 //! deleted by a sweep every `cleanupIntervalInSeconds`.
 
-use std::time::{Duration, SystemTime};
+pub(crate) mod settings;
+
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,21 +28,7 @@ use tokio_postgres::error::SqlState;
 use crate::error::StateError;
 use crate::rules::{self, Current};
 use crate::store::{Consistency, StateStore, Versioned, WriteOp};
-
-/// Connection settings read from the component's metadata.
-#[derive(Debug, Clone)]
-pub struct PostgresSettings {
-    /// A libpq connection string or `postgres://` URL.
-    pub connection: tokio_postgres::Config,
-    /// The state table (`[schema.]name`).
-    pub table: String,
-    /// Connections in the pool at most.
-    pub max_conns: usize,
-    /// Timeout of connecting and of waiting for a pooled connection.
-    pub timeout: Duration,
-    /// How often expired rows are deleted.
-    pub cleanup_interval: Duration,
-}
+pub use settings::PostgresSettings;
 
 /// The PostgreSQL store.
 pub struct PostgresStore {

@@ -16,6 +16,8 @@
 //! `eventual`, or without replicas, the primary's answer is the acknowledgement. Durability is
 //! Redis's own (AOF/RDB settings); the fencing and version counters are only as durable as that.
 
+pub(crate) mod settings;
+
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -29,19 +31,7 @@ use crate::store::{
     Capabilities, Concurrency, Consistency, LockOutcome, LockRequest, StateStore, UnlockStatus,
     Versioned, WriteOp,
 };
-
-/// Connection settings read from the component's metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisSettings {
-    /// `redis://[user:password@]host:port/db`.
-    pub url: String,
-    /// Replicas a `strong` write waits for.
-    pub replicas: u32,
-    /// How long a `strong` write waits for them.
-    pub strong_timeout: Duration,
-    /// Timeout of every command.
-    pub timeout: Duration,
-}
+pub use settings::RedisSettings;
 
 /// Checks every operation's condition, then applies them all. KEYS: the version counter, then
 /// each operation's key and fence key. ARGV: six per operation — kind (`s`/`d`), ETag (empty:

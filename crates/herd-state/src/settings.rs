@@ -3,17 +3,20 @@
 //! Metadata keys are Dapr's where Dapr has them. Keys a backend does not know are ignored (Dapr
 //! component files carry keys for features herd does not have) but returned so the caller can
 //! log them.
+//!
+//! This only dispatches: each backend reads its own keys (`<backend>/settings.rs`, by the literal
+//! rules of [`herd_config::metadata`]: values as written) and opens itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::Embedded;
+use herd_config::metadata::{FieldError, Metadata, Rules, field_error, unsupported};
+
+use crate::embedded::{self, Embedded};
 use crate::error::StateError;
-use crate::postgres::{PostgresSettings, PostgresStore};
-use crate::redis::{RedisSettings, RedisStore};
+use crate::postgres::{self, PostgresSettings, PostgresStore};
+use crate::redis::{self, RedisSettings, RedisStore};
 use crate::store::StateStore;
 
 /// Component types this crate serves. `lock.*` components serve only the lock API.
@@ -43,71 +46,6 @@ impl Backend {
     }
 }
 
-/// A metadata problem: which key (if one is to blame) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The metadata key at fault.
-    pub field: Option<String>,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn field_error(field: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: Some(field.to_string()),
-        message: message.into(),
-    }
-}
-
-/// Reads metadata values, remembering which keys were used.
-struct Meta<'a> {
-    map: &'a BTreeMap<String, String>,
-    used: Vec<&'static str>,
-}
-
-impl<'a> Meta<'a> {
-    fn get(&mut self, key: &'static str) -> Option<&'a str> {
-        self.used.push(key);
-        self.map
-            .get(key)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-
-    fn parse<T: FromStr>(&mut self, key: &'static str, default: T) -> Result<T, FieldError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| field_error(key, format!("invalid value {v:?}"))),
-        }
-    }
-
-    fn duration(&mut self, key: &'static str, default: Duration) -> Result<Duration, FieldError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => humantime::parse_duration(v)
-                .map_err(|e| field_error(key, format!("invalid duration {v:?}: {e}"))),
-        }
-    }
-
-    fn seconds(&mut self, key: &'static str, default: u64) -> Result<Duration, FieldError> {
-        let s: u64 = self.parse(key, default)?;
-        if s == 0 {
-            return Err(field_error(key, "must be at least 1"));
-        }
-        Ok(Duration::from_secs(s))
-    }
-
-    fn unused(&self) -> Vec<String> {
-        self.map
-            .keys()
-            .filter(|k| !self.used.contains(&k.as_str()) && !IGNORED.contains(&k.as_str()))
-            .cloned()
-            .collect()
-    }
-}
-
 /// Keys the API layer reads (not the backend), never reported as unused.
 const IGNORED: &[&str] = &["keyPrefix", "outboxPublishPubsub", "outboxPublishTopic"];
 
@@ -119,10 +57,7 @@ pub fn configure(
     metadata: &BTreeMap<String, String>,
     data_dir: &Path,
 ) -> Result<(Backend, Vec<String>), FieldError> {
-    let mut meta = Meta {
-        map: metadata,
-        used: Vec::new(),
-    };
+    let meta = Metadata::new(metadata, Rules::Literal);
     if kind != "state.embedded" && metadata.contains_key("outboxPublishPubsub") {
         return Err(field_error(
             "outboxPublishPubsub",
@@ -131,98 +66,13 @@ pub fn configure(
     }
     let backend = match kind {
         "state.embedded" | "lock.embedded" => {
-            let path = match meta.get("path") {
-                Some(p) => data_dir.join(p),
-                None => data_dir.join("state").join(format!("{name}.redb")),
-            };
-            Backend::Embedded(path)
+            Backend::Embedded(embedded::settings::configure(name, &meta, data_dir))
         }
-        "state.redis" | "lock.redis" => Backend::Redis(redis_settings(&mut meta)?),
-        "state.postgresql" => Backend::Postgres(Box::new(postgres_settings(&mut meta)?)),
-        other => {
-            return Err(FieldError {
-                field: None,
-                message: format!(
-                    "unsupported component type {other:?}; herd serves {}",
-                    KINDS.join(", ")
-                ),
-            });
-        }
+        "state.redis" | "lock.redis" => Backend::Redis(redis::settings::configure(&meta)?),
+        "state.postgresql" => Backend::Postgres(Box::new(postgres::settings::configure(&meta)?)),
+        other => return Err(unsupported(other, KINDS)),
     };
-    Ok((backend, meta.unused()))
-}
-
-fn redis_settings(meta: &mut Meta<'_>) -> Result<RedisSettings, FieldError> {
-    let host = meta
-        .get("redisHost")
-        .ok_or_else(|| field_error("redisHost", "required (host:port)"))?;
-    if !host.contains(':') {
-        return Err(field_error(
-            "redisHost",
-            format!("{host:?} is not host:port"),
-        ));
-    }
-    if meta.parse("enableTLS", false)? {
-        return Err(field_error(
-            "enableTLS",
-            "TLS to Redis is not supported yet",
-        ));
-    }
-    let db: u32 = meta.parse("redisDB", 0)?;
-    let user = meta.get("redisUsername").unwrap_or("");
-    let password = meta.get("redisPassword").unwrap_or("");
-    let auth = match (user, password) {
-        ("", "") => String::new(),
-        (u, p) => format!("{}:{}@", encode(u), encode(p)),
-    };
-    Ok(RedisSettings {
-        url: format!("redis://{auth}{host}/{db}"),
-        replicas: meta.parse("replicas", 0)?,
-        strong_timeout: meta.duration("strongTimeout", Duration::from_secs(1))?,
-        timeout: meta.duration("readTimeout", Duration::from_secs(5))?,
-    })
-}
-
-/// Percent-encodes a URL user-info part.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn postgres_settings(meta: &mut Meta<'_>) -> Result<PostgresSettings, FieldError> {
-    let text = meta
-        .get("connectionString")
-        .ok_or_else(|| field_error("connectionString", "required"))?;
-    let connection = tokio_postgres::Config::from_str(text)
-        .map_err(|e| field_error("connectionString", format!("invalid: {e}")))?;
-    let table = meta.get("tableName").unwrap_or("herd_state").to_string();
-    let identifier = |part: &str| {
-        !part.is_empty()
-            && part
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
-    if table.split('.').count() > 2 || !table.split('.').all(identifier) {
-        return Err(field_error(
-            "tableName",
-            format!("{table:?} is not a table name ([schema.]name of letters, digits, _)"),
-        ));
-    }
-    Ok(PostgresSettings {
-        connection,
-        table,
-        max_conns: meta.parse("maxConns", 10)?,
-        timeout: meta.seconds("timeoutInSeconds", 5)?,
-        cleanup_interval: meta.seconds("cleanupIntervalInSeconds", 60)?,
-    })
+    Ok((backend, meta.unused(IGNORED)))
 }
 
 /// Opens a configured backend. Must be called inside a tokio runtime.

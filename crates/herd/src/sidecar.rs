@@ -26,11 +26,9 @@ pub fn load(path: &Path, resources: &[PathBuf]) -> Result<(Config, Vec<Declared>
         let configured = if c.kind.starts_with("pubsub.") {
             herd_pubsub::configure(&c.name, &c.kind, &c.metadata, &config.data_dir)
                 .map(|b| (Backend::PubSub(b), Vec::new()))
-                .map_err(|e| (e.field, e.message))
         } else {
             herd_state::configure(&c.name, &c.kind, &c.metadata, &config.data_dir)
                 .map(|(b, unused)| (Backend::State(b), unused))
-                .map_err(|e| (e.field, e.message))
         };
         match configured {
             Ok((backend, unused)) => {
@@ -54,9 +52,7 @@ pub fn load(path: &Path, resources: &[PathBuf]) -> Result<(Config, Vec<Declared>
                     outbox: outbox_of(c),
                 });
             }
-            Err((field, message)) => {
-                errors.push(config.component_error(c, field.as_deref(), message))
-            }
+            Err(e) => errors.push(config.component_error(c, e.field.as_deref(), e.message)),
         }
     }
     for c in &config.components {

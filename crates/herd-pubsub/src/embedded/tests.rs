@@ -6,39 +6,18 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
+use crate::broker::{Delivery, Nack};
+use crate::testing::{embedded_log, message, next_within, options};
 
-fn message(body: &str) -> Message {
-    Message {
-        data: Bytes::from(body.to_string()),
-        id: None,
-        ttl: None,
-        metadata: Default::default(),
-    }
-}
-
-fn options(max_in_flight: u32, ack_timeout: Duration) -> ConsumeOptions {
-    ConsumeOptions {
-        max_in_flight,
-        ack_timeout,
-    }
-}
-
+/// The next delivery, within 5 s.
 async fn next(consumer: &mut Box<dyn Consumer>) -> Box<dyn Delivery> {
-    tokio::time::timeout(Duration::from_secs(5), consumer.next())
-        .await
-        .expect("a delivery within 5 s")
-        .expect("open")
-        .expect("no error")
-}
-
-fn open(dir: &tempfile::TempDir) -> EmbeddedLog {
-    EmbeddedLog::open(&dir.path().join("log.redb"), EmbeddedSettings::default()).unwrap()
+    next_within(consumer, Duration::from_secs(5)).await
 }
 
 #[tokio::test]
 async fn unacknowledged_messages_come_back_with_a_higher_attempt() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(&dir);
+    let log = embedded_log(dir.path());
     log.publish("t", message("x")).await.unwrap();
     let mut c = log
         .consume("t", "g", options(1, Duration::from_millis(50)))
@@ -69,7 +48,7 @@ async fn unacknowledged_messages_come_back_with_a_higher_attempt() {
 #[tokio::test]
 async fn an_idempotency_key_stores_a_message_once() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(&dir);
+    let log = embedded_log(dir.path());
     for _ in 0..3 {
         let mut m = message("once");
         m.id = Some("order-7".into());
@@ -92,7 +71,7 @@ async fn an_idempotency_key_stores_a_message_once() {
 #[tokio::test]
 async fn expired_messages_are_not_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(&dir);
+    let log = embedded_log(dir.path());
     let mut m = message("stale");
     m.ttl = Some(Duration::from_millis(1));
     log.publish("t", m).await.unwrap();
@@ -113,7 +92,7 @@ async fn expired_messages_are_not_delivered() {
 async fn messages_and_unacknowledged_deliveries_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = open(&dir);
+        let log = embedded_log(dir.path());
         log.publish("t", message("a")).await.unwrap();
         log.publish("t", message("b")).await.unwrap();
         // A long ack timeout: after a restart, deliveries of the old run are due at once anyway.

@@ -1,16 +1,16 @@
 //! RabbitMQ backend tests: metadata parsing and message properties as unit tests, and the
 //! broker-specific behaviour (reconnects, retry delays, ack timeouts) against a real server.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::*;
+use bytes::Bytes;
+use lapin::types::{AMQPValue, FieldTable};
 
-fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use super::consume::attempt;
+use super::*;
+use crate::broker::Nack;
+use crate::testing::{message, meta, next, run_id};
 
 const URL: &str = "amqp://guest:secret@rabbit:5672/%2f";
 
@@ -128,19 +128,6 @@ fn bad_metadata_names_its_key() {
 }
 
 #[test]
-fn configure_serves_the_kind() {
-    let backend = crate::configure(
-        "events",
-        "pubsub.rabbitmq",
-        &meta(&[("connectionString", URL)]),
-        std::path::Path::new("/d"),
-    )
-    .unwrap();
-    assert!(matches!(backend, crate::Backend::Rabbitmq(_)));
-    assert!(crate::KINDS.contains(&"pubsub.rabbitmq"));
-}
-
-#[test]
 fn attempts_come_from_the_delivery_count() {
     let mut headers = FieldTable::default();
     assert_eq!(attempt(false, None), 1);
@@ -210,14 +197,6 @@ fn server() -> Option<String> {
     url
 }
 
-fn run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("unit{}x{nanos:x}", std::process::id())
-}
-
 async fn broker(url: &str) -> RabbitMq {
     let settings = RabbitMqSettings::from_metadata(&meta(&[
         ("connectionString", url),
@@ -225,23 +204,6 @@ async fn broker(url: &str) -> RabbitMq {
     ]))
     .unwrap();
     RabbitMq::open(settings).await.unwrap()
-}
-
-fn message(body: &str) -> Message {
-    Message {
-        data: Bytes::from(body.to_string()),
-        id: None,
-        ttl: None,
-        metadata: BTreeMap::new(),
-    }
-}
-
-async fn next(c: &mut Box<dyn Consumer>) -> Box<dyn Delivery> {
-    tokio::time::timeout(Duration::from_secs(10), c.next())
-        .await
-        .expect("a delivery within 10 s")
-        .expect("open")
-        .expect("no error")
 }
 
 /// Deletes what a test declared.
@@ -263,7 +225,7 @@ async fn remove(broker: &RabbitMq, topic: &str, groups: &[&str]) {
 async fn publishing_to_a_topic_without_groups_is_an_error() {
     let Some(url) = server() else { return };
     let b = broker(&url).await;
-    let topic = format!("nobody-{}", run_id());
+    let topic = format!("nobody-unit{}", run_id());
     let err = b.publish(&topic, message("lost")).await.unwrap_err();
     assert!(
         matches!(&err, PubSubError::Unavailable(m) if m.contains("no queue is bound")),
@@ -287,7 +249,7 @@ async fn publishing_to_a_topic_without_groups_is_an_error() {
 async fn reconnects_after_the_connection_closed() {
     let Some(url) = server() else { return };
     let b = broker(&url).await;
-    let topic = format!("reconnect-{}", run_id());
+    let topic = format!("reconnect-unit{}", run_id());
     let group = "g";
     let mut c = b
         .consume(&topic, group, ConsumeOptions::default())
@@ -317,7 +279,7 @@ async fn reconnects_after_the_connection_closed() {
 async fn a_retry_delay_is_honoured_and_an_ack_timeout_requeues() {
     let Some(url) = server() else { return };
     let b = broker(&url).await;
-    let topic = format!("delays-{}", run_id());
+    let topic = format!("delays-unit{}", run_id());
     let group = "g";
     let options = ConsumeOptions {
         max_in_flight: 4,
@@ -353,7 +315,7 @@ async fn a_retry_delay_is_honoured_and_an_ack_timeout_requeues() {
 async fn a_dropped_delivery_is_requeued_while_its_consumer_lives() {
     let Some(url) = server() else { return };
     let b = broker(&url).await;
-    let topic = format!("dropped-{}", run_id());
+    let topic = format!("dropped-unit{}", run_id());
     let group = "g";
     let mut c = b
         .consume(&topic, group, ConsumeOptions::default())

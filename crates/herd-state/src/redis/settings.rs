@@ -1,0 +1,50 @@
+//! `state.redis` and `lock.redis` metadata → [`RedisSettings`]: the keys of Dapr's Redis state
+//! store that herd uses, read as written.
+
+use std::time::Duration;
+
+use herd_config::metadata::{FieldError, Metadata, field_error, userinfo};
+
+/// Connection settings read from the component's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port/db`.
+    pub url: String,
+    /// Replicas a `strong` write waits for.
+    pub replicas: u32,
+    /// How long a `strong` write waits for them.
+    pub strong_timeout: Duration,
+    /// Timeout of every command.
+    pub timeout: Duration,
+}
+
+/// The settings of a `state.redis` or `lock.redis` component.
+pub(crate) fn configure(meta: &Metadata<'_>) -> Result<RedisSettings, FieldError> {
+    let host = meta
+        .value("redisHost")
+        .ok_or_else(|| field_error("redisHost", "required (host:port)"))?;
+    if !host.contains(':') {
+        return Err(field_error(
+            "redisHost",
+            format!("{host:?} is not host:port"),
+        ));
+    }
+    if meta.boolean("enableTLS")?.unwrap_or(false) {
+        return Err(field_error(
+            "enableTLS",
+            "TLS to Redis is not supported yet",
+        ));
+    }
+    let db: u32 = meta.number("redisDB")?.unwrap_or(0);
+    let auth = userinfo(meta.value("redisUsername"), meta.value("redisPassword"));
+    Ok(RedisSettings {
+        url: format!("redis://{auth}{host}/{db}"),
+        replicas: meta.number("replicas")?.unwrap_or(0),
+        strong_timeout: meta
+            .duration("strongTimeout")?
+            .unwrap_or(Duration::from_secs(1)),
+        timeout: meta
+            .duration("readTimeout")?
+            .unwrap_or(Duration::from_secs(5)),
+    })
+}
