@@ -30,7 +30,7 @@ pub struct Config {
     /// The admin listener's address, if any.
     pub admin: Option<SocketAddr>,
     /// herd's own logs and span export.
-    pub telemetry: crate::telemetry::TelemetrySpec,
+    pub telemetry: TelemetrySpec,
     /// The sidecar API, if `[api]` is present.
     pub api: Option<ApiSpec>,
     /// Components from `[[component]]` (Dapr resource files are added by
@@ -537,4 +537,24 @@ pub struct MeshTls {
     pub ca: PathBuf,
     /// The DNS name checked in a peer's certificate.
     pub server_name: String,
+}
+
+/// How herd writes its own log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// `[telemetry]`, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetrySpec {
+    /// The collector's base URL (`http://host:port`), without a trailing `/`.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of herd's spans.
+    pub service_name: Option<String>,
+    /// The log format, when the file sets one.
+    pub log_format: Option<LogFormat>,
 }

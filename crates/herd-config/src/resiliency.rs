@@ -18,9 +18,9 @@ use herd_resilience::{
 
 use serde::Deserialize;
 
+use crate::check::Checker;
 use crate::raw::{RawPolicyBreaker, RawPolicyRetry, RawResiliency, RawTarget};
 use crate::source::{ConfigError, KeyPath};
-use crate::validate::Checker;
 
 /// Reports a problem at a key path (segments under the document's root).
 pub(crate) type Report<'a> = dyn FnMut(&[&str], String) + 'a;
