@@ -82,3 +82,76 @@ pub enum Reply {
         message: String,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire format, byte for byte: a herd and a CLI of different builds must still agree.
+    #[test]
+    fn requests_keep_their_wire_format() {
+        let web = || "web".to_string();
+        let cases = [
+            (Request::Status, r#"{"op":"status"}"#),
+            (
+                Request::Logs {
+                    service: None,
+                    lines: 100,
+                    follow: false,
+                },
+                r#"{"op":"logs","service":null,"lines":100,"follow":false}"#,
+            ),
+            (
+                Request::Logs {
+                    service: Some(web()),
+                    lines: 5,
+                    follow: true,
+                },
+                r#"{"op":"logs","service":"web","lines":5,"follow":true}"#,
+            ),
+            (
+                Request::Reload { service: web() },
+                r#"{"op":"reload","service":"web"}"#,
+            ),
+            (
+                Request::Restart { service: web() },
+                r#"{"op":"restart","service":"web"}"#,
+            ),
+            (
+                Request::Stop { service: web() },
+                r#"{"op":"stop","service":"web"}"#,
+            ),
+            (
+                Request::Start { service: web() },
+                r#"{"op":"start","service":"web"}"#,
+            ),
+            (Request::Down, r#"{"op":"down"}"#),
+            (Request::Overview, r#"{"op":"overview"}"#),
+        ];
+        for (request, wire) in cases {
+            assert_eq!(serde_json::to_string(&request).unwrap(), wire);
+            let back: Request = serde_json::from_str(wire).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), wire);
+        }
+    }
+
+    #[test]
+    fn replies_keep_their_wire_format() {
+        let cases = [
+            (Reply::Done, r#"{"kind":"done"}"#),
+            (
+                Reply::Progress { text: "ok".into() },
+                r#"{"kind":"progress","text":"ok"}"#,
+            ),
+            (
+                Reply::Error {
+                    message: "no".into(),
+                },
+                r#"{"kind":"error","message":"no"}"#,
+            ),
+        ];
+        for (reply, wire) in cases {
+            assert_eq!(serde_json::to_string(&reply).unwrap(), wire);
+        }
+    }
+}
