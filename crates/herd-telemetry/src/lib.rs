@@ -16,6 +16,9 @@ pub mod sampler;
 pub use overview::Overview;
 pub use sampler::Sampler;
 
+/// The recorder's handle: what [`install`] returns and the sampler and admin listener read.
+pub use metrics_exporter_prometheus::PrometheusHandle;
+
 pub mod context;
 pub mod logs;
 pub mod otlp;
@@ -33,7 +36,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
