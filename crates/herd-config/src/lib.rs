@@ -8,6 +8,8 @@
 //! `raw`, `source`. Either way a failure is a [`ConfigErrors`] whose entries name the file, the
 //! line and the key, and herd refuses to start.
 
+#![forbid(unsafe_code)]
+
 mod api;
 mod check;
 mod dapr;

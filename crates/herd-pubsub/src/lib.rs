@@ -3,6 +3,8 @@
 //! stores, [`configure`] turns a component's type and metadata into a [`Backend`] at start-up
 //! and [`open`] connects it; a backend is one module plus one arm in each.
 
+#![forbid(unsafe_code)]
+
 mod broker;
 mod embedded;
 mod error;

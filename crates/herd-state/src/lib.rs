@@ -7,6 +7,8 @@
 //! [`open`] connects it, which may fail and is retried by the caller. Adding a backend means one
 //! module implementing [`StateStore`] and one arm in each of those two functions.
 
+#![forbid(unsafe_code)]
+
 mod embedded;
 mod error;
 mod postgres;

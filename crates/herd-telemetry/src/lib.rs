@@ -7,6 +7,8 @@
 //! `[admin] listen` says, loopback unless configured otherwise. It also serves the dashboard
 //! (`GET /`, see [`dashboard`]) and its data (`GET /api/overview`, see [`overview`]).
 
+#![forbid(unsafe_code)]
+
 pub mod dashboard;
 pub mod overview;
 pub mod promtext;
