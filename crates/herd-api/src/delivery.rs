@@ -2,9 +2,11 @@
 //!
 //! For every service, once one of its instances is ready, herd asks it for its programmatic
 //! subscriptions (`GET /dapr/subscribe`, as Dapr does) and adds the declarative ones of
-//! herd.toml and Dapr `Subscription` files. Each subscription consumes its topic as the consumer
-//! group named after the service, so the service's instances share the messages and every
-//! subscribing service gets all of them.
+//! herd.toml and Dapr `Subscription` files (`delivery/discovery.rs`). Each subscription consumes
+//! its topic as the consumer group named after the service, so the service's instances share
+//! the messages and every subscribing service gets all of them. This module runs the consumers
+//! and settles each message by the app's verdict; `delivery/post.rs` is the POST itself and
+//! `delivery/span.rs` the CONSUMER span each delivery runs in.
 //!
 //! A delivery is the CloudEvent POSTed to the route (the first rule whose `event.type` matches,
 //! else the default) on one of the service's ready endpoints, round robin, with the headers
@@ -24,6 +26,10 @@
 //! message goes to the dead-letter topic at once, or without one back to the broker as above.
 //! Without a policy a delivery is one POST, and the broker's redelivery is the retry.
 
+mod discovery;
+mod post;
+mod span;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +39,7 @@ use bytes::Bytes;
 use herd_config::SubscriptionSpec;
 use herd_pubsub::{ConsumeOptions, Delivery, Message, Nack, PubSub};
 use herd_resilience::{Outcome, Policies, Policy, RunError};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -41,11 +47,6 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-use herd_telemetry::traceparent::TRACEPARENT;
-use herd_telemetry::{Traced, context};
-use opentelemetry::KeyValue;
-use opentelemetry::trace::SpanKind;
 
 use crate::components::{Block, Components};
 
@@ -59,8 +60,6 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// How long an app may take to answer a delivery.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long `GET /dapr/subscribe` may take.
-const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts delivery for every service in `services`: declarative subscriptions from `declared`,
 /// programmatic ones asked from the service once an instance is ready.
@@ -131,117 +130,7 @@ impl App {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Programmatic {
-    pubsubname: String,
-    topic: String,
-    route: Option<String>,
-    routes: Option<Routes>,
-    dead_letter_topic: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Routes {
-    default: Option<String>,
-    #[serde(default)]
-    rules: Vec<Rule>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Rule {
-    #[serde(rename = "match")]
-    matches: String,
-    path: String,
-}
-
-/// Asks the app for its subscriptions; none when it has no such route.
-async fn discover(app: &mut App, stop: &CancellationToken) -> Vec<SubscriptionSpec> {
-    // An app without programmatic subscriptions answers 404 (or 200 with []); a failed or
-    // unreadable answer is tried again a few times, then logged, so a slow first request does
-    // not silently lose the app's subscriptions.
-    let mut answer = Vec::new();
-    for attempt in 1..=5u32 {
-        let Some(addr) = app.endpoint(stop).await else {
-            return Vec::new();
-        };
-        match ask(app, addr).await {
-            Ok(found) => {
-                answer = found;
-                break;
-            }
-            Err(why) if attempt == 5 => {
-                tracing::warn!(
-                    "{}: GET /dapr/subscribe failed {attempt} times ({why}); only declarative subscriptions apply",
-                    app.service
-                );
-            }
-            Err(_) => {
-                tokio::select! {
-                    _ = stop.cancelled() => return Vec::new(),
-                    _ = tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))) => {}
-                }
-            }
-        }
-    }
-    answer
-        .into_iter()
-        .filter_map(|p| {
-            let routes = p.routes.unwrap_or_default();
-            let route = routes.default.or(p.route)?;
-            let rules = routes
-                .rules
-                .into_iter()
-                .filter_map(|r| Some((SubscriptionSpec::parse_match(&r.matches)?, r.path)))
-                .collect();
-            Some(SubscriptionSpec {
-                service: app.service.clone(),
-                pubsub: p.pubsubname,
-                topic: p.topic,
-                route,
-                rules,
-                dead_letter_topic: p.dead_letter_topic.filter(|t| !t.is_empty()),
-                max_in_flight: 16,
-                in_order: false,
-                max_deliveries: 10,
-            })
-        })
-        .collect()
-}
-
-/// One `GET /dapr/subscribe`: the app's subscriptions, none on 404, or why it failed.
-async fn ask(app: &App, addr: SocketAddr) -> Result<Vec<Programmatic>, String> {
-    let request = http::Request::get(format!("http://{addr}/dapr/subscribe"))
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    tokio::time::timeout(DISCOVERY_TIMEOUT, async {
-        let response = app
-            .client
-            .request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        if status == http::StatusCode::NOT_FOUND {
-            return Ok(Vec::new());
-        }
-        if !status.is_success() {
-            return Err(format!("status {status}"));
-        }
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Vec::new());
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("unreadable answer: {e}"))
-    })
-    .await
-    .map_err(|_| "timed out".to_string())?
-}
-
+/// Finds the service's subscriptions, then runs each.
 async fn run_app(
     mut app: App,
     declared: Vec<SubscriptionSpec>,
@@ -249,15 +138,7 @@ async fn run_app(
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let mut subscriptions = declared;
-    for found in discover(&mut app, &stop).await {
-        let duplicate = subscriptions
-            .iter()
-            .any(|s| s.pubsub == found.pubsub && s.topic == found.topic);
-        if !duplicate {
-            subscriptions.push(found);
-        }
-    }
+    let subscriptions = discovery::subscriptions(&mut app, declared, &stop).await;
     for sub in subscriptions {
         tracing::info!(
             "{}: subscribed to {}/{} at {}",
@@ -352,7 +233,7 @@ async fn run_subscription(
             Some(Ok(delivery)) => {
                 // The consumer bounds deliveries in flight (max_in_flight), so this spawns at
                 // most that many tasks at once.
-                tracker.spawn(traced(
+                tracker.spawn(span::traced(
                     app.clone(),
                     sub.clone(),
                     broker.clone(),
@@ -446,7 +327,7 @@ async fn attempt(
             let body = body.clone();
             async move {
                 let addr = app.endpoint(stop).await.ok_or(Stopping)?;
-                Ok(post(&app, addr, path, &sub.pubsub, event, body).await)
+                Ok(post::post(&app, addr, path, &sub.pubsub, event, body).await)
             }
         },
         delivery_outcome,
@@ -532,100 +413,6 @@ impl Drop for InFlight {
     }
 }
 
-/// The trace context a CloudEvent carries.
-#[derive(Deserialize, Default)]
-struct EventTrace {
-    id: Option<String>,
-    traceparent: Option<String>,
-    tracestate: Option<String>,
-}
-
-/// One delivery attempt inside its CONSUMER span, a child of the event's `traceparent`: log
-/// lines carry the trace id, and the POST to the app names this span as its parent.
-async fn traced(
-    app: App,
-    sub: Arc<SubscriptionSpec>,
-    broker: Arc<dyn PubSub>,
-    policy: Arc<Policy>,
-    delivery: Box<dyn Delivery>,
-    stop: CancellationToken,
-) {
-    let event: EventTrace = serde_json::from_slice(delivery.data()).unwrap_or_default();
-    let parent = event
-        .traceparent
-        .as_deref()
-        .and_then(|tp| context::parse(tp, event.tracestate.as_deref()));
-    let hop = Traced::start(
-        SpanKind::Consumer,
-        format!("process {}", sub.topic),
-        &context::remote(parent),
-        || {
-            let mut a = vec![
-                KeyValue::new("messaging.operation.type", "process"),
-                KeyValue::new("messaging.operation.name", "process"),
-                KeyValue::new("messaging.destination.name", sub.topic.clone()),
-                KeyValue::new("messaging.consumer.group.name", app.service.clone()),
-                KeyValue::new("herd.pubsub", sub.pubsub.clone()),
-                KeyValue::new("herd.delivery.attempt", i64::from(delivery.attempt())),
-            ];
-            if let Some(id) = event.id.clone() {
-                a.push(KeyValue::new("messaging.message.id", id));
-            }
-            a
-        },
-    );
-    hop.wrap(deliver(app, sub, broker, policy, delivery, stop))
-        .await;
-    hop.end();
-}
-
-/// The delivery request for `event` (serialised as `body`), with Dapr's headers.
-fn delivery_request(
-    addr: SocketAddr,
-    path: &str,
-    pubsub: &str,
-    event: &serde_json::Value,
-    body: Bytes,
-) -> Result<http::Request<Full<Bytes>>, http::Error> {
-    let mut request = http::Request::post(format!("http://{addr}{path}"))
-        .header(http::header::CONTENT_TYPE, "application/cloudevents+json")
-        .header("pubsubname", pubsub);
-    // Inside a delivery's span, that span is the app's parent; else the event's context.
-    let current = herd_telemetry::current_traceparent();
-    if let Some(tp) = current
-        .as_deref()
-        .or_else(|| event.get("traceparent").and_then(|t| t.as_str()))
-    {
-        request = request.header(TRACEPARENT, tp);
-    }
-    request.body(Full::new(body))
-}
-
-/// POSTs the event; any transport failure or timeout is a retry.
-async fn post(
-    app: &App,
-    addr: SocketAddr,
-    path: &str,
-    pubsub: &str,
-    event: &serde_json::Value,
-    body: Bytes,
-) -> Verdict {
-    let Ok(request) = delivery_request(addr, path, pubsub, event, body) else {
-        return Verdict::Drop;
-    };
-    let answer = tokio::time::timeout(DELIVERY_TIMEOUT, async {
-        let response = app.client.request(request).await.ok()?;
-        let status = response.status();
-        let body = response.into_body().collect().await.ok()?.to_bytes();
-        Some(verdict(status, &body))
-    })
-    .await;
-    match answer {
-        Ok(Some(v)) => v,
-        _ => Verdict::Retry,
-    }
-}
-
 /// Moves a message the app dropped or kept failing to the dead-letter topic (or drops it).
 async fn dead_letter(
     app: &App,
@@ -666,79 +453,4 @@ async fn dead_letter(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_are_read_as_dapr_reads_them() {
-        use http::StatusCode as S;
-        assert_eq!(verdict(S::OK, b""), Verdict::Ack);
-        assert_eq!(verdict(S::NO_CONTENT, b""), Verdict::Ack);
-        assert_eq!(verdict(S::OK, br#"{"status":"SUCCESS"}"#), Verdict::Ack);
-        assert_eq!(verdict(S::OK, br#"{"status":"RETRY"}"#), Verdict::Retry);
-        assert_eq!(verdict(S::OK, br#"{"status":"DROP"}"#), Verdict::Drop);
-        assert_eq!(verdict(S::NOT_FOUND, b""), Verdict::Drop);
-        assert_eq!(verdict(S::INTERNAL_SERVER_ERROR, b""), Verdict::Retry);
-        assert_eq!(verdict(S::OK, b"not json"), Verdict::Ack);
-    }
-
-    #[test]
-    fn rules_pick_the_path_by_event_type() {
-        let sub = SubscriptionSpec {
-            service: "s".into(),
-            pubsub: "p".into(),
-            topic: "t".into(),
-            route: "/default".into(),
-            rules: vec![("order.created".into(), "/created".into())],
-            dead_letter_topic: None,
-            max_in_flight: 1,
-            in_order: true,
-            max_deliveries: 3,
-        };
-        let created = serde_json::json!({"type": "order.created"});
-        let other = serde_json::json!({"type": "order.paid"});
-        assert_eq!(path_for(&sub, &created), "/created");
-        assert_eq!(path_for(&sub, &other), "/default");
-    }
-
-    #[test]
-    fn deliveries_carry_dapr_headers() {
-        let event = serde_json::json!({
-            "id": "1",
-            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        });
-        let addr: SocketAddr = ([127, 0, 0, 1], 8080).into();
-        let body = Bytes::from(event.to_string());
-        let r = delivery_request(addr, "/orders", "pubsub", &event, body).unwrap();
-        assert_eq!(r.method(), http::Method::POST);
-        assert_eq!(r.uri(), "http://127.0.0.1:8080/orders");
-        let h = r.headers();
-        assert_eq!(h["content-type"], "application/cloudevents+json");
-        assert_eq!(h["pubsubname"], "pubsub");
-        assert_eq!(
-            h["traceparent"],
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-        );
-        let bare = serde_json::json!({"id": "2"});
-        let r = delivery_request(addr, "/", "other", &bare, Bytes::new()).unwrap();
-        assert!(r.headers().get("traceparent").is_none());
-        assert_eq!(r.headers()["pubsubname"], "other");
-    }
-
-    #[test]
-    fn answers_count_for_the_inbound_policy() {
-        assert_eq!(delivery_outcome(&Ok(Verdict::Ack)), Outcome::Success);
-        assert_eq!(delivery_outcome(&Ok(Verdict::Retry)), Outcome::Failure);
-        assert_eq!(delivery_outcome(&Ok(Verdict::Drop)), Outcome::Permanent);
-        assert_eq!(delivery_outcome(&Err(Stopping)), Outcome::Permanent);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for attempt in 1..20 {
-            let cap = Duration::from_millis(100 * (1 << (attempt - 1).min(7)))
-                .min(Duration::from_secs(10));
-            assert!(backoff(attempt) <= cap);
-        }
-    }
-}
+mod tests;

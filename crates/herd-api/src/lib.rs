@@ -22,6 +22,8 @@
 //! bodies larger than `[api] max_body` get 413. Every request but the health checks runs in a
 //! SERVER span (`traced`), so its log lines carry the trace id.
 
+#![forbid(unsafe_code)]
+
 mod cloudevent;
 pub mod components;
 pub mod delivery;

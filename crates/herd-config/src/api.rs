@@ -7,10 +7,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use crate::check::Checker;
 use crate::model::{ApiSpec, ComponentSpec, Origin, ServiceSpec, SubscriptionSpec};
 use crate::raw::{RawApi, RawComponent, RawSubscription};
 use crate::source::KeyPath;
-use crate::validate::Checker;
 
 /// Dapr's default body limit.
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;

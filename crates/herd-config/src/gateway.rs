@@ -5,48 +5,16 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::check::{Checker, host_port};
 use crate::model::{
-    Backoff, BreakerConfig, GatewaySpec, HealthSpec, Limits, ListenerSpec, OutlierSpec, Regions,
-    RetrySpec, RouteSpec, ServiceSpec, Target, TlsFiles, Trip, UpstreamSpec,
+    Backoff, GatewaySpec, HealthSpec, Limits, ListenerSpec, OutlierSpec, Regions, RetrySpec,
+    RouteSpec, ServiceSpec, Target, TlsFiles, UpstreamSpec,
 };
-use crate::raw::{
-    RawBreaker, RawEndpoint, RawGateway, RawHealth, RawOutlier, RawRetry, RawRoute, RawUpstream,
-};
+use crate::raw::{RawEndpoint, RawGateway, RawHealth, RawOutlier, RawRetry, RawRoute, RawUpstream};
 use crate::source::KeyPath;
-use crate::validate::Checker;
 
 fn root(key: &str, index: usize) -> KeyPath {
     KeyPath::default().key(key).index(index)
-}
-
-/// A per-endpoint breaker table (`breaker = { ... }` on an upstream or a service).
-pub(crate) fn breaker(
-    c: &mut Checker<'_>,
-    at: &KeyPath,
-    raw: Option<&RawBreaker>,
-) -> BreakerConfig {
-    let d = BreakerConfig::default();
-    let Some(raw) = raw else {
-        return d;
-    };
-    let trip = match raw.trip.as_deref().map(Trip::parse) {
-        None => d.trip.clone(),
-        Some(Ok(t)) => t,
-        Some(Err(e)) => {
-            c.err(&at.key("trip"), e.to_string());
-            d.trip.clone()
-        }
-    };
-    let max_requests = raw.max_requests.unwrap_or(d.max_requests);
-    if max_requests == 0 {
-        c.err(&at.key("maxRequests"), "must be at least 1");
-    }
-    BreakerConfig {
-        trip,
-        timeout: c.duration(&at.key("timeout"), raw.timeout.as_deref(), d.timeout),
-        interval: c.duration(&at.key("interval"), raw.interval.as_deref(), d.interval),
-        max_requests: max_requests.max(1),
-    }
 }
 
 fn health(c: &mut Checker<'_>, at: &KeyPath, raw: &RawHealth) -> HealthSpec {
@@ -318,7 +286,7 @@ pub(crate) fn check(
         if u.max_concurrency == Some(0) {
             c.err(&at.key("max_concurrency"), "must be at least 1");
         }
-        let breaker = breaker(c, &at.key("breaker"), u.breaker.as_ref());
+        let breaker = c.breaker(&at.key("breaker"), u.breaker.as_ref());
         let health = u.health.as_ref().map(|h| health(c, &at.key("health"), h));
         let outlier = u
             .outlier
@@ -435,14 +403,4 @@ pub(crate) fn check(
         );
     }
     spec
-}
-
-/// A `name:port` endpoint: a DNS name (letters, digits, `-` and `.`, lower-cased) and a port.
-pub(crate) fn host_port(text: &str) -> Option<(String, u16)> {
-    let (host, port) = text.rsplit_once(':')?;
-    let valid_host = !host.is_empty()
-        && host
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.');
-    Some((host.to_ascii_lowercase(), port.parse::<u16>().ok()?)).filter(|_| valid_host)
 }

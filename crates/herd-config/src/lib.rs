@@ -1,14 +1,20 @@
 //! `herd.toml` → validated [`Config`].
 //!
 //! Loading runs in two stages. Serde reads the text into the structs of `raw.rs`, rejecting
-//! unknown keys and wrong types; then `validate.rs` checks values and fills defaults, collecting
-//! every problem. Either way a failure is a [`ConfigErrors`] whose entries name the file, the
+//! unknown keys and wrong types; then `validate.rs` has each section checked by its module
+//! (`service.rs`, `gateway.rs`, `telemetry.rs`, `api.rs`, `resiliency.rs`, `mesh.rs`), which
+//! fills defaults and pushes every problem onto one `check::Checker`, and assembles the
+//! [`Config`] of `model.rs`. Imports flow one way: `validate` → sections → `check` → `model`,
+//! `raw`, `source`. Either way a failure is a [`ConfigErrors`] whose entries name the file, the
 //! line and the key, and herd refuses to start.
 //!
 //! Component metadata is checked by the crate that serves the component; [`metadata`] is the
 //! reader those crates share.
 
+#![forbid(unsafe_code)]
+
 mod api;
+mod check;
 mod dapr;
 mod gateway;
 mod mesh;
@@ -16,6 +22,7 @@ pub mod metadata;
 pub mod model;
 pub mod raw;
 mod resiliency;
+mod service;
 pub mod source;
 mod telemetry;
 mod validate;
@@ -25,15 +32,14 @@ use std::sync::Arc;
 
 pub use api::{DEFAULT_PUBSUB, DEFAULT_STORE};
 pub use dapr::load_resources;
-pub use model::Resiliency;
 pub use model::{ApiSpec, ComponentSpec, MeshSpec, MeshTls, Origin, SubscriptionSpec};
 pub use model::{
     Backoff, Balance, BreakerConfig, Config, GatewaySpec, HealthSpec, Limits, ListenerSpec,
     LogSettings, OutlierSpec, Readiness, ReadyMode, Regions, RestartPolicy, RetrySpec, RouteSpec,
     ServiceSpec, Target, TlsFiles, Trip, UpstreamSpec,
 };
+pub use model::{LogFormat, Resiliency, TelemetrySpec};
 pub use source::{ConfigError, ConfigErrors, KeyPath, Source};
-pub use telemetry::{LogFormat, TelemetrySpec};
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

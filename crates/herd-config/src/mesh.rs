@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use crate::gateway::host_port;
+use crate::check::{Checker, host_port};
 use crate::model::{MeshSpec, MeshTls};
 use crate::raw::RawMesh;
 use crate::source::KeyPath;
-use crate::validate::Checker;
 
 /// How often peers are asked for their apps unless `refresh` says otherwise.
 const DEFAULT_REFRESH: Duration = Duration::from_secs(2);

@@ -2,9 +2,9 @@
 //! into [`Resiliency`] documents (`herd-resilience` types, resolved per target at run time by
 //! `herd_resilience::Policies`).
 //!
-//! Both sources share the serde structs of `raw.rs` and one check, [`build`], which reports
-//! problems by key path under the document's root (`resiliency` in herd.toml, `spec` in a YAML
-//! document); each source turns a path into its own file, line and key. A target naming a
+//! Both sources share the serde structs of `raw/resiliency.rs` and one check, [`build`], which
+//! reports problems by key path under the document's root (`resiliency` in herd.toml, `spec` in
+//! a YAML document); each source turns a path into its own file, line and key. A target naming a
 //! policy that does not exist, a bad duration, a bad `trip` expression or a bad `maxRetries` is
 //! an error and herd refuses to start.
 
@@ -18,9 +18,9 @@ use herd_resilience::{
 
 use serde::Deserialize;
 
+use crate::check::Checker;
 use crate::raw::{RawPolicyBreaker, RawPolicyRetry, RawResiliency, RawTarget};
 use crate::source::{ConfigError, KeyPath};
-use crate::validate::Checker;
 
 /// Reports a problem at a key path (segments under the document's root).
 pub(crate) type Report<'a> = dyn FnMut(&[&str], String) + 'a;

@@ -1,29 +1,12 @@
-//! Validation of `[telemetry]`: the OTLP endpoint, the service name of herd's spans and the
-//! format of its log lines.
+//! Validation of `[telemetry]` (the OTLP endpoint, the service name of herd's spans and the
+//! format of its log lines) and of `[admin]`, the listener of `/metrics` and the dashboard.
 
-use crate::raw::RawTelemetry;
+use std::net::SocketAddr;
+
+use crate::check::Checker;
+use crate::model::{LogFormat, TelemetrySpec};
+use crate::raw::{RawAdmin, RawTelemetry};
 use crate::source::KeyPath;
-use crate::validate::Checker;
-
-/// How herd writes its own log lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// Human-readable text.
-    Text,
-}
-
-/// `[telemetry]`, checked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TelemetrySpec {
-    /// The collector's base URL (`http://host:port`), without a trailing `/`.
-    pub otlp_endpoint: Option<String>,
-    /// The `service.name` of herd's spans.
-    pub service_name: Option<String>,
-    /// The log format, when the file sets one.
-    pub log_format: Option<LogFormat>,
-}
 
 /// Why `url` is not a collector base URL, if it is not.
 fn endpoint_problem(url: &str) -> Option<String> {
@@ -54,6 +37,13 @@ fn endpoint_problem(url: &str) -> Option<String> {
     None
 }
 
+/// `[admin]`: the admin listener's address, if it has one.
+pub(crate) fn admin(c: &mut Checker<'_>, raw: RawAdmin) -> Option<SocketAddr> {
+    let at = KeyPath::default().key("admin").key("listen");
+    raw.listen.as_deref().and_then(|text| c.address(&at, text))
+}
+
+/// `[telemetry]`, checked.
 pub(crate) fn check(c: &mut Checker<'_>, raw: RawTelemetry) -> TelemetrySpec {
     let at = KeyPath::default().key("telemetry");
     let otlp_endpoint = raw.otlp_endpoint.and_then(|url| {

@@ -14,6 +14,8 @@
 //! generation behind an `ArcSwap`; [`Gateway::reload`] builds the next and swaps it in without
 //! touching connections. Shutdown stops accepting and lets open connections finish.
 
+#![forbid(unsafe_code)]
+
 mod access;
 mod answer;
 mod dns;

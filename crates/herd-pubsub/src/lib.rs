@@ -12,6 +12,8 @@
 //! `redis_streams/fetch.rs` (reclaiming and reading entries). Only backend folders name a
 //! broker's client crate.
 
+#![forbid(unsafe_code)]
+
 mod broker;
 mod embedded;
 mod error;

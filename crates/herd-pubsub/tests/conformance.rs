@@ -6,6 +6,8 @@
 //! `HERD_TEST_*_URL` variable names one and report themselves skipped otherwise. Topic and group
 //! names carry a per-run suffix, so runs never see each other's messages.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;

@@ -19,6 +19,8 @@
 //! Refusals are [`Rejected`] errors carrying a retry-after hint, so a caller can answer 503 or
 //! 429 with `Retry-After` without guessing.
 
+#![forbid(unsafe_code)]
+
 mod breaker;
 mod future;
 mod policies;

@@ -13,6 +13,8 @@
 //! (the writer thread's commit path) and `embedded/tests.rs`. Only the `redis` and `postgres`
 //! folders name their client crates.
 
+#![forbid(unsafe_code)]
+
 mod embedded;
 mod error;
 mod postgres;

@@ -6,6 +6,8 @@
 //! writes so the runtime never blocks and concurrent writers share one commit. The queue is
 //! bounded (senders wait when it is full) and the thread ends when every sender is gone.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -7,6 +7,8 @@
 //! `[admin] listen` says, loopback unless configured otherwise. It also serves the dashboard
 //! (`GET /`, see [`dashboard`]) and its data (`GET /api/overview`, see [`overview`]).
 
+#![forbid(unsafe_code)]
+
 pub mod dashboard;
 pub mod overview;
 pub mod promtext;
@@ -15,6 +17,9 @@ pub mod sampler;
 
 pub use overview::Overview;
 pub use sampler::Sampler;
+
+/// The recorder's handle: what [`install`] returns and the sampler and admin listener read.
+pub use metrics_exporter_prometheus::PrometheusHandle;
 
 pub mod context;
 pub mod logs;
@@ -34,7 +39,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -21,6 +21,8 @@
 //! history.check(&Register::new(0)).assert_linearizable();
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod history;
 pub mod linearize;
 pub mod register;

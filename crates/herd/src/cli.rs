@@ -1,9 +1,13 @@
 //! The command line: verbs follow PM2 where they overlap (`ls`, `logs`, `reload`, `restart`,
-//! `stop`).
+//! `stop`). The verbs that are sent to a running herd as they are typed are the control
+//! protocol's [`Request`]s; this file adds the ones herd runs itself (`up`, `check`) and the
+//! views over a request's answer (`ls`, `monit`).
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use crate::control::proto::Request;
 
 /// Run services as resilient clusters.
 #[derive(Debug, Parser)]
@@ -56,37 +60,8 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Show instance output, merged and prefixed.
-    Logs {
-        /// Only this service.
-        service: Option<String>,
-        /// Keep printing new lines.
-        #[arg(short, long)]
-        follow: bool,
-        /// How many recent lines to print first.
-        #[arg(short = 'n', long, default_value_t = 100)]
-        lines: usize,
-    },
-    /// Zero-downtime rolling reload with the config as it is now on disk.
-    Reload {
-        /// A service name, or `all`.
-        service: String,
-    },
-    /// Stop all instances, then start them again (clears an errored state).
-    Restart {
-        /// A service name, or `all`.
-        service: String,
-    },
-    /// Stop a service's instances gracefully; it stays stopped until `herd start`.
-    Stop {
-        /// A service name, or `all`.
-        service: String,
-    },
-    /// Start a stopped or errored service.
-    Start {
-        /// A service name, or `all`.
-        service: String,
-    },
-    /// Stop every service and end herd.
-    Down,
+    /// The verbs a running herd carries out as they are typed: `logs`, `reload`, `restart`,
+    /// `stop`, `start`, `down` (one definition with the control protocol).
+    #[command(flatten)]
+    Control(Request),
 }

@@ -93,23 +93,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { resources } => Ok(check(config, &resources)),
         Command::Ls { json } => ls(&data_dir(), json).await,
         Command::Monit { once } => monit::run(&data_dir(), once).await,
-        Command::Logs {
-            service,
-            follow,
-            lines,
-        } => {
-            let req = Request::Logs {
-                service,
-                lines,
-                follow,
-            };
-            stream(&data_dir(), &req).await
-        }
-        Command::Reload { service } => stream(&data_dir(), &Request::Reload { service }).await,
-        Command::Restart { service } => stream(&data_dir(), &Request::Restart { service }).await,
-        Command::Stop { service } => stream(&data_dir(), &Request::Stop { service }).await,
-        Command::Start { service } => stream(&data_dir(), &Request::Start { service }).await,
-        Command::Down => down(&data_dir()).await,
+        Command::Control(Request::Down) => down(&data_dir()).await,
+        Command::Control(request) => stream(&data_dir(), &request).await,
     }
 }
 

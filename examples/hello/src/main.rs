@@ -14,6 +14,8 @@
 //! queue), answer in-flight and follow-up requests on open connections with `Connection: close`
 //! so clients move to a fresh connection by themselves, then close what is left and exit 0.
 
+#![forbid(unsafe_code)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

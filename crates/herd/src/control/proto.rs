@@ -1,49 +1,63 @@
 //! The control protocol: one JSON request line from the CLI, then JSON reply lines from herd
 //! until the operation ends. A stream of lines (rather than one reply) lets `herd reload` show
-//! progress and `herd logs -f` follow.
+//! progress and `herd logs -f` follow. The requests double as the CLI's remote verbs (see
+//! [`Request`]).
 
+use clap::Subcommand;
 use herd_supervisor::{LogLine, ServiceStatus};
 use serde::{Deserialize, Serialize};
 
 /// What the CLI asks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// This is also the list of the CLI's verbs that are sent as they are typed: clap parses
+/// `herd logs`, `reload`, `restart`, `stop`, `start` and `down` straight into this enum
+/// (flattened into [`crate::cli::Command`]), so a new verb is added here once, and its doc
+/// comments are its `--help` text. `Status` and `Overview` are not subcommands of their own:
+/// `herd ls` and `herd monit` ask them, with options that only change how the answer is shown.
+/// The JSON field order is the declaration order (a test pins the lines), so clap's display
+/// order is set where the two differ.
+#[derive(Debug, Clone, Serialize, Deserialize, Subcommand)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
-    /// Services and instances.
+    /// Services and instances (`herd ls`).
+    #[command(skip)]
     Status,
-    /// Recent output, optionally followed.
+    /// Show instance output, merged and prefixed.
     Logs {
-        /// One service only.
+        /// Only this service.
         service: Option<String>,
-        /// Recent lines to send first.
+        /// How many recent lines to print first.
+        #[arg(short = 'n', long, default_value_t = 100, display_order = 2)]
         lines: usize,
-        /// Keep sending new lines.
+        /// Keep printing new lines.
+        #[arg(short, long, display_order = 1)]
         follow: bool,
     },
-    /// Rolling reload.
+    /// Zero-downtime rolling reload with the config as it is now on disk.
     Reload {
-        /// Name or `all`.
+        /// A service name, or `all`.
         service: String,
     },
-    /// Stop then start.
+    /// Stop all instances, then start them again (clears an errored state).
     Restart {
-        /// Name or `all`.
+        /// A service name, or `all`.
         service: String,
     },
-    /// Stop gracefully.
+    /// Stop a service's instances gracefully; it stays stopped until `herd start`.
     Stop {
-        /// Name or `all`.
+        /// A service name, or `all`.
         service: String,
     },
-    /// Start stopped or errored instances.
+    /// Start a stopped or errored service.
     Start {
-        /// Name or `all`.
+        /// A service name, or `all`.
         service: String,
     },
-    /// Stop everything and exit.
+    /// Stop every service and end herd.
     Down,
     /// The last overview of services, routes, pub/sub, stores and recent requests (`herd
     /// monit`), as the dashboard shows it.
+    #[command(skip)]
     Overview,
 }
 
@@ -81,4 +95,77 @@ pub enum Reply {
         /// Why.
         message: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire format, byte for byte: a herd and a CLI of different builds must still agree.
+    #[test]
+    fn requests_keep_their_wire_format() {
+        let web = || "web".to_string();
+        let cases = [
+            (Request::Status, r#"{"op":"status"}"#),
+            (
+                Request::Logs {
+                    service: None,
+                    lines: 100,
+                    follow: false,
+                },
+                r#"{"op":"logs","service":null,"lines":100,"follow":false}"#,
+            ),
+            (
+                Request::Logs {
+                    service: Some(web()),
+                    lines: 5,
+                    follow: true,
+                },
+                r#"{"op":"logs","service":"web","lines":5,"follow":true}"#,
+            ),
+            (
+                Request::Reload { service: web() },
+                r#"{"op":"reload","service":"web"}"#,
+            ),
+            (
+                Request::Restart { service: web() },
+                r#"{"op":"restart","service":"web"}"#,
+            ),
+            (
+                Request::Stop { service: web() },
+                r#"{"op":"stop","service":"web"}"#,
+            ),
+            (
+                Request::Start { service: web() },
+                r#"{"op":"start","service":"web"}"#,
+            ),
+            (Request::Down, r#"{"op":"down"}"#),
+            (Request::Overview, r#"{"op":"overview"}"#),
+        ];
+        for (request, wire) in cases {
+            assert_eq!(serde_json::to_string(&request).unwrap(), wire);
+            let back: Request = serde_json::from_str(wire).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), wire);
+        }
+    }
+
+    #[test]
+    fn replies_keep_their_wire_format() {
+        let cases = [
+            (Reply::Done, r#"{"kind":"done"}"#),
+            (
+                Reply::Progress { text: "ok".into() },
+                r#"{"kind":"progress","text":"ok"}"#,
+            ),
+            (
+                Reply::Error {
+                    message: "no".into(),
+                },
+                r#"{"kind":"error","message":"no"}"#,
+            ),
+        ];
+        for (reply, wire) in cases {
+            assert_eq!(serde_json::to_string(&reply).unwrap(), wire);
+        }
+    }
 }

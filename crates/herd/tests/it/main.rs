@@ -1,6 +1,8 @@
 //! Black-box tests: each starts the real `herd` binary on a config in a temp dir, with
 //! listen addresses on port 0 so the kernel picks free ports.
 
+#![forbid(unsafe_code)]
+
 mod cluster;
 mod config;
 mod control;

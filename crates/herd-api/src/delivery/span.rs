@@ -1,0 +1,63 @@
+//! Each delivery runs in its CONSUMER span, a child of the `traceparent` its CloudEvent
+//! carries (OpenTelemetry's messaging conventions), so log lines carry the trace id and the
+//! POST to the app names this span as its parent.
+
+use std::sync::Arc;
+
+use herd_config::SubscriptionSpec;
+use herd_pubsub::{Delivery, PubSub};
+use herd_resilience::Policy;
+use herd_telemetry::{Traced, context};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{App, deliver};
+
+/// The trace context a CloudEvent carries.
+#[derive(Deserialize, Default)]
+struct EventTrace {
+    id: Option<String>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+/// One delivery attempt inside its CONSUMER span, a child of the event's `traceparent`: log
+/// lines carry the trace id, and the POST to the app names this span as its parent.
+pub(super) async fn traced(
+    app: App,
+    sub: Arc<SubscriptionSpec>,
+    broker: Arc<dyn PubSub>,
+    policy: Arc<Policy>,
+    delivery: Box<dyn Delivery>,
+    stop: CancellationToken,
+) {
+    let event: EventTrace = serde_json::from_slice(delivery.data()).unwrap_or_default();
+    let parent = event
+        .traceparent
+        .as_deref()
+        .and_then(|tp| context::parse(tp, event.tracestate.as_deref()));
+    let hop = Traced::start(
+        SpanKind::Consumer,
+        format!("process {}", sub.topic),
+        &context::remote(parent),
+        || {
+            let mut a = vec![
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.operation.name", "process"),
+                KeyValue::new("messaging.destination.name", sub.topic.clone()),
+                KeyValue::new("messaging.consumer.group.name", app.service.clone()),
+                KeyValue::new("herd.pubsub", sub.pubsub.clone()),
+                KeyValue::new("herd.delivery.attempt", i64::from(delivery.attempt())),
+            ];
+            if let Some(id) = event.id.clone() {
+                a.push(KeyValue::new("messaging.message.id", id));
+            }
+            a
+        },
+    );
+    hop.wrap(deliver(app, sub, broker, policy, delivery, stop))
+        .await;
+    hop.end();
+}

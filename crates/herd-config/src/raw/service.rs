@@ -1,0 +1,101 @@
+//! `[[service]]` and `[logs]` as serde reads them: the program, its instances, restart and
+//! readiness settings, and the rotation of the services' log files. Checked in `service.rs`.
+
+use std::collections::BTreeMap;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+use super::RawBreaker;
+
+/// One `[[service]]`: a program run as N instances behind one shared listening socket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// Unique name; used in the CLI and as the log prefix. Letters, digits, `-` and `_`.
+    pub name: String,
+    /// The program and its arguments, run directly (no shell). The program is looked up in
+    /// `PATH` unless it contains a `/`, in which case it is relative to `cwd`.
+    pub command: Vec<String>,
+    /// How many instances to run: a number, or `"max"` for one per CPU core. Default: 1.
+    pub instances: Option<RawInstances>,
+    /// The one address all instances share, e.g. `"127.0.0.1:8000"`. herd binds it and passes the
+    /// socket to every instance as fd 3 (systemd socket activation). Port 0 picks a free port.
+    pub listen: Option<String>,
+    /// How the gateway balances over this service's instances (see `[[upstream]]`).
+    pub balance: Option<String>,
+    /// Circuit breaker per instance, for the gateway (see `[[upstream]]`).
+    pub breaker: Option<RawBreaker>,
+    /// `"auto"`: for apps that can only bind a port of their own. Each instance gets a free
+    /// loopback port in `PORT` and binds it itself (no shared socket); `herd ls` shows it, and
+    /// the gateway balances over these ports. Excludes `listen`.
+    pub port: Option<String>,
+    /// Working directory of the instances, relative to the config file. Default: its directory.
+    pub cwd: Option<String>,
+    /// Extra environment variables for the instances (herd's own environment is inherited).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// When to restart crashed instances.
+    #[serde(default)]
+    pub restart: RawRestart,
+    /// Restart an instance whose resident memory passes this size, e.g. `"512MB"`.
+    pub max_memory: Option<ByteSize>,
+    /// How long a stopping instance gets between SIGTERM and SIGKILL. Default: `"5s"`.
+    pub kill_timeout: Option<String>,
+    /// How herd knows an instance is ready to serve.
+    #[serde(default)]
+    pub ready: RawReady,
+}
+
+/// `instances = 2` or `instances = "max"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawInstances {
+    /// A fixed count.
+    Count(i64),
+    /// A keyword; only `"max"` is accepted.
+    Keyword(String),
+}
+
+/// `[service.restart]`: exponential backoff with jitter, and a cap on restarts per window.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRestart {
+    /// Delay before the first restart after a crash. Default: `"100ms"`.
+    pub initial_backoff: Option<String>,
+    /// Upper bound of the doubling delay. Default: `"10s"`.
+    pub max_backoff: Option<String>,
+    /// Restarts allowed within `window` before the instance is marked errored. Default: 10.
+    pub max_restarts: Option<u32>,
+    /// The sliding window `max_restarts` counts over. Default: `"60s"`.
+    pub window: Option<String>,
+    /// An instance that ran at least this long resets its backoff. Default: `"1s"`.
+    pub min_uptime: Option<String>,
+}
+
+/// `[service.ready]`: readiness detection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReady {
+    /// `"listen"` (default): ready once the instance accepts on the shared socket, seen from
+    /// `/proc` (the socket registered in one of its epoll sets, or a thread blocked in accept).
+    /// For `port = "auto"` services, `"listen"` means the instance's port accepts connections.
+    /// `"notify"`: ready once the instance writes `READY=1` to the fd named by `HERD_READY_FD`.
+    /// `"http"`: ready once `GET <path>` on the instance's own port answers 2xx; needs
+    /// `port = "auto"`, since on a shared socket a probe cannot choose its instance.
+    pub mode: Option<String>,
+    /// The health path probed in `"http"` mode. Default: `"/healthz"`.
+    pub path: Option<String>,
+    /// How long a starting instance may take to become ready. Default: `"30s"`.
+    pub timeout: Option<String>,
+}
+
+/// `[logs]`: rotation of the per-service log files under `<data_dir>/logs/`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogs {
+    /// Size at which a log file is rotated, e.g. `"10MB"`. Default: 10 MB.
+    pub max_size: Option<ByteSize>,
+    /// How many rotated files to keep beside the live one. Default: 5.
+    pub keep: Option<u32>,
+}
