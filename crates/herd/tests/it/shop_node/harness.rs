@@ -103,6 +103,13 @@ impl Shop {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs()))
     }
 
+    /// `herd <verb> <service>`, which must succeed.
+    pub(crate) fn control(&self, verb: &str, service: &str) {
+        let out = self.herd.cli(&[verb, service]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "herd {verb} {service}: {err}");
+    }
+
     /// The recent output of every service.
     fn logs(&self) -> String {
         let out = self.herd.cli(&["logs", "-n", "300"]);

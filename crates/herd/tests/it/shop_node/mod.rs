@@ -1,13 +1,12 @@
 //! The Node.js shop (`examples/shop-node/`: orders, inventory and notifications on the official
 //! Dapr JavaScript SDK) under herd, started from the example's own herd.toml with its ports and
-//! folder substituted. Through the gateway: an order flows orders → inventory (invocation) →
-//! the outbox → pub/sub → notifications; an order inventory cannot fill is rejected without
-//! touching stock; an `Idempotency-Key` places an order once; cancelling releases the stock
-//! once however often it is asked; malformed orders get 400; and 200 concurrent orders for 50
-//! units of one item sell exactly 50, leave stock at exactly 0 and each get exactly one
-//! notification. "Settled" means herd's metrics show every outbox event relayed and delivered to
-//! both subscribers with nothing in flight. The shop's npm modules are installed with `npm ci`
-//! on first use (as for the SDK tests); without `node` and `npm` the tests report themselves
+//! folder substituted (see `harness`). Through the gateway: an order flows orders → inventory
+//! (invocation) → the outbox → pub/sub → notifications; an order inventory cannot fill is
+//! rejected without touching stock; an `Idempotency-Key` places an order once; cancelling
+//! releases the stock once however often it is asked or its event delivered; malformed orders
+//! get 400; an order left in the intake while inventory was down is completed by the sweeper;
+//! and 200 concurrent orders for 50 units of one item sell exactly 50, leave stock at exactly 0
+//! and each get exactly one notification. Without `node` and `npm` the tests report themselves
 //! skipped.
 
 mod harness;
@@ -274,6 +273,37 @@ fn node_shop_sells_exactly_its_stock_to_200_concurrent_orders() {
         assert_eq!(shop.notification(id)["kind"], kind, "{id}");
     }
     assert_eq!(shop.available("limited"), 0);
+}
+
+/// An order whose reservation failed (inventory down) stays in the intake and is answered 503;
+/// the sweeper completes it once inventory is back, with its stock taken and its notification
+/// written once.
+#[test]
+fn node_shop_sweeper_completes_an_order_left_in_the_intake() {
+    let Some(shop) = Shop::start() else { return };
+    let before = shop.available("apple");
+    shop.control("stop", "inventory");
+    let keyed = [("Idempotency-Key", "left-behind")];
+    let body = r#"{"items":[{"item":"apple","quantity":4}]}"#;
+    let r = shop.call("POST", "/orders", &keyed, body);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(
+        shop.call("GET", "/orders/o-left-behind", &[], "").status,
+        404
+    );
+    shop.control("start", "inventory");
+    let order = wait_for("the sweeper", Duration::from_secs(40), || {
+        let r = shop.call("GET", "/orders/o-left-behind", &[], "");
+        (r.status == 200).then(|| r.json())
+    });
+    assert_eq!(order["status"], "accepted", "{order}");
+    assert_eq!(shop.available("apple"), before - 4);
+    let again = shop.call("POST", "/orders", &keyed, body);
+    assert_eq!((again.status, again.json()), (200, order));
+    shop.settle(1, 0);
+    assert_eq!(shop.notification("o-left-behind")["kind"], "created");
+    assert_eq!(shop.notification_counts().get("o-left-behind"), Some(&1));
+    assert_eq!(shop.available("apple"), before - 4);
 }
 
 #[test]
