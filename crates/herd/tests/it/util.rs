@@ -263,12 +263,23 @@ impl Response {
 pub struct Client {
     addr: SocketAddr,
     conn: Option<BufReader<TcpStream>>,
+    read_timeout: Duration,
 }
 
 impl Client {
-    /// A client for `addr`; connects lazily.
+    /// A client for `addr`; connects lazily. Waits up to 10 s for an answer.
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr, conn: None }
+        Self {
+            addr,
+            conn: None,
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The same client waiting up to `limit` for an answer.
+    pub fn read_timeout(mut self, limit: Duration) -> Self {
+        self.read_timeout = limit;
+        self
     }
 
     /// `GET path` with extra `headers`.
@@ -287,7 +298,7 @@ impl Client {
     ) -> std::io::Result<Response> {
         if self.conn.is_none() {
             let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.set_read_timeout(Some(self.read_timeout))?;
             s.set_nodelay(true)?;
             self.conn = Some(BufReader::new(s));
         }
