@@ -8,7 +8,12 @@
 //! atomic. Versions come from one counter key (`herd||version`), so ETags never repeat for a key
 //! that was deleted and written again. Fencing tokens written with a key are kept in
 //! `herd-fence||<key>`, which outlives the key. Locks are `SET NX PX` keys holding the owner (as
-//! Dapr's `lock.redis`), and each grant increments `herd||fence` for its fencing token.
+//! Dapr's `lock.redis`), and each grant increments `herd||fence` for its fencing token. The
+//! transactional outbox lives in the same script: a transaction's messages go into
+//! `herd-outbox||<component>||data` (a hash of id → body, with the id counter in field `next`)
+//! and `…||ids` (a sorted set of ids, the relay's order), written with the state or not at all;
+//! the relay reads the oldest ids and removes what it published, so two herds relaying one
+//! store publish an entry twice at worst, never lose one.
 //!
 //! Consistency: Redis acknowledges a write once the primary applied it. With `strong` and the
 //! component's `replicas` metadata above zero, herd also waits (`WAIT`) until that many replicas
@@ -28,21 +33,24 @@ use redis::{Script, Value};
 use crate::error::StateError;
 use crate::rules;
 use crate::store::{
-    Capabilities, Concurrency, Consistency, LockOutcome, LockRequest, StateStore, UnlockStatus,
-    Versioned, WriteOp,
+    Capabilities, Concurrency, Consistency, LockOutcome, LockRequest, OutboxEntry, StateStore,
+    UnlockStatus, Versioned, WriteOp,
 };
 pub use settings::RedisSettings;
 
-/// Checks every operation's condition, then applies them all. KEYS: the version counter, then
-/// each operation's key and fence key. ARGV: six per operation — kind (`s`/`d`), ETag (empty:
-/// none), concurrency (`u`/`f`/`l`), fencing token (empty: none), TTL in ms (`0`: none), value.
+/// Checks every operation's condition, then applies them all, and adds any outbox messages in the
+/// same script (so Redis applies the state and the messages together or not at all). KEYS: the
+/// version counter, each operation's key and fence key, then (with messages) the outbox's id set
+/// and data hash. ARGV: the number of operations n; six per operation — kind (`s`/`d`), ETag
+/// (empty: none), concurrency (`u`/`f`/`l`), fencing token (empty: none), TTL in ms (`0`: none),
+/// value; then one per outbox message.
 const TRANSACT: &str = r#"
-local n = (#KEYS - 1) / 2
+local n = tonumber(ARGV[1])
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 local seen = {}
 local versions = {}
 for i = 1, n do
-  local key, fkey, a = KEYS[2 * i], KEYS[2 * i + 1], (i - 1) * 6
+  local key, fkey, a = KEYS[2 * i], KEYS[2 * i + 1], 1 + (i - 1) * 6
   local kind, etag, conc, fence = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local cur = seen[key]
   if cur == nil then
@@ -71,7 +79,7 @@ for i = 1, n do
   end
 end
 for i = 1, n do
-  local key, fkey, a = KEYS[2 * i], KEYS[2 * i + 1], (i - 1) * 6
+  local key, fkey, a = KEYS[2 * i], KEYS[2 * i + 1], 1 + (i - 1) * 6
   local kind, fence, ttl = ARGV[a + 1], ARGV[a + 4], ARGV[a + 5]
   if kind == 's' then
     redis.call('HSET', key, 'data', ARGV[a + 6], 'version', versions[i])
@@ -82,6 +90,15 @@ for i = 1, n do
   if fence ~= '' then
     local f = tonumber(redis.call('GET', fkey) or '0')
     if tonumber(fence) > f then redis.call('SET', fkey, fence) end
+  end
+end
+local m = #ARGV - 1 - 6 * n
+if m > 0 then
+  local ids, data = KEYS[2 * n + 2], KEYS[2 * n + 3]
+  for j = 1, m do
+    local id = tostring(redis.call('HINCRBY', data, 'next', 1))
+    redis.call('HSET', data, id, ARGV[1 + 6 * n + j])
+    redis.call('ZADD', ids, id, id)
   end
 end
 redis.call('SET', KEYS[1], seq)
@@ -151,6 +168,89 @@ impl RedisStore {
         })
     }
 
+    /// Runs `TRANSACT`: the operations, checked then applied, and the outbox messages, in one
+    /// script.
+    async fn write(&self, ops: Vec<WriteOp>, messages: Vec<Bytes>) -> Result<(), StateError> {
+        if ops.is_empty() && messages.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.transact.prepare_invoke();
+        invocation.key(VERSION_KEY).arg(ops.len());
+        let mut strong = false;
+        for op in &ops {
+            let guard = op.guard();
+            if let Some(etag) = &guard.etag
+                && guard.concurrency != Concurrency::LastWrite
+            {
+                rules::parse_etag(op.key(), etag)?;
+            }
+            strong |= guard.consistency == Consistency::Strong;
+            invocation.key(op.key()).key(fence_key(op.key()));
+            let (kind, ttl, value): (&str, u64, &[u8]) = match op {
+                WriteOp::Set(s) => (
+                    "s",
+                    s.ttl.map_or(0, |t| (t.as_millis() as u64).max(1)),
+                    &s.value,
+                ),
+                WriteOp::Delete(_) => ("d", 0, b""),
+            };
+            let concurrency = match guard.concurrency {
+                Concurrency::Unspecified => "u",
+                Concurrency::FirstWrite => "f",
+                Concurrency::LastWrite => "l",
+            };
+            invocation
+                .arg(kind)
+                .arg(guard.etag.as_deref().unwrap_or(""))
+                .arg(concurrency)
+                .arg(guard.fence.map(|f| f.to_string()).unwrap_or_default())
+                .arg(ttl)
+                .arg(value);
+        }
+        if !messages.is_empty() {
+            let (ids_key, data_key) = self.outbox_keys();
+            invocation.key(ids_key).key(data_key);
+            for m in &messages {
+                invocation.arg(m.as_ref());
+            }
+        }
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        match reply.first().map(String::as_str) {
+            Some("OK") => {}
+            Some("MISMATCH") => {
+                return Err(StateError::EtagMismatch {
+                    key: reply.get(1).cloned().unwrap_or_default(),
+                });
+            }
+            Some("FENCED") => {
+                let num = |i: usize| reply.get(i).and_then(|s| s.parse().ok()).unwrap_or(0);
+                return Err(StateError::Fenced {
+                    key: reply.get(1).cloned().unwrap_or_default(),
+                    token: num(2),
+                    seen: num(3),
+                });
+            }
+            other => {
+                return Err(StateError::Internal(format!(
+                    "unexpected script answer {other:?}"
+                )));
+            }
+        }
+        if strong && self.settings.replicas > 0 {
+            self.wait_replicas().await?;
+        }
+        Ok(())
+    }
+
+    /// The outbox's sorted set of entry ids and its hash of entry bodies (and id counter).
+    fn outbox_keys(&self) -> (String, String) {
+        let base = &self.settings.outbox_key;
+        (format!("{base}||ids"), format!("{base}||data"))
+    }
+
     async fn wait_replicas(&self) -> Result<(), StateError> {
         let wanted = self.settings.replicas;
         let ms = self.settings.strong_timeout.as_millis() as u64;
@@ -196,7 +296,7 @@ impl StateStore for RedisStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             lock: true,
-            outbox: false,
+            outbox: true,
         }
     }
 
@@ -240,71 +340,66 @@ impl StateStore for RedisStore {
     }
 
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<(), StateError> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let mut invocation = self.transact.prepare_invoke();
-        invocation.key(VERSION_KEY);
-        let mut strong = false;
-        for op in &ops {
-            let guard = op.guard();
-            if let Some(etag) = &guard.etag
-                && guard.concurrency != Concurrency::LastWrite
-            {
-                rules::parse_etag(op.key(), etag)?;
-            }
-            strong |= guard.consistency == Consistency::Strong;
-            invocation.key(op.key()).key(fence_key(op.key()));
-            let (kind, ttl, value): (&str, u64, &[u8]) = match op {
-                WriteOp::Set(s) => (
-                    "s",
-                    s.ttl.map_or(0, |t| (t.as_millis() as u64).max(1)),
-                    &s.value,
-                ),
-                WriteOp::Delete(_) => ("d", 0, b""),
-            };
-            let concurrency = match guard.concurrency {
-                Concurrency::Unspecified => "u",
-                Concurrency::FirstWrite => "f",
-                Concurrency::LastWrite => "l",
-            };
-            invocation
-                .arg(kind)
-                .arg(guard.etag.as_deref().unwrap_or(""))
-                .arg(concurrency)
-                .arg(guard.fence.map(|f| f.to_string()).unwrap_or_default())
-                .arg(ttl)
-                .arg(value);
-        }
-        let reply: Vec<String> = invocation
-            .invoke_async(&mut self.conn.clone())
+        self.write(ops, Vec::new()).await
+    }
+
+    async fn transact_with_outbox(
+        &self,
+        ops: Vec<WriteOp>,
+        messages: Vec<Bytes>,
+    ) -> Result<(), StateError> {
+        self.write(ops, messages).await
+    }
+
+    async fn outbox_peek(&self, max: usize) -> Result<Vec<OutboxEntry>, StateError> {
+        let (ids_key, data_key) = self.outbox_keys();
+        let ids: Vec<u64> = redis::cmd("ZRANGE")
+            .arg(&ids_key)
+            .arg(0)
+            .arg(max.max(1) as i64 - 1)
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        match reply.first().map(String::as_str) {
-            Some("OK") => {}
-            Some("MISMATCH") => {
-                return Err(StateError::EtagMismatch {
-                    key: reply.get(1).cloned().unwrap_or_default(),
-                });
-            }
-            Some("FENCED") => {
-                let num = |i: usize| reply.get(i).and_then(|s| s.parse().ok()).unwrap_or(0);
-                return Err(StateError::Fenced {
-                    key: reply.get(1).cloned().unwrap_or_default(),
-                    token: num(2),
-                    seen: num(3),
-                });
-            }
-            other => {
-                return Err(StateError::Internal(format!(
-                    "unexpected script answer {other:?}"
-                )));
-            }
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        if strong && self.settings.replicas > 0 {
-            self.wait_replicas().await?;
+        let data: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(&data_key)
+            .arg(&ids)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        // An entry another herd's relay removed between the two reads is skipped.
+        Ok(ids
+            .into_iter()
+            .zip(data)
+            .filter_map(|(id, d)| {
+                Some(OutboxEntry {
+                    id,
+                    data: Bytes::from(d?),
+                })
+            })
+            .collect())
+    }
+
+    async fn outbox_remove(&self, ids: Vec<u64>) -> Result<(), StateError> {
+        if ids.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let (ids_key, data_key) = self.outbox_keys();
+        redis::pipe()
+            .atomic()
+            .cmd("ZREM")
+            .arg(&ids_key)
+            .arg(&ids)
+            .ignore()
+            .cmd("HDEL")
+            .arg(&data_key)
+            .arg(&ids)
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
     }
 
     async fn lock(&self, request: LockRequest) -> Result<LockOutcome, StateError> {

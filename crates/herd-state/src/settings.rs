@@ -58,17 +58,19 @@ pub fn configure(
     data_dir: &Path,
 ) -> Result<(Backend, Vec<String>), FieldError> {
     let meta = Metadata::new(metadata, Rules::Literal);
-    if kind != "state.embedded" && metadata.contains_key("outboxPublishPubsub") {
+    if !matches!(kind, "state.embedded" | "state.redis")
+        && metadata.contains_key("outboxPublishPubsub")
+    {
         return Err(field_error(
             "outboxPublishPubsub",
-            "the transactional outbox needs state.embedded (one storage transaction for the state and the message)",
+            "the transactional outbox needs state.embedded or state.redis (one storage transaction for the state and the message)",
         ));
     }
     let backend = match kind {
         "state.embedded" | "lock.embedded" => {
             Backend::Embedded(embedded::settings::configure(name, &meta, data_dir))
         }
-        "state.redis" | "lock.redis" => Backend::Redis(redis::settings::configure(&meta)?),
+        "state.redis" | "lock.redis" => Backend::Redis(redis::settings::configure(name, &meta)?),
         "state.postgresql" => Backend::Postgres(Box::new(postgres::settings::configure(&meta)?)),
         other => return Err(unsupported(other, KINDS)),
     };

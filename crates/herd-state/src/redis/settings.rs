@@ -16,10 +16,12 @@ pub struct RedisSettings {
     pub strong_timeout: Duration,
     /// Timeout of every command.
     pub timeout: Duration,
+    /// The prefix of the component's outbox keys (`herd-outbox||<component>`).
+    pub outbox_key: String,
 }
 
 /// The settings of a `state.redis` or `lock.redis` component.
-pub(crate) fn configure(meta: &Metadata<'_>) -> Result<RedisSettings, FieldError> {
+pub(crate) fn configure(name: &str, meta: &Metadata<'_>) -> Result<RedisSettings, FieldError> {
     let host = meta
         .value("redisHost")
         .ok_or_else(|| field_error("redisHost", "required (host:port)"))?;
@@ -46,5 +48,6 @@ pub(crate) fn configure(meta: &Metadata<'_>) -> Result<RedisSettings, FieldError
         timeout: meta
             .duration("readTimeout")?
             .unwrap_or(Duration::from_secs(5)),
+        outbox_key: format!("herd-outbox||{name}"),
     })
 }

@@ -412,13 +412,38 @@ fn acknowledged_publishes_survive_kill_9() {
 
 #[test]
 fn a_transaction_with_an_outbox_publishes_its_upserts_and_a_failed_one_nothing() {
+    outbox_round_trip(
+        "orders",
+        "type = \"state.embedded\"\nmetadata = { outboxPublishPubsub = \"pubsub\", outboxPublishTopic = \"order-changes\" }",
+    );
+}
+
+#[test]
+fn the_redis_store_keeps_an_outbox_too() {
+    let Some(host) = crate::state::redis_host() else {
+        return crate::state::skipped("HERD_TEST_REDIS_URL");
+    };
+    // Keys of this run only: its own prefix, so the shared server's other runs stay apart.
+    let prefix = format!("outbox{}", crate::state::run_id());
+    // The outbox is the component's: a component of this run only.
+    outbox_round_trip(
+        &format!("orders{}", crate::state::run_id()),
+        &format!(
+            "type = \"state.redis\"\nmetadata = {{ redisHost = \"{host}\", keyPrefix = \"{prefix}\", outboxPublishPubsub = \"pubsub\", outboxPublishTopic = \"order-changes\" }}"
+        ),
+    );
+}
+
+/// A transaction on the store `store` (`component`: its type and metadata lines) publishes its
+/// upserts through the outbox, and one whose condition fails publishes nothing.
+fn outbox_round_trip(store: &str, component: &str) {
     if !node_available() {
         return eprintln!("skipped: node is not on PATH");
     }
     let events_dir = tempfile::tempdir().unwrap();
     let dir = events_dir.path();
     let config = format!(
-        "[[component]]\nname = \"orders\"\ntype = \"state.embedded\"\nmetadata = {{ outboxPublishPubsub = \"pubsub\", outboxPublishTopic = \"order-changes\" }}\n\n{}[[subscription]]\nservice = \"audit\"\npubsub = \"pubsub\"\ntopic = \"order-changes\"\nroute = \"/changes\"\n",
+        "[[component]]\nname = \"{store}\"\n{component}\n\n{}[[subscription]]\nservice = \"audit\"\npubsub = \"pubsub\"\ntopic = \"order-changes\"\nroute = \"/changes\"\n",
         subscriber("audit", 1, dir, &json!([])),
     );
     let api = Api::start("shop", &config);
@@ -426,7 +451,7 @@ fn a_transaction_with_an_outbox_publishes_its_upserts_and_a_failed_one_nothing()
     let tx = |ops: Value| {
         api.call(
             "POST",
-            "/v1.0/state/orders/transaction",
+            &format!("/v1.0/state/{store}/transaction"),
             &json!({"operations": ops}).to_string(),
         )
     };
@@ -452,7 +477,11 @@ fn a_transaction_with_an_outbox_publishes_its_upserts_and_a_failed_one_nothing()
         .collect();
     assert_eq!(got, BTreeSet::from([1, 2]), "{orders:?}");
     assert!(orders.iter().all(|e| e["path"] == "/changes"));
-    assert_eq!(api.call("GET", "/v1.0/state/orders/o3", "").status, 204);
+    assert_eq!(
+        api.call("GET", &format!("/v1.0/state/{store}/o3"), "")
+            .status,
+        204
+    );
     // Nothing more arrives: the failed transaction's upsert of o3 was never published.
     let publish_marker = || {
         publish(

@@ -247,14 +247,14 @@ fn bad_subscriptions_name_line_and_key() {
 }
 
 #[test]
-fn an_outbox_needs_the_embedded_store_and_a_known_pubsub() {
+fn an_outbox_needs_a_store_that_can_hold_one_and_a_known_pubsub() {
     let herd = Herd::prepare(
-        "[api]\n\n[[component]]\nname = \"cache\"\ntype = \"state.redis\"\nmetadata = { redisHost = \"127.0.0.1:6379\", outboxPublishPubsub = \"pubsub\", outboxPublishTopic = \"t\" }\n",
+        "[api]\n\n[[component]]\nname = \"cache\"\ntype = \"state.postgresql\"\nmetadata = { connectionString = \"postgres://127.0.0.1/test\", outboxPublishPubsub = \"pubsub\", outboxPublishTopic = \"t\" }\n",
     );
     let out = herd.cli(&["check"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains(":6: component[0].metadata.outboxPublishPubsub: the transactional outbox needs state.embedded"), "{err}");
+    assert!(err.contains(":6: component[0].metadata.outboxPublishPubsub: the transactional outbox needs state.embedded or state.redis"), "{err}");
     let herd = Herd::prepare(
         "[api]\n\n[[component]]\nname = \"s\"\ntype = \"state.embedded\"\nmetadata = { outboxPublishPubsub = \"nope\", outboxPublishTopic = \"t\" }\n",
     );
