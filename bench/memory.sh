@@ -5,9 +5,9 @@
 #     (VmHWM) from /proc/<pid>/status, sampled every SAMPLE_MS, and a breakdown from
 #     /proc/<pid>/status (RssAnon, RssFile) and /proc/<pid>/smaps (resident memory per mapping:
 #     the herd binary's code, read-only data and data, shared libraries, heap, anonymous mappings).
-#   idle     the quick start's herd.toml as it is in the repository (two `examples/hello`
-#            instances, HELLO_DELAY_MS=100, on one shared socket; `[api]` with the default
-#            embedded `statestore` and `pubsub`), ports changed to free ones and the data dir
+#   idle     the hello demo's examples/hello/herd.toml as it is in the repository (two
+#            `examples/hello` instances, HELLO_DELAY_MS=100, on one shared socket; `[api]` with
+#            the default embedded `statestore` and `pubsub`), ports changed to free ones and the data dir
 #            moved to a temporary one; one state save and read, then IDLE_SECONDS of samples.
 #   loaded   the same plus what the load needs: a gateway listener with a route to `hello`, and a
 #            subscriber service (`loadgen serve`, answering 200 to every delivery) with a
@@ -33,7 +33,7 @@
 # performance", as shared/design/BENCHMARKS.md quotes them); PM2's daemon is measured by
 # bench/cluster.sh (P3).
 #
-# CPU: herd is not pinned (as the quick start runs it: tokio sizes its worker pool to the cores),
+# CPU: herd is not pinned (as the hello demo runs it: tokio sizes its worker pool to the cores),
 # unless HERD_CPU is set; the load generators likewise (LOAD_CPU).
 #
 # Usage: bash bench/memory.sh
@@ -66,36 +66,36 @@ bench_init memory
 need curl taskset awk
 if ! build_herd herd hello || [ ! -x "$HERD" ] || [ ! -x "$HELLO" ]; then cat "$WORK/cargo.log"; die "cannot build herd and hello"; fi
 if ! build_loadgen; then cat "$WORK/loadgen-cargo.log"; die "cannot build bench/loadgen"; fi
-QUICKSTART="$SRC/herd.toml"
-[ -f "$QUICKSTART" ] || die "no quick-start herd.toml in $SRC"
+HELLO_DEMO="$SRC/examples/hello/herd.toml"
+[ -f "$HELLO_DEMO" ] || die "no examples/hello/herd.toml in $SRC"
 status=0
 
-# quickstart_config dir: the repository's herd.toml with free ports (its [admin] listener too, when
+# hello_config dir: the hello demo's herd.toml with free ports (its [admin] listener too, when
 # it has one), the built hello by absolute path and the data dir inside dir; sets HELLO_PORT
 # API_PORT ADMIN_PORT.
-quickstart_config() {
+hello_config() {
   local dir=$1
   free_port HELLO_PORT; free_port API_PORT; free_port ADMIN_PORT
   mkdir -p "$dir"
   {
     echo "data_dir = \"$dir/.herd\""
-    sed -e "s#\"./target/release/hello\"#\"$HELLO\"#" -e "s#127.0.0.1:8000#127.0.0.1:$HELLO_PORT#" \
-      -e "s#127.0.0.1:3500#127.0.0.1:$API_PORT#" -e "s#127.0.0.1:9901#127.0.0.1:$ADMIN_PORT#" "$QUICKSTART"
+    sed -e "s#\"../../target/release/hello\"#\"$HELLO\"#" -e "s#127.0.0.1:8000#127.0.0.1:$HELLO_PORT#" \
+      -e "s#127.0.0.1:3500#127.0.0.1:$API_PORT#" -e "s#127.0.0.1:9901#127.0.0.1:$ADMIN_PORT#" "$HELLO_DEMO"
   } >"$dir/herd.toml"
   grep -q "127.0.0.1:$HELLO_PORT" "$dir/herd.toml" && grep -q "127.0.0.1:$API_PORT" "$dir/herd.toml" ||
-    die "the quick-start herd.toml no longer has listen 127.0.0.1:8000 and [api] 127.0.0.1:3500"
+    die "examples/hello/herd.toml no longer has listen 127.0.0.1:8000 and [api] 127.0.0.1:3500"
 }
 
-# loaded_config dir: quickstart_config plus a gateway listener routed to hello, an admin listener
-# unless the quick start has one (deliveries are counted from its metrics) and a subscriber
+# loaded_config dir: hello_config plus a gateway listener routed to hello, an admin listener
+# unless the hello demo has one (deliveries are counted from its metrics) and a subscriber
 # service; sets GW_PORT too.
 loaded_config() {
   local dir=$1
-  quickstart_config "$dir"
+  hello_config "$dir"
   free_port GW_PORT
   grep -q '^\[admin\]' "$dir/herd.toml" || printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' "$ADMIN_PORT" >>"$dir/herd.toml"
   grep -q "^listen = \"127.0.0.1:$ADMIN_PORT\"" "$dir/herd.toml" ||
-    die "the quick-start herd.toml's [admin] listener is not on 127.0.0.1:9901"
+    die "examples/hello/herd.toml's [admin] listener is not on 127.0.0.1:9901"
   cat >>"$dir/herd.toml" <<EOF
 
 [[gateway.listener]]
@@ -196,8 +196,8 @@ for arena in $ARENAS; do
   envs=(); [ "$arena" = default ] || envs=("MALLOC_ARENA_MAX=$arena")
   tag="arena=$arena"
 
-  # idle: the quick start
-  dir="$WORK/idle-$arena"; quickstart_config "$dir"
+  # idle: the hello demo
+  dir="$WORK/idle-$arena"; hello_config "$dir"
   herd_up "$dir/herd.toml" "$HERD_CPU" "${envs[@]}" || { status=1; say "FAILED $tag idle: herd did not start"; continue; }
   pid=$HERD_PID
   herd_wait_ready "$dir/herd.toml" 2 20 || { status=1; say "FAILED $tag idle: hello not ready"; }
@@ -207,7 +207,7 @@ for arena in $ARENAS; do
   [ "$c1" = 204 ] && [ "$c2" = 200 ] || { status=1; say "FAILED $tag idle: state save/read answered $c1/$c2"; }
   sample "$pid" "$IDLE_SECONDS" "$dir/idle.samples"
   R_IDLE[$arena]=$(col_median "$dir/idle.samples" 2) R_IDLE_HWM[$arena]=$(vmhwm_kb "$pid")
-  say "$tag idle (quick start, ${IDLE_SECONDS} s): VmRSS $(mb "${R_IDLE[$arena]}") MB, VmHWM $(mb "${R_IDLE_HWM[$arena]}") MB"
+  say "$tag idle (hello demo, ${IDLE_SECONDS} s): VmRSS $(mb "${R_IDLE[$arena]}") MB, VmHWM $(mb "${R_IDLE_HWM[$arena]}") MB"
   breakdown "$pid"
   stop_herd_cfg "$dir/herd.toml"
 
@@ -240,7 +240,7 @@ done
 echo
 for arena in $ARENAS; do
   [ -n "${R_IDLE[$arena]:-}" ] || continue
-  result "P6 arena=$arena idle_rss_mb=$(mb "${R_IDLE[$arena]}") idle_hwm_mb=$(mb "${R_IDLE_HWM[$arena]}") goal=$GOAL_IDLE_MB $(meets "$(mb "${R_IDLE[$arena]}")" '<=' "$GOAL_IDLE_MB") config=quickstart"
+  result "P6 arena=$arena idle_rss_mb=$(mb "${R_IDLE[$arena]}") idle_hwm_mb=$(mb "${R_IDLE_HWM[$arena]}") goal=$GOAL_IDLE_MB $(meets "$(mb "${R_IDLE[$arena]}")" '<=' "$GOAL_IDLE_MB") config=hello-demo"
   [ -n "${R_PEAK[$arena]:-}" ] || continue
   result "P6-loaded arena=$arena rate=$RATE peak_rss_mb=$(mb "${R_PEAK[$arena]}") steady_rss_mb=$(mb "${R_STEADY[$arena]}") idle_before_mb=$(mb "${R_LIDLE[$arena]}") after_mb=$(mb "${R_AFTER[$arena]}") goal=$GOAL_LOADED_MB $(meets "$(mb "${R_PEAK[$arena]}")" '<=' "$GOAL_LOADED_MB") mix=gateway:1/3,state:1/3,publish:1/3 conns=gateway:$GW_CONNS,api:3x$API_CONNS dapr_published_mb=23-51"
 done
