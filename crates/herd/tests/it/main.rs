@@ -15,6 +15,7 @@ mod pubsub;
 mod resiliency;
 mod sdk;
 mod sdk_pubsub;
+mod shop;
 mod sidecar;
 mod state;
 mod tidy;
