@@ -322,7 +322,7 @@ fn monit_without_a_running_herd_says_so() {
 }
 
 /// The Chromium binary, if one is installed.
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|b| {
@@ -336,7 +336,12 @@ fn chromium() -> Option<PathBuf> {
 
 /// Runs headless Chromium on `url` with `args`, giving the page `budget_ms` of virtual time
 /// (its timers and fetches run; the poll every second gets a few turns).
-fn headless(chromium: &Path, url: &str, args: &[&str], budget_ms: u64) -> std::process::Output {
+pub(crate) fn headless(
+    chromium: &Path,
+    url: &str,
+    args: &[&str],
+    budget_ms: u64,
+) -> std::process::Output {
     let profile = tempfile::tempdir().unwrap();
     Command::new(chromium)
         .args([

@@ -30,25 +30,27 @@ fn traced_js() -> PathBuf {
 
 /// A span as the collector received it, with the service that sent it.
 #[derive(Debug, Clone)]
-struct Received {
-    service: String,
-    span: Span,
+pub(crate) struct Received {
+    /// The `service.name` of the exporting process.
+    pub(crate) service: String,
+    /// The span.
+    pub(crate) span: Span,
 }
 
 impl Received {
-    fn trace_id(&self) -> String {
+    pub(crate) fn trace_id(&self) -> String {
         hex(&self.span.trace_id)
     }
-    fn span_id(&self) -> String {
+    pub(crate) fn span_id(&self) -> String {
         hex(&self.span.span_id)
     }
-    fn parent_id(&self) -> String {
+    pub(crate) fn parent_id(&self) -> String {
         hex(&self.span.parent_span_id)
     }
-    fn kind(&self) -> SpanKind {
+    pub(crate) fn kind(&self) -> SpanKind {
         SpanKind::try_from(self.span.kind).unwrap_or(SpanKind::Unspecified)
     }
-    fn attribute(&self, key: &str) -> Option<String> {
+    pub(crate) fn attribute(&self, key: &str) -> Option<String> {
         let v = self.span.attributes.iter().find(|a| a.key == key)?;
         match v.value.as_ref()?.value.as_ref()? {
             AnyValue::StringValue(s) => Some(s.clone()),
@@ -64,14 +66,16 @@ fn hex(bytes: &[u8]) -> String {
 
 /// An OTLP/HTTP collector: `POST /v1/traces` with a protobuf `ExportTraceServiceRequest`,
 /// answered 200, its spans kept.
-struct Collector {
-    addr: SocketAddr,
+pub(crate) struct Collector {
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
     spans: Arc<Mutex<Vec<Received>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl Collector {
-    fn start() -> Self {
+    /// A collector on a free loopback port.
+    pub(crate) fn start() -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -107,7 +111,8 @@ impl Collector {
         }
     }
 
-    fn spans(&self) -> Vec<Received> {
+    /// The spans received so far.
+    pub(crate) fn spans(&self) -> Vec<Received> {
         self.spans.lock().unwrap().clone()
     }
 }
