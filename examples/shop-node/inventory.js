@@ -13,7 +13,8 @@ const { connect, read, readOne, transact, retrying } = require('./lib/sidecar');
 
 const STATESTORE = 'statestore';
 const PUBSUB = 'pubsub';
-const TOPIC = 'orders';
+/** The topic orders' outbox publishes to (`outboxPublishTopic` in herd.toml). */
+const TOPIC = process.env.SHOP_TOPIC || 'orders';
 const INITIAL_STOCK = Number(process.env.SHOP_INITIAL_STOCK ?? 100);
 if (!Number.isInteger(INITIAL_STOCK) || INITIAL_STOCK < 0) {
   console.error(`inventory: SHOP_INITIAL_STOCK must be an integer >= 0, not ${process.env.SHOP_INITIAL_STOCK}`);
@@ -21,11 +22,12 @@ if (!Number.isInteger(INITIAL_STOCK) || INITIAL_STOCK < 0) {
 }
 /** The built-in catalog (prices in cents), seeded with INITIAL_STOCK of each. */
 const CATALOG = [
-  { id: 'apple', name: 'Apple', price: 50 },
-  { id: 'banana', name: 'Banana', price: 25 },
-  { id: 'cherry', name: 'Cherries (250 g)', price: 450 },
-  { id: 'coffee', name: 'Coffee beans (500 g)', price: 1200 },
-  { id: 'bread', name: 'Sourdough bread', price: 380 },
+  { id: 'apple', name: 'Apple', price: 45 },
+  { id: 'bread', name: 'Sourdough bread', price: 420 },
+  { id: 'cheese', name: 'Comté cheese', price: 890 },
+  { id: 'coffee', name: 'Coffee beans', price: 1250 },
+  { id: 'milk', name: 'Whole milk', price: 135 },
+  { id: 'tea', name: 'Green tea', price: 560 },
 ];
 const ITEM_ID = /^[A-Za-z0-9_-]{1,64}$/;
 

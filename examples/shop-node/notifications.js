@@ -14,7 +14,8 @@ const { bucketKey, entries, firstFound } = require('./lib/buckets');
 
 const STATESTORE = 'statestore';
 const PUBSUB = 'pubsub';
-const TOPIC = 'orders';
+/** The topic orders' outbox publishes to (`outboxPublishTopic` in herd.toml). */
+const TOPIC = process.env.SHOP_TOPIC || 'orders';
 
 const client = connect();
 let ready = false;

@@ -10,10 +10,11 @@
 //! `herd-fence||<key>`, which outlives the key. Locks are `SET NX PX` keys holding the owner (as
 //! Dapr's `lock.redis`), and each grant increments `herd||fence` for its fencing token. The
 //! transactional outbox lives in the same script: a transaction's messages go into
-//! `herd-outbox||<component>||data` (a hash of id → body, with the id counter in field `next`)
-//! and `…||ids` (a sorted set of ids, the relay's order), written with the state or not at all;
-//! the relay reads the oldest ids and removes what it published, so two herds relaying one
-//! store publish an entry twice at worst, never lose one.
+//! `herd-outbox||<component>||data` (behind `<keyPrefix>||` when that is a fixed text; a hash of
+//! id → body, with the id counter in field `next`) and `…||ids` (a sorted set of ids, the
+//! relay's order), written with the state or not at all; the relay reads the oldest ids and
+//! removes what it published, so two herds relaying one store publish an entry twice at worst,
+//! never lose one.
 //!
 //! Consistency: Redis acknowledges a write once the primary applied it. With `strong` and the
 //! component's `replicas` metadata above zero, herd also waits (`WAIT`) until that many replicas

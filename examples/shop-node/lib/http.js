@@ -23,7 +23,7 @@ function json(status, body, headers = {}) {
 }
 
 /** `?limit=N`: an integer in 1..=max, `fallback` when absent; 400 otherwise. */
-function limitOf(query, fallback = 50, max = 1000) {
+function limitOf(query, fallback = 100, max = 1000) {
   const raw = query.get('limit');
   if (raw === null) return fallback;
   const n = Number(raw);

@@ -11,7 +11,7 @@ use crate::reply;
 
 /// The pub/sub component.
 pub const PUBSUB: &str = "pubsub";
-/// The topic orders' outbox publishes to.
+/// The topic orders' outbox publishes to, unless `SHOP_TOPIC` names another.
 pub const TOPIC: &str = "orders";
 /// An order was accepted.
 pub const CREATED: &str = "order.created";
@@ -20,8 +20,18 @@ pub const REJECTED: &str = "order.rejected";
 /// An accepted order was cancelled.
 pub const CANCELLED: &str = "order.cancelled";
 
-/// The answer to `GET /dapr/subscribe`: the `orders` topic, `rules` as (event type, path), the
-/// other types to `default`.
+/// The topic the services subscribe to: `SHOP_TOPIC`, or [`TOPIC`]. It must be the topic the
+/// `orderstore` component's outbox publishes to (`outboxPublishTopic` in herd.toml); a separate
+/// topic lets several shops share one broker.
+pub fn topic() -> String {
+    std::env::var("SHOP_TOPIC")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| TOPIC.to_string())
+}
+
+/// The answer to `GET /dapr/subscribe`: the shop's topic ([`topic`]), `rules` as (event type,
+/// path), the other types to `default`.
 pub fn subscription(rules: &[(&str, &str)], default: &str) -> Value {
     let rules: Vec<Value> = rules
         .iter()
@@ -29,7 +39,7 @@ pub fn subscription(rules: &[(&str, &str)], default: &str) -> Value {
         .collect();
     json!([{
         "pubsubname": PUBSUB,
-        "topic": TOPIC,
+        "topic": topic(),
         "routes": { "rules": rules, "default": default },
     }])
 }

@@ -16,8 +16,19 @@ pub struct RedisSettings {
     pub strong_timeout: Duration,
     /// Timeout of every command.
     pub timeout: Duration,
-    /// The prefix of the component's outbox keys (`herd-outbox||<component>`).
+    /// The prefix of the component's outbox keys: `herd-outbox||<component>`, or
+    /// `<keyPrefix>||herd-outbox||<component>` when `keyPrefix` is a fixed text, so that stores
+    /// sharing one Redis under different fixed prefixes keep their outboxes apart too.
     pub outbox_key: String,
+}
+
+/// Where component `name` keeps its outbox, given its `keyPrefix` (Dapr's values `appid`,
+/// `name` and `none` name no namespace of their own; any other value is one).
+fn outbox_key(name: &str, key_prefix: Option<&str>) -> String {
+    match key_prefix {
+        None | Some("" | "appid" | "name" | "none") => format!("herd-outbox||{name}"),
+        Some(prefix) => format!("{prefix}||herd-outbox||{name}"),
+    }
 }
 
 /// The settings of a `state.redis` or `lock.redis` component.
@@ -48,6 +59,23 @@ pub(crate) fn configure(name: &str, meta: &Metadata<'_>) -> Result<RedisSettings
         timeout: meta
             .duration("readTimeout")?
             .unwrap_or(Duration::from_secs(5)),
-        outbox_key: format!("herd-outbox||{name}"),
+        outbox_key: outbox_key(name, meta.value("keyPrefix")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::outbox_key;
+
+    #[test]
+    fn a_fixed_key_prefix_holds_the_outbox_too() {
+        assert_eq!(outbox_key("orders", None), "herd-outbox||orders");
+        for dapr in ["", "appid", "name", "none"] {
+            assert_eq!(outbox_key("orders", Some(dapr)), "herd-outbox||orders");
+        }
+        assert_eq!(
+            outbox_key("orders", Some("shop7")),
+            "shop7||herd-outbox||orders"
+        );
+    }
 }

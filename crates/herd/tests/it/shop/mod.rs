@@ -7,16 +7,20 @@
 //! - `concurrency.rs`: 200 orders at once on 50 units;
 //! - `recovery.rs`: the sweeper finishing orders an instance left half-done;
 //! - `trace.rs`: one trace from the gateway through invocation, the outbox and the deliveries;
-//! - `page.rs`: the storefront in headless Chromium.
+//! - `page.rs`: the storefront in headless Chromium;
+//! - `backends.rs`: the same shop on Redis and RabbitMQ (`herd.backends.toml`);
+//! - `mixed.rs`: Rust and Node.js services swapped in one by one.
 
+mod backends;
 mod concurrency;
+mod mixed;
 mod orders;
 mod page;
 mod recovery;
 mod trace;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;
@@ -44,16 +48,46 @@ pub fn shop_bin_dir() -> PathBuf {
     dir
 }
 
-/// The repository's herd.toml with `from` replaced by `to` for each pair; every `from` must be
-/// there, so a change to the file that these tests do not follow fails them.
-fn root_config(replacements: &[(&str, String)]) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../herd.toml");
-    let mut text = std::fs::read_to_string(path).expect("the repository's herd.toml");
+/// The repository's config file `file` (`herd.toml` or a variant) with `from` replaced by `to`
+/// for each pair; every `from` must be there, so a change to the file that these tests do not
+/// follow fails them.
+fn repository_config(file: &str, replacements: &[(&str, String)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(file);
+    let mut text = std::fs::read_to_string(&path).expect("the repository's config file");
     for (from, to) in replacements {
-        assert!(text.contains(from), "herd.toml no longer has {from:?}");
+        assert!(text.contains(from), "{file} no longer has {from:?}");
         text = text.replace(from, to);
     }
     text
+}
+
+/// How a test runs the shop: which of the repository's config files, what it changes in it
+/// (before the addresses move to free ports), what it appends, and herd's environment.
+pub struct Setup<'a> {
+    /// `herd.toml` or a variant beside it.
+    pub file: &'a str,
+    /// `(from, to)` replacements made first.
+    pub replacements: Vec<(&'a str, String)>,
+    /// Appended to the config.
+    pub extra: &'a str,
+    /// herd's environment (the services inherit it).
+    pub env: Vec<(&'a str, String)>,
+    /// The topic the subscribers must be seen subscribed to.
+    pub topic: String,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            file: "herd.toml",
+            replacements: Vec::new(),
+            extra: "",
+            env: Vec::new(),
+            topic: "orders".into(),
+        }
+    }
 }
 
 /// A running shop: herd on the root herd.toml, its gateway, sidecar API and admin listener.
@@ -76,9 +110,19 @@ impl Shop {
 
     /// The shop with `extra` appended to the config and `env` given to herd.
     pub fn start_with(extra: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(Setup {
+            extra,
+            env: env.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            ..Setup::default()
+        })
+    }
+
+    /// The shop as `setup` says, once every instance is ready and both subscribers subscribed.
+    pub fn launch(setup: Setup<'_>) -> Self {
         let bins = shop_bin_dir();
         let (gateway, api, admin) = (free_port(), free_port(), free_port());
-        let mut config = root_config(&[
+        let mut replacements = setup.replacements;
+        replacements.extend([
             (
                 "\"./target/release/shop-",
                 format!("\"{}/shop-", bins.display()),
@@ -87,10 +131,11 @@ impl Shop {
             ("127.0.0.1:3500", format!("127.0.0.1:{api}")),
             ("127.0.0.1:9901", format!("127.0.0.1:{admin}")),
         ]);
-        config.push_str(extra);
+        let mut config = repository_config(setup.file, &replacements);
+        config.push_str(setup.extra);
         let mut herd = Herd::prepare(&config);
         herd.env
-            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            .extend(setup.env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         herd.spawn();
         herd.wait_all_ready();
         let shop = Shop {
@@ -105,7 +150,7 @@ impl Shop {
             let apps: Vec<&str> = meta["subscriptions"]
                 .as_array()?
                 .iter()
-                .filter(|s| s["topic"] == "orders")
+                .filter(|s| s["topic"] == setup.topic.as_str())
                 .filter_map(|s| s["app"].as_str())
                 .collect();
             (apps.contains(&"inventory") && apps.contains(&"notifications")).then_some(())

@@ -9,7 +9,7 @@
 //! and each get exactly one notification. Without `node` and `npm` the tests report themselves
 //! skipped.
 
-mod harness;
+pub(crate) mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Barrier;
