@@ -451,8 +451,14 @@ pub(crate) async fn invoke(
     axum::Extension(AppId(caller)): axum::Extension<AppId>,
     req: Request,
 ) -> Response {
-    let policy = target(req.uri()).map(|(app, _)| shared.policies.app(&caller, &app));
-    handle(&shared.invoker, policy.as_deref(), &caller, req, false).await
+    call_from(&shared, &caller, req).await
+}
+
+/// An invocation by app `caller` in the HTTP API's form, whichever front end it came from
+/// (gRPC's `InvokeService` builds one).
+pub(crate) async fn call_from(shared: &Shared, caller: &str, req: Request) -> Response {
+    let policy = target(req.uri()).map(|(app, _)| shared.policies.app(caller, &app));
+    handle(&shared.invoker, policy.as_deref(), caller, req, false).await
 }
 
 /// An invocation a peer herd forwarded: served by local instances only.

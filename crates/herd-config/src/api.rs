@@ -15,6 +15,9 @@ use crate::source::KeyPath;
 /// Dapr's default body limit.
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// Dapr's default gRPC API address.
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50001";
+
 /// The name Dapr's quick starts give the state store, used for the default one.
 pub const DEFAULT_STORE: &str = "statestore";
 
@@ -76,6 +79,14 @@ pub(crate) fn check(
             raw.listen.as_deref().unwrap_or("127.0.0.1:3500"),
         )
         .unwrap_or_else(|| ([127, 0, 0, 1], 3500).into());
+    let grpc_explicit = raw.grpc_listen.is_some();
+    let grpc_listen = match raw.grpc_listen.as_deref() {
+        Some("") => None,
+        written => c.address(
+            &at.key("grpc_listen"),
+            written.unwrap_or(DEFAULT_GRPC_LISTEN),
+        ),
+    };
     let app_id = raw.app_id.unwrap_or_else(|| "herd".to_string());
     if !valid_name(&app_id) {
         c.err(&at.key("app_id"), format!("{app_id:?} is not an app id"));
@@ -95,6 +106,8 @@ pub(crate) fn check(
     (
         Some(ApiSpec {
             listen,
+            grpc_listen,
+            grpc_explicit,
             app_id,
             max_body,
             resources,
