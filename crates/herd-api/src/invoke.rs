@@ -61,6 +61,9 @@ pub struct Invoker {
     client: Client,
     peers: Option<Arc<Peers>>,
     max_body: usize,
+    /// Local apps reached over `AppCallback` (`app_protocol = "grpc"`).
+    grpc_apps: Vec<String>,
+    channels: crate::grpc::callback::Channels,
 }
 
 /// How an attempt loop over one pool ended without a response.
@@ -77,6 +80,8 @@ enum Failure {
     BreakerOpen,
     /// No app with this id here or on a peer.
     Unknown,
+    /// A gRPC app's call failed without an answer.
+    Grpc(String),
 }
 
 impl Invoker {
@@ -89,7 +94,15 @@ impl Invoker {
             client: Client::new(),
             peers,
             max_body,
+            grpc_apps: Vec::new(),
+            channels: Default::default(),
         }
+    }
+
+    /// Names the local apps that are called over `AppCallback` (`OnInvoke`).
+    pub fn with_grpc_apps(mut self, apps: Vec<String>) -> Self {
+        self.grpc_apps = apps;
+        self
     }
 
     /// Hands over the services' endpoints once the supervisor runs.
@@ -171,11 +184,18 @@ impl Invoker {
         body: Bytes,
         local_only: bool,
         deadline: tokio::time::Instant,
-    ) -> Result<(&'static str, http::Response<ClientBody>), (&'static str, Failure)> {
+    ) -> Result<(&'static str, Response), (&'static str, Failure)> {
         let mut last = None;
         if let Some(pool) = self.local_pool(app) {
             let req = parts.request(app, caller, body.clone(), &parts.path_and_query);
-            match attempts(&pool, &self.client, req, deadline).await {
+            let answer = if self.grpc_apps.iter().any(|a| a == app) {
+                grpc_attempts(&pool, &self.channels, &req, app, caller, deadline).await
+            } else {
+                attempts(&pool, &self.client, req, deadline)
+                    .await
+                    .map(|r| r.map(Body::new))
+            };
+            match answer {
                 Ok(resp) => return Ok(("local", resp)),
                 // Refused everywhere or nothing ready here: a peer may have the app.
                 Err(f @ (Failure::NoEndpoint(_) | Failure::Refused(_))) => last = Some(f),
@@ -188,7 +208,7 @@ impl Invoker {
             let path = format!("{PREFIX}{app}/method{}", parts.path_and_query);
             let req = parts.request(app, caller, body, &path);
             return match attempts(&pool, peers.client(), req, deadline).await {
-                Ok(resp) => Ok(("peer", resp)),
+                Ok(resp) => Ok(("peer", resp.map(Body::new))),
                 Err(f) => Err(("peer", f)),
             };
         }
@@ -199,14 +219,15 @@ impl Invoker {
 /// How an attempt counts for the resiliency policy: an answer by its status; nothing ready,
 /// or every connection refused, as unreachable (Dapr's built-in retries cover those); a call
 /// that broke or timed out after it may have arrived as a failure.
-fn classify(
-    result: &Result<(&'static str, http::Response<ClientBody>), (&'static str, Failure)>,
-) -> Outcome {
+fn classify(result: &Result<(&'static str, Response), (&'static str, Failure)>) -> Outcome {
     match result {
         Ok((_, resp)) => Outcome::from_http_status(resp.status().as_u16()),
         Err((_, Failure::NoEndpoint(_) | Failure::Refused(_))) => Outcome::Unreachable,
         Err((_, Failure::Unknown)) => Outcome::Permanent,
-        Err((_, Failure::Failed(_) | Failure::TimedOut | Failure::BreakerOpen)) => Outcome::Failure,
+        Err((
+            _,
+            Failure::Failed(_) | Failure::TimedOut | Failure::BreakerOpen | Failure::Grpc(_),
+        )) => Outcome::Failure,
     }
 }
 
@@ -335,14 +356,69 @@ async fn attempts(
     }
 }
 
-fn finish(
+/// Calls `OnInvoke` on instances of a gRPC app: a refused connection moves on to the next
+/// instance; an answer (or the app's error status, as an HTTP status) is the answer.
+async fn grpc_attempts(
+    pool: &Pool,
+    channels: &crate::grpc::callback::Channels,
+    req: &Template,
     app: &str,
-    target: &'static str,
-    started: Instant,
-    resp: http::Response<ClientBody>,
-) -> Response {
+    caller: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Response, Failure> {
+    use crate::grpc::callback::{CallError, Invocation};
+    let mut decisions = Decisions::default();
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let path_and_query = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let content_type = req
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let traceparent = req.headers.get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    loop {
+        let pick = pool
+            .pick(&tried, &mut decisions)
+            .map_err(Failure::NoEndpoint)?;
+        let addr = pick.addr;
+        let call = Invocation {
+            method: &req.method,
+            path_and_query,
+            content_type,
+            body: &req.body,
+            caller,
+            callee: app,
+            traceparent,
+        };
+        match tokio::time::timeout_at(deadline, channels.invoke(addr, call)).await {
+            Err(_) => {
+                pick.report(Attempt::NoAnswer, &mut decisions);
+                return Err(Failure::TimedOut);
+            }
+            Ok(Ok((status, content_type, body))) => {
+                pick.report(Attempt::Answered(status.as_u16()), &mut decisions);
+                let mut resp = Response::new(Body::from(body));
+                *resp.status_mut() = status;
+                if let Ok(v) = HeaderValue::from_str(&content_type) {
+                    resp.headers_mut().insert(header::CONTENT_TYPE, v);
+                }
+                return Ok(resp);
+            }
+            Ok(Err(CallError::Connect(e))) if tried.len() + 1 < MAX_TRIES => {
+                tracing::debug!(endpoint = %addr, "app {app}: connect failed, trying another instance: {e}");
+                pick.report(Attempt::NoAnswer, &mut decisions);
+                tried.push(addr);
+            }
+            Ok(Err(e)) => {
+                pick.report(Attempt::NoAnswer, &mut decisions);
+                return Err(Failure::Grpc(e.to_string()));
+            }
+        }
+    }
+}
+
+fn finish(app: &str, target: &'static str, started: Instant, mut resp: Response) -> Response {
     record(app, target, started, resp.status());
-    let mut resp = resp.map(Body::new);
     strip_hop_by_hop(resp.headers_mut());
     resp
 }
@@ -365,6 +441,7 @@ fn failed(app: &str, target: &'static str, started: Instant, f: Failure) -> Resp
             (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
         Failure::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "timed out".to_string()),
+        Failure::Grpc(why) => (StatusCode::INTERNAL_SERVER_ERROR, why),
         Failure::BreakerOpen => (
             StatusCode::SERVICE_UNAVAILABLE,
             "circuit breaker is open".to_string(),

@@ -297,6 +297,12 @@ impl Bound {
         let outbox_ready = Arc::new(tokio::sync::Notify::new());
         herd_api::outbox::start(components.clone(), outbox_ready.clone(), stop, tracker);
         let names = config.services.iter().map(|s| s.name.clone()).collect();
+        let grpc_apps: Vec<String> = config
+            .services
+            .iter()
+            .filter(|s| s.app_protocol == herd_config::AppProtocol::Grpc)
+            .map(|s| s.name.clone())
+            .collect();
         let (invoker, mesh) = match (self.mesh, &config.mesh) {
             (Some(mesh), Some(spec)) => {
                 let peers = Arc::new(Peers::new(
@@ -306,10 +312,14 @@ impl Bound {
                 ));
                 tracker.spawn(peers.clone().run(stop.child_token()));
                 tracing::info!("mesh listener on {}", spec.listen);
-                let invoker = Arc::new(Invoker::new(names, Some(peers), max_body));
+                let invoker =
+                    Arc::new(Invoker::new(names, Some(peers), max_body).with_grpc_apps(grpc_apps));
                 (invoker, Some((mesh.socket, mesh.server_tls)))
             }
-            _ => (Arc::new(Invoker::new(names, None, max_body)), None),
+            _ => (
+                Arc::new(Invoker::new(names, None, max_body).with_grpc_apps(grpc_apps)),
+                None,
+            ),
         };
         if let Some((socket, tls)) = mesh {
             herd_api::mesh::serve(invoker.clone(), socket, tls, stop, tracker)?;

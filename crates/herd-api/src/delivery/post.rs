@@ -1,5 +1,6 @@
 //! One delivery POST: the CloudEvent sent to a route of one instance with the headers Dapr sets
-//! (`content-type`, `pubsubname`, `traceparent`), and the answer read as a [`Verdict`].
+//! (`content-type`, `pubsubname`, `traceparent`), and the answer read as a [`Verdict`]; for a
+//! gRPC app, the `OnTopicEvent` call instead.
 
 use std::net::SocketAddr;
 
@@ -40,6 +41,9 @@ pub(super) async fn post(
     event: &serde_json::Value,
     body: Bytes,
 ) -> Verdict {
+    if let Some(channels) = &app.grpc {
+        return over_grpc(channels, addr, path, pubsub, event, &body).await;
+    }
     let Ok(request) = delivery_request(addr, path, pubsub, event, body) else {
         return Verdict::Drop;
     };
@@ -53,5 +57,36 @@ pub(super) async fn post(
     match answer {
         Ok(Some(v)) => v,
         _ => Verdict::Retry,
+    }
+}
+
+/// `OnTopicEvent` to a gRPC app: its status read as Dapr reads it; an error is a retry.
+async fn over_grpc(
+    channels: &crate::grpc::callback::Channels,
+    addr: SocketAddr,
+    path: &str,
+    pubsub: &str,
+    event: &serde_json::Value,
+    body: &[u8],
+) -> Verdict {
+    let request = crate::grpc::callback::topic_event(event, body, pubsub, path);
+    let current = herd_telemetry::current_traceparent();
+    let traceparent = current
+        .as_deref()
+        .or_else(|| event.get("traceparent").and_then(|t| t.as_str()));
+    let answer = tokio::time::timeout(
+        DELIVERY_TIMEOUT,
+        channels.topic_event(addr, request, traceparent),
+    )
+    .await;
+    match answer {
+        Ok(Ok(0)) => Verdict::Ack,
+        Ok(Ok(2)) => Verdict::Drop,
+        Ok(Ok(_)) => Verdict::Retry,
+        Ok(Err(e)) => {
+            tracing::debug!(endpoint = %addr, "OnTopicEvent failed: {e}");
+            Verdict::Retry
+        }
+        Err(_) => Verdict::Retry,
     }
 }

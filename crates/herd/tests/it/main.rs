@@ -17,6 +17,7 @@ mod pubsub;
 mod resiliency;
 mod sdk;
 mod sdk_pubsub;
+mod sdk_python;
 mod shop;
 mod shop_node;
 mod sidecar;
