@@ -17,8 +17,9 @@
 //!
 //! As over HTTP: the `dapr-api-token` metadata is checked when a token is set
 //! (UNAUTHENTICATED otherwise), a message larger than `[api] max_body` is RESOURCE_EXHAUSTED,
-//! every call runs in a SERVER span whose parent comes from `traceparent` or `grpc-trace-bin`,
-//! and any other method answers UNIMPLEMENTED naming it.
+//! every call runs in a SERVER span whose parent comes from `traceparent` or `grpc-trace-bin`
+//! and is listed in the dashboard's recent requests (`gRPC <Method>`), and any other method
+//! answers UNIMPLEMENTED naming it.
 
 pub mod callback;
 mod invoke;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use herd_telemetry::recent;
 use herd_telemetry::traceparent::{TRACEPARENT, TRACESTATE};
 use herd_telemetry::{Traced, context};
 use opentelemetry::KeyValue;
@@ -124,19 +126,32 @@ async fn handle(State(ctx): State<Arc<Ctx>>, request: Request) -> Response {
             ]
         },
     );
+    let started = std::time::Instant::now();
+    let trace_id = request
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| recent::trace_id_of(v.as_bytes()));
     let response = hop.wrap(dispatch(ctx.clone(), &method, request)).await;
+    // An error is answered trailers-only, its status a header; otherwise it is OK so far (a
+    // failure while the answer streams is rare for unary calls and not seen here).
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(0);
     if hop.is_recording() {
-        // Errors found before the handler ran are trailers-only: the status is a header.
-        let code = response
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<i64>().ok());
-        if let Some(code) = code {
-            hop.set_attribute(KeyValue::new("rpc.grpc.status_code", code));
-        }
+        hop.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
     }
     hop.end();
+    recent::push(recent::Finished::new(
+        recent::Source::Api,
+        format!("gRPC {method}").into(),
+        trace_id,
+        callback::http_status(tonic::Code::from(code)).as_u16(),
+        started,
+        started.elapsed(),
+    ));
     response
 }
 
@@ -200,7 +215,20 @@ where
     });
     let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default())
         .apply_max_message_size_config(Some(max), None);
-    grpc.unary(service, request).await.into_response()
+    let response = grpc.unary(service, request).await;
+    // tonic refuses an oversize message with OUT_OF_RANGE; gRPC servers elsewhere (daprd's
+    // grpc-go among them) say RESOURCE_EXHAUSTED, which is what clients expect.
+    let status = response.headers().get("grpc-status").map(|v| v.as_bytes());
+    if status == Some(b"11")
+        && let Some(why) = Status::from_header_map(response.headers())
+        && why.message().contains("message length too large")
+    {
+        return answer(Status::resource_exhausted(format!(
+            "{} ([api] max_body)",
+            why.message()
+        )));
+    }
+    response.into_response()
 }
 
 /// Routes a method to its handler.

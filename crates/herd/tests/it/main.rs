@@ -9,6 +9,7 @@ mod control;
 mod dashboard;
 mod durability;
 mod gateway;
+mod grpc;
 mod invoke;
 mod lifecycle;
 mod limits;
