@@ -221,3 +221,57 @@ pub(crate) fn valid_name(name: &str) -> bool {
             .chars()
             .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.')
 }
+
+#[cfg(test)]
+mod grpc_tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use crate::model::AppProtocol;
+    use crate::source::Source;
+
+    fn load(text: &str) -> Result<crate::Config, crate::ConfigErrors> {
+        crate::parse(Arc::new(Source {
+            path: PathBuf::from("/tmp/herd.toml"),
+            text: text.to_string(),
+        }))
+    }
+
+    const SERVICE: &str = "[[service]]\nname = \"web\"\ncommand = [\"sh\"]\n";
+
+    #[test]
+    fn grpc_listen_defaults_to_dapr_port_and_can_be_turned_off() {
+        let api = load("[api]\n").unwrap().api.unwrap();
+        assert_eq!(api.grpc_listen, Some(([127, 0, 0, 1], 50001).into()));
+        assert!(!api.grpc_explicit);
+        let api = load("[api]\ngrpc_listen = \"\"\n").unwrap().api.unwrap();
+        assert_eq!(api.grpc_listen, None);
+        let api = load("[api]\ngrpc_listen = \"127.0.0.1:7001\"\n")
+            .unwrap()
+            .api
+            .unwrap();
+        assert_eq!(api.grpc_listen, Some(([127, 0, 0, 1], 7001).into()));
+        assert!(api.grpc_explicit);
+        let errs = load("[api]\ngrpc_listen = \"nowhere\"\n").unwrap_err();
+        assert_eq!(errs.0[0].key.as_deref(), Some("api.grpc_listen"));
+        assert_eq!(errs.0[0].line, Some(2));
+    }
+
+    #[test]
+    fn app_protocol_is_http_or_grpc() {
+        let c = load(&format!("{SERVICE}app_protocol = \"grpc\"\n")).unwrap();
+        assert_eq!(c.services[0].app_protocol, AppProtocol::Grpc);
+        assert_eq!(
+            load(SERVICE).unwrap().services[0].app_protocol,
+            AppProtocol::Http
+        );
+        let errs = load(&format!("{SERVICE}app_protocol = \"h2\"\n")).unwrap_err();
+        assert_eq!(errs.0[0].key.as_deref(), Some("service[0].app_protocol"));
+        assert_eq!(errs.0[0].line, Some(4));
+        assert!(
+            errs.0[0].message.contains("\"grpc\""),
+            "{}",
+            errs.0[0].message
+        );
+    }
+}
