@@ -336,7 +336,7 @@ async fn attempt(
             let body = body.clone();
             async move {
                 let addr = app.endpoint(stop).await.ok_or(Stopping)?;
-                Ok(post::post(&app, addr, path, &sub.pubsub, event, body).await)
+                Ok(post::post(&app, addr, path, sub, event, body).await)
             }
         },
         delivery_outcome,

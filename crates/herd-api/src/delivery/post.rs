@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use herd_config::SubscriptionSpec;
 use herd_telemetry::traceparent::TRACEPARENT;
 use http_body_util::{BodyExt, Full};
 
@@ -37,12 +38,13 @@ pub(super) async fn post(
     app: &App,
     addr: SocketAddr,
     path: &str,
-    pubsub: &str,
+    sub: &SubscriptionSpec,
     event: &serde_json::Value,
     body: Bytes,
 ) -> Verdict {
+    let pubsub = sub.pubsub.as_str();
     if let Some(channels) = &app.grpc {
-        return over_grpc(channels, addr, path, pubsub, event, &body).await;
+        return over_grpc(channels, addr, path, sub, event, &body).await;
     }
     let Ok(request) = delivery_request(addr, path, pubsub, event, body) else {
         return Verdict::Drop;
@@ -65,11 +67,13 @@ async fn over_grpc(
     channels: &crate::grpc::callback::Channels,
     addr: SocketAddr,
     path: &str,
-    pubsub: &str,
+    sub: &SubscriptionSpec,
     event: &serde_json::Value,
     body: &[u8],
 ) -> Verdict {
-    let request = crate::grpc::callback::topic_event(event, body, pubsub, path);
+    // The topic is the subscription's, as daprd sends it: a dead-lettered event still names
+    // the topic it was first published to.
+    let request = crate::grpc::callback::topic_event(event, body, &sub.pubsub, &sub.topic, path);
     let current = herd_telemetry::current_traceparent();
     let traceparent = current
         .as_deref()

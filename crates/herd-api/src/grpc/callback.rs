@@ -231,11 +231,13 @@ pub(crate) fn http_status(code: Code) -> StatusCode {
 
 /// The `OnTopicEvent` request for a CloudEvent (`event`, as delivered in `body`): its data as
 /// bytes (a JSON value serialised, a string's characters for a non-JSON content type,
-/// `data_base64` decoded), the attributes in their fields, `path` the route.
+/// `data_base64` decoded), the attributes in their fields, `topic` the subscription's, `path` the
+/// route.
 pub(crate) fn topic_event(
     event: &serde_json::Value,
     body: &[u8],
     pubsub: &str,
+    topic: &str,
     path: &str,
 ) -> pb::TopicEventRequest {
     let text = |k: &str| {
@@ -268,7 +270,7 @@ pub(crate) fn topic_event(
         spec_version: text("specversion"),
         data_content_type: content_type,
         data,
-        topic: text("topic"),
+        topic: topic.to_string(),
         pubsub_name: pubsub.to_string(),
         path: path.to_string(),
         extensions: None,
@@ -285,14 +287,14 @@ mod tests {
             "specversion": "1.0", "id": "1", "source": "app", "type": "t",
             "datacontenttype": "application/json", "data": {"a": 1}, "topic": "orders",
         });
-        let r = topic_event(&event, b"", "pubsub", "/orders");
+        let r = topic_event(&event, b"", "pubsub", "orders", "/orders");
         assert_eq!(r.data, br#"{"a":1}"#);
         assert_eq!((r.id.as_str(), r.topic.as_str()), ("1", "orders"));
         let text = serde_json::json!({
             "specversion": "1.0", "datacontenttype": "text/plain", "data": "hi",
         });
-        assert_eq!(topic_event(&text, b"", "p", "/").data, b"hi");
-        let raw = topic_event(&serde_json::json!(null), b"raw bytes", "p", "/");
+        assert_eq!(topic_event(&text, b"", "p", "t", "/").data, b"hi");
+        let raw = topic_event(&serde_json::json!(null), b"raw bytes", "p", "t", "/");
         assert_eq!(raw.data, b"raw bytes");
         assert_eq!(http_status(Code::NotFound), StatusCode::NOT_FOUND);
     }
