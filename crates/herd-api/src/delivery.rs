@@ -8,6 +8,11 @@
 //! and settles each message by the app's verdict; `delivery/post.rs` is the POST itself and
 //! `delivery/span.rs` the CONSUMER span each delivery runs in.
 //!
+//! For an app with `app_protocol = "grpc"` the same happens over Dapr's `AppCallback` service
+//! (`grpc/callback.rs`): `ListTopicSubscriptions` instead of `GET /dapr/subscribe`, and
+//! `OnTopicEvent` instead of the POST, its `SUCCESS`, `RETRY` and `DROP` read as below (an
+//! error status is a retry).
+//!
 //! A delivery is the CloudEvent POSTed to the route (the first rule whose `event.type` matches,
 //! else the default) on one of the service's ready endpoints, round robin, with the headers
 //! Dapr sets (`traceparent`, and `pubsubname` naming the component, which the SDKs hand their
@@ -36,7 +41,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use herd_config::SubscriptionSpec;
+use herd_config::{AppProtocol, SubscriptionSpec};
 use herd_pubsub::{ConsumeOptions, Delivery, Message, Nack, PubSub};
 use herd_resilience::{Outcome, Policies, Policy, RunError};
 use http_body_util::Full;
@@ -67,7 +72,7 @@ pub fn start(
     components: Arc<Components>,
     policies: Arc<Policies>,
     declared: Vec<SubscriptionSpec>,
-    services: Vec<String>,
+    services: Vec<(String, AppProtocol)>,
     apps: Apps,
     stop: &CancellationToken,
     tracker: &TaskTracker,
@@ -75,7 +80,8 @@ pub fn start(
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build_http();
-    for service in services {
+    let channels = Arc::new(crate::grpc::callback::Channels::default());
+    for (service, protocol) in services {
         let Some(endpoints) = apps(&service) else {
             continue;
         };
@@ -90,6 +96,7 @@ pub fn start(
             client: client.clone(),
             turn: Arc::new(AtomicUsize::new(0)),
             policies: policies.clone(),
+            grpc: (protocol == AppProtocol::Grpc).then(|| channels.clone()),
         };
         tracker.spawn(run_app(
             app,
@@ -109,6 +116,8 @@ struct App {
     client: HttpClient,
     turn: Arc<AtomicUsize>,
     policies: Arc<Policies>,
+    /// Set for `app_protocol = "grpc"`: deliveries go over `AppCallback`.
+    grpc: Option<Arc<crate::grpc::callback::Channels>>,
 }
 
 impl App {
@@ -327,7 +336,7 @@ async fn attempt(
             let body = body.clone();
             async move {
                 let addr = app.endpoint(stop).await.ok_or(Stopping)?;
-                Ok(post::post(&app, addr, path, &sub.pubsub, event, body).await)
+                Ok(post::post(&app, addr, path, sub, event, body).await)
             }
         },
         delivery_outcome,

@@ -29,6 +29,8 @@ use herd_upstream::{
 };
 use http_body_util::{Either, Full};
 
+mod app_callback;
+
 use crate::error::ApiError;
 use crate::peers::Peers;
 use crate::{AppId, Shared};
@@ -61,6 +63,9 @@ pub struct Invoker {
     client: Client,
     peers: Option<Arc<Peers>>,
     max_body: usize,
+    /// Local apps reached over `AppCallback` (`app_protocol = "grpc"`).
+    grpc_apps: Vec<String>,
+    channels: crate::grpc::callback::Channels,
 }
 
 /// How an attempt loop over one pool ended without a response.
@@ -77,6 +82,8 @@ enum Failure {
     BreakerOpen,
     /// No app with this id here or on a peer.
     Unknown,
+    /// A gRPC app's call failed without an answer.
+    Grpc(String),
 }
 
 impl Invoker {
@@ -89,7 +96,15 @@ impl Invoker {
             client: Client::new(),
             peers,
             max_body,
+            grpc_apps: Vec::new(),
+            channels: Default::default(),
         }
+    }
+
+    /// Names the local apps that are called over `AppCallback` (`OnInvoke`).
+    pub fn with_grpc_apps(mut self, apps: Vec<String>) -> Self {
+        self.grpc_apps = apps;
+        self
     }
 
     /// Hands over the services' endpoints once the supervisor runs.
@@ -171,11 +186,18 @@ impl Invoker {
         body: Bytes,
         local_only: bool,
         deadline: tokio::time::Instant,
-    ) -> Result<(&'static str, http::Response<ClientBody>), (&'static str, Failure)> {
+    ) -> Result<(&'static str, Response), (&'static str, Failure)> {
         let mut last = None;
         if let Some(pool) = self.local_pool(app) {
             let req = parts.request(app, caller, body.clone(), &parts.path_and_query);
-            match attempts(&pool, &self.client, req, deadline).await {
+            let answer = if self.grpc_apps.iter().any(|a| a == app) {
+                app_callback::attempts(&pool, &self.channels, &req, app, caller, deadline).await
+            } else {
+                attempts(&pool, &self.client, req, deadline)
+                    .await
+                    .map(|r| r.map(Body::new))
+            };
+            match answer {
                 Ok(resp) => return Ok(("local", resp)),
                 // Refused everywhere or nothing ready here: a peer may have the app.
                 Err(f @ (Failure::NoEndpoint(_) | Failure::Refused(_))) => last = Some(f),
@@ -188,7 +210,7 @@ impl Invoker {
             let path = format!("{PREFIX}{app}/method{}", parts.path_and_query);
             let req = parts.request(app, caller, body, &path);
             return match attempts(&pool, peers.client(), req, deadline).await {
-                Ok(resp) => Ok(("peer", resp)),
+                Ok(resp) => Ok(("peer", resp.map(Body::new))),
                 Err(f) => Err(("peer", f)),
             };
         }
@@ -199,14 +221,15 @@ impl Invoker {
 /// How an attempt counts for the resiliency policy: an answer by its status; nothing ready,
 /// or every connection refused, as unreachable (Dapr's built-in retries cover those); a call
 /// that broke or timed out after it may have arrived as a failure.
-fn classify(
-    result: &Result<(&'static str, http::Response<ClientBody>), (&'static str, Failure)>,
-) -> Outcome {
+fn classify(result: &Result<(&'static str, Response), (&'static str, Failure)>) -> Outcome {
     match result {
         Ok((_, resp)) => Outcome::from_http_status(resp.status().as_u16()),
         Err((_, Failure::NoEndpoint(_) | Failure::Refused(_))) => Outcome::Unreachable,
         Err((_, Failure::Unknown)) => Outcome::Permanent,
-        Err((_, Failure::Failed(_) | Failure::TimedOut | Failure::BreakerOpen)) => Outcome::Failure,
+        Err((
+            _,
+            Failure::Failed(_) | Failure::TimedOut | Failure::BreakerOpen | Failure::Grpc(_),
+        )) => Outcome::Failure,
     }
 }
 
@@ -335,14 +358,8 @@ async fn attempts(
     }
 }
 
-fn finish(
-    app: &str,
-    target: &'static str,
-    started: Instant,
-    resp: http::Response<ClientBody>,
-) -> Response {
+fn finish(app: &str, target: &'static str, started: Instant, mut resp: Response) -> Response {
     record(app, target, started, resp.status());
-    let mut resp = resp.map(Body::new);
     strip_hop_by_hop(resp.headers_mut());
     resp
 }
@@ -365,6 +382,7 @@ fn failed(app: &str, target: &'static str, started: Instant, f: Failure) -> Resp
             (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
         Failure::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "timed out".to_string()),
+        Failure::Grpc(why) => (StatusCode::INTERNAL_SERVER_ERROR, why),
         Failure::BreakerOpen => (
             StatusCode::SERVICE_UNAVAILABLE,
             "circuit breaker is open".to_string(),
@@ -451,8 +469,14 @@ pub(crate) async fn invoke(
     axum::Extension(AppId(caller)): axum::Extension<AppId>,
     req: Request,
 ) -> Response {
-    let policy = target(req.uri()).map(|(app, _)| shared.policies.app(&caller, &app));
-    handle(&shared.invoker, policy.as_deref(), &caller, req, false).await
+    call_from(&shared, &caller, req).await
+}
+
+/// An invocation by app `caller` in the HTTP API's form, whichever front end it came from
+/// (gRPC's `InvokeService` builds one).
+pub(crate) async fn call_from(shared: &Shared, caller: &str, req: Request) -> Response {
+    let policy = target(req.uri()).map(|(app, _)| shared.policies.app(caller, &app));
+    handle(&shared.invoker, policy.as_deref(), caller, req, false).await
 }
 
 /// An invocation a peer herd forwarded: served by local instances only.

@@ -28,6 +28,7 @@ mod cloudevent;
 pub mod components;
 pub mod delivery;
 mod error;
+pub mod grpc;
 pub mod invoke;
 mod keys;
 mod lock;
@@ -80,6 +81,10 @@ pub struct Shared {
     pub policies: Arc<herd_resilience::Policies>,
     /// Service invocation.
     pub invoker: Arc<Invoker>,
+    /// Metadata attributes apps set (`SetMetadata`), by app id.
+    pub extended: std::sync::Mutex<
+        std::collections::HashMap<String, std::collections::BTreeMap<String, String>>,
+    >,
 }
 
 /// A bound listener and the app id of requests that arrive on it.
@@ -211,6 +216,7 @@ fn router(shared: Arc<Shared>, max_body: usize) -> Router {
         .route("/v1.0/healthz", get(meta::healthz))
         .route("/v1.0/healthz/outbound", get(meta::outbound))
         .route("/v1.0/metadata", get(meta::metadata))
+        .route("/v1.0/metadata/{key}", axum::routing::put(meta::set))
         .route("/v1.0/state/{store}", post(state::save).put(state::save))
         .route(
             "/v1.0/state/{store}/bulk",

@@ -109,28 +109,48 @@ pub async fn lock(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let started = Instant::now();
-    let (component, store) = lock_store(&shared, &name, &app.0, "ERR_TRY_LOCK")?;
+    lock_store(&shared, &name, &app.0, "ERR_TRY_LOCK")?;
     let request: TryLock = parse_body(&body)?;
-    let resource = resource(
-        component,
+    let granted = try_lock(
+        &shared,
         &app.0,
         &name,
         &request.resource_id,
-        &request.lock_owner,
-    )?;
-    if request.expiry_in_seconds <= 0 {
+        request.lock_owner,
+        request.expiry_in_seconds,
+    )
+    .await?;
+    Ok(Json(match granted {
+        Some(token) => json!({ "success": true, "fencingToken": token }),
+        None => json!({ "success": false }),
+    }))
+}
+
+/// Tries to take the lock on `resource` for `owner`: the fencing token when granted, `None`
+/// when someone else holds it. What both front ends call.
+pub(crate) async fn try_lock(
+    shared: &Shared,
+    app: &str,
+    name: &str,
+    resource_id: &str,
+    owner: String,
+    expiry_in_seconds: i64,
+) -> Result<Option<u64>, ApiError> {
+    let started = Instant::now();
+    let (component, store) = lock_store(shared, name, app, "ERR_TRY_LOCK")?;
+    let resource = resource(component, app, name, resource_id, &owner)?;
+    if expiry_in_seconds <= 0 {
         return Err(ApiError::malformed(format!(
             "ExpiryInSeconds is not positive in lock store {name}"
         )));
     }
-    let policy = shared.policies.component_outbound(&app.0, &name);
+    let policy = shared.policies.component_outbound(app, name);
     let mut lock = Reuse::new(
         &policy,
         LockRequest {
             resource,
-            owner: request.lock_owner,
-            expiry: Duration::from_secs(request.expiry_in_seconds as u64),
+            owner,
+            expiry: Duration::from_secs(expiry_in_seconds as u64),
         },
     );
     let result = policy.run(|_| store.lock(lock.next()), state_outcome).await;
@@ -139,12 +159,10 @@ pub async fn lock(
         Ok(LockOutcome::Held) => "held",
         Err(_) => "error",
     };
-    observe(&name, "lock", started, outcome);
+    observe(name, "lock", started, outcome);
     match result {
-        Ok(LockOutcome::Granted(token)) => {
-            Ok(Json(json!({ "success": true, "fencingToken": token })))
-        }
-        Ok(LockOutcome::Held) => Ok(Json(json!({ "success": false }))),
+        Ok(LockOutcome::Granted(token)) => Ok(Some(token)),
+        Ok(LockOutcome::Held) => Ok(None),
         Err(RunError::Failed(e)) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ERR_TRY_LOCK",
@@ -162,31 +180,42 @@ pub async fn unlock(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let started = Instant::now();
-    let (component, store) = lock_store(&shared, &name, &app.0, "ERR_UNLOCK")?;
+    lock_store(&shared, &name, &app.0, "ERR_UNLOCK")?;
     let request: Unlock = parse_body(&body)?;
-    let resource = resource(
-        component,
+    let status = release(
+        &shared,
         &app.0,
         &name,
         &request.resource_id,
         &request.lock_owner,
-    )?;
-    let policy = shared.policies.component_outbound(&app.0, &name);
+    )
+    .await?;
+    Ok(Json(json!({ "status": status })))
+}
+
+/// Releases `owner`'s lock on `resource`: 0 released, 1 no such lock, 2 someone else's.
+pub(crate) async fn release(
+    shared: &Shared,
+    app: &str,
+    name: &str,
+    resource_id: &str,
+    owner: &str,
+) -> Result<i32, ApiError> {
+    let started = Instant::now();
+    let (component, store) = lock_store(shared, name, app, "ERR_UNLOCK")?;
+    let resource = resource(component, app, name, resource_id, owner)?;
+    let policy = shared.policies.component_outbound(app, name);
     let result = policy
-        .run(
-            |_| store.unlock(&resource, &request.lock_owner),
-            state_outcome,
-        )
+        .run(|_| store.unlock(&resource, owner), state_outcome)
         .await;
     observe(
-        &name,
+        name,
         "unlock",
         started,
         if result.is_ok() { "ok" } else { "error" },
     );
     match result {
-        Ok(status) => Ok(Json(json!({ "status": status as i32 }))),
+        Ok(status) => Ok(status as i32),
         Err(RunError::Failed(e)) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ERR_UNLOCK",

@@ -25,13 +25,6 @@ const STORE_KEYS: &[&str] = &["ttlInSeconds", "fencingToken", "contentType", PRO
 /// Marks an upsert as the event to publish for the upsert of the same key, not to be stored.
 const PROJECTION: &str = "outbox.projection";
 
-fn text(v: &serde_json::Value) -> std::borrow::Cow<'_, str> {
-    match v {
-        serde_json::Value::String(s) => s.as_str().into(),
-        other => other.to_string().into(),
-    }
-}
-
 /// The CloudEvents a transaction publishes, as Dapr's outbox builds them: one per upsert, its
 /// value as the data, with the upsert's metadata as attributes of the event (`type`, `subject`,
 /// …; not the keys the store reads, nor `data` or `id`). An upsert whose metadata has
@@ -46,9 +39,11 @@ pub(crate) fn messages(
 ) -> Result<Vec<Bytes>, String> {
     let is_projection = |op: &Operation| {
         op.operation == "upsert"
-            && op.request.metadata.get(PROJECTION).is_some_and(|v| {
-                matches!(text(v).to_ascii_lowercase().as_str(), "true" | "1" | "t")
-            })
+            && op
+                .request
+                .metadata
+                .get(PROJECTION)
+                .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "t"))
     };
     let (projections, kept): (Vec<Operation>, Vec<Operation>) = std::mem::take(operations)
         .into_iter()
@@ -90,33 +85,31 @@ pub(crate) fn messages(
             let content_type = published
                 .metadata
                 .get("contentType")
-                .map_or("application/json".into(), text);
-            let value = published.value.as_deref().map_or("null", |v| v.get());
+                .map_or("application/json", String::as_str);
+            let value: &[u8] = published.value.as_deref().unwrap_or(b"null");
             // A JSON string published as text is its characters, not its quoted form.
             let unquoted;
-            let body = match serde_json::from_str::<serde_json::Value>(value) {
+            let body = match serde_json::from_slice::<serde_json::Value>(value) {
                 Ok(serde_json::Value::String(s)) if !content_type.contains("json") => {
                     unquoted = s;
                     unquoted.as_bytes()
                 }
-                _ => value.as_bytes(),
+                _ => value,
             };
-            let values: Vec<(&str, std::borrow::Cow<'_, str>)> = op
+            let attributes: Vec<(&str, &str)> = op
                 .request
                 .metadata
                 .iter()
                 .filter(|(k, _)| {
                     !STORE_KEYS.contains(&k.as_str()) && !matches!(k.as_str(), "data" | "id")
                 })
-                .map(|(k, v)| (k.as_str(), text(v)))
+                .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            let attributes: Vec<(&str, &str)> =
-                values.iter().map(|(k, v)| (*k, v.as_ref())).collect();
             cloudevent::wrap(&Envelope {
                 app,
                 pubsub,
                 topic,
-                content_type: &content_type,
+                content_type,
                 body,
                 traceparent: &traceparent,
                 tracestate: tracestate.as_deref(),

@@ -153,33 +153,57 @@ pub async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let started = Instant::now();
-    check_topic(&topic, &name)?;
-    let (_, broker) = broker(&shared, &name, &app.0)?;
-    let metadata = query_metadata(&query);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    let span = producer(&name, &topic);
+    let metadata = query_metadata(&query);
+    publish_event(
+        &shared,
+        &app.0,
+        &name,
+        &topic,
+        content_type,
+        &body,
+        &metadata,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Publishes `body` to `topic` on pub/sub `name` for `app` (wrapped in a CloudEvent unless
+/// `rawPayload`), returning once the broker holds it: what both front ends call.
+pub(crate) async fn publish_event(
+    shared: &Shared,
+    app: &str,
+    name: &str,
+    topic: &str,
+    content_type: &str,
+    body: &[u8],
+    metadata: &HashMap<String, String>,
+) -> Result<(), ApiError> {
+    let started = Instant::now();
+    check_topic(topic, name)?;
+    let (_, broker) = broker(shared, name, app)?;
+    let span = producer(name, topic);
     let (traceparent, tracestate) = (span.traceparent(), span.tracestate());
     let envelope = Envelope {
-        app: &app.0,
-        pubsub: &name,
-        topic: &topic,
+        app,
+        pubsub: name,
+        topic,
         content_type,
-        body: &body,
+        body,
         traceparent: &traceparent,
         tracestate: tracestate.as_deref(),
         attributes: &[],
     };
-    let message = message(envelope, &metadata)?;
-    let policy = shared.policies.component_outbound(&app.0, &name);
+    let message = message(envelope, metadata)?;
+    let policy = shared.policies.component_outbound(app, name);
     let mut message = Reuse::new(&policy, message);
     let result = policy
-        .run(|_| broker.publish(&topic, message.next()), pubsub_outcome)
+        .run(|_| broker.publish(topic, message.next()), pubsub_outcome)
         .await;
-    observe(&name, started, result.is_ok());
+    observe(name, started, result.is_ok());
     produced(
         span,
         result.as_ref().err().map(|e| e.to_string()).as_deref(),
@@ -190,8 +214,7 @@ pub async fn publish(
             "ERR_PUBSUB_PUBLISH_MESSAGE",
             format!("error when publish to topic {topic} in pubsub {name}: {e}"),
         )
-    })?;
-    Ok(StatusCode::NO_CONTENT)
+    })
 }
 
 /// One bulk publish entry. Dapr reads JSON field names case-insensitively, and the JavaScript
@@ -207,6 +230,18 @@ struct BulkEntry {
     metadata: HashMap<String, String>,
 }
 
+/// One entry of a bulk publish, whichever front end it came from.
+pub(crate) struct Entry {
+    /// The id failures are reported by.
+    pub(crate) id: String,
+    /// The payload as it is published.
+    pub(crate) payload: Vec<u8>,
+    /// Its content type; JSON when unset.
+    pub(crate) content_type: Option<String>,
+    /// Entry metadata, over the request's.
+    pub(crate) metadata: HashMap<String, String>,
+}
+
 /// `POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}`: every entry is published on its own;
 /// the answer lists the entries that failed (200 when none did, 500 otherwise).
 pub async fn bulk(
@@ -217,30 +252,75 @@ pub async fn bulk(
     body: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     check_topic(&topic, &name)?;
-    let (_, broker) = broker(&shared, &name, &app.0)?;
+    broker(&shared, &name, &app.0)?;
     let entries: Vec<BulkEntry> = parse_body(&body)?;
-    let shared_metadata = query_metadata(&query);
-    let policy = shared.policies.component_outbound(&app.0, &name);
+    let entries = entries
+        .into_iter()
+        .map(|entry| {
+            let json = entry
+                .content_type
+                .as_deref()
+                .is_none_or(|t| t.contains("json"));
+            let payload = match entry.event {
+                serde_json::Value::String(s) if !json => s.into_bytes(),
+                other => other.to_string().into_bytes(),
+            };
+            Entry {
+                id: entry.entry_id,
+                payload,
+                content_type: entry.content_type,
+                metadata: entry.metadata,
+            }
+        })
+        .collect();
+    let failed = publish_bulk(
+        &shared,
+        &app.0,
+        &name,
+        &topic,
+        entries,
+        &query_metadata(&query),
+    )
+    .await?;
+    let failed: Vec<_> = failed
+        .into_iter()
+        .map(|(id, error)| json!({ "entryId": id, "error": error }))
+        .collect();
+    if failed.is_empty() {
+        return Ok((StatusCode::OK, Json(json!({ "failedEntries": [] }))));
+    }
+    Ok((
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({ "failedEntries": failed, "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE" })),
+    ))
+}
+
+/// Publishes every entry on its own; returns `(entry id, error)` of those that failed.
+pub(crate) async fn publish_bulk(
+    shared: &Shared,
+    app: &str,
+    name: &str,
+    topic: &str,
+    entries: Vec<Entry>,
+    request_metadata: &HashMap<String, String>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    check_topic(topic, name)?;
+    let (_, broker) = broker(shared, name, app)?;
+    let policy = shared.policies.component_outbound(app, name);
     let mut failed = Vec::new();
     for entry in entries {
         let started = Instant::now();
-        let mut metadata = shared_metadata.clone();
+        let mut metadata = request_metadata.clone();
         metadata.extend(entry.metadata);
         let content_type = entry.content_type.as_deref().unwrap_or("application/json");
-        let payload = match &entry.event {
-            serde_json::Value::String(s) if !content_type.contains("json") => {
-                s.clone().into_bytes()
-            }
-            other => other.to_string().into_bytes(),
-        };
-        let span = producer(&name, &topic);
+        let span = producer(name, topic);
         let (traceparent, tracestate) = (span.traceparent(), span.tracestate());
         let envelope = Envelope {
-            app: &app.0,
-            pubsub: &name,
-            topic: &topic,
+            app,
+            pubsub: name,
+            topic,
             content_type,
-            body: &payload,
+            body: &entry.payload,
             traceparent: &traceparent,
             tracestate: tracestate.as_deref(),
             attributes: &[],
@@ -249,31 +329,19 @@ pub async fn bulk(
             Ok(m) => {
                 let mut m = Reuse::new(&policy, m);
                 policy
-                    .run(|_| broker.publish(&topic, m.next()), pubsub_outcome)
+                    .run(|_| broker.publish(topic, m.next()), pubsub_outcome)
                     .await
                     .map_err(|e| e.to_string())
             }
             Err(e) => Err(e.message),
         };
-        observe(&name, started, outcome.is_ok());
+        observe(name, started, outcome.is_ok());
         produced(span, outcome.as_ref().err().map(String::as_str));
         if let Err(error) = outcome {
-            failed.push(json!({ "entryId": entry.entry_id, "error": error }));
+            failed.push((entry.id, error));
         }
     }
-    let status = if failed.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    };
-    let mut answer = json!({ "failedEntries": failed });
-    if !answer["failedEntries"]
-        .as_array()
-        .is_some_and(Vec::is_empty)
-    {
-        answer["errorCode"] = json!("ERR_PUBSUB_PUBLISH_MESSAGE");
-    }
-    Ok((status, Json(answer)))
+    Ok(failed)
 }
 
 #[cfg(test)]

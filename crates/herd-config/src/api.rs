@@ -15,6 +15,9 @@ use crate::source::KeyPath;
 /// Dapr's default body limit.
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// Dapr's default gRPC API address.
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50001";
+
 /// The name Dapr's quick starts give the state store, used for the default one.
 pub const DEFAULT_STORE: &str = "statestore";
 
@@ -76,6 +79,14 @@ pub(crate) fn check(
             raw.listen.as_deref().unwrap_or("127.0.0.1:3500"),
         )
         .unwrap_or_else(|| ([127, 0, 0, 1], 3500).into());
+    let grpc_explicit = raw.grpc_listen.is_some();
+    let grpc_listen = match raw.grpc_listen.as_deref() {
+        Some("") => None,
+        written => c.address(
+            &at.key("grpc_listen"),
+            written.unwrap_or(DEFAULT_GRPC_LISTEN),
+        ),
+    };
     let app_id = raw.app_id.unwrap_or_else(|| "herd".to_string());
     if !valid_name(&app_id) {
         c.err(&at.key("app_id"), format!("{app_id:?} is not an app id"));
@@ -95,6 +106,8 @@ pub(crate) fn check(
     (
         Some(ApiSpec {
             listen,
+            grpc_listen,
+            grpc_explicit,
             app_id,
             max_body,
             resources,
@@ -207,4 +220,58 @@ pub(crate) fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.')
+}
+
+#[cfg(test)]
+mod grpc_tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use crate::model::AppProtocol;
+    use crate::source::Source;
+
+    fn load(text: &str) -> Result<crate::Config, crate::ConfigErrors> {
+        crate::parse(Arc::new(Source {
+            path: PathBuf::from("/tmp/herd.toml"),
+            text: text.to_string(),
+        }))
+    }
+
+    const SERVICE: &str = "[[service]]\nname = \"web\"\ncommand = [\"sh\"]\n";
+
+    #[test]
+    fn grpc_listen_defaults_to_dapr_port_and_can_be_turned_off() {
+        let api = load("[api]\n").unwrap().api.unwrap();
+        assert_eq!(api.grpc_listen, Some(([127, 0, 0, 1], 50001).into()));
+        assert!(!api.grpc_explicit);
+        let api = load("[api]\ngrpc_listen = \"\"\n").unwrap().api.unwrap();
+        assert_eq!(api.grpc_listen, None);
+        let api = load("[api]\ngrpc_listen = \"127.0.0.1:7001\"\n")
+            .unwrap()
+            .api
+            .unwrap();
+        assert_eq!(api.grpc_listen, Some(([127, 0, 0, 1], 7001).into()));
+        assert!(api.grpc_explicit);
+        let errs = load("[api]\ngrpc_listen = \"nowhere\"\n").unwrap_err();
+        assert_eq!(errs.0[0].key.as_deref(), Some("api.grpc_listen"));
+        assert_eq!(errs.0[0].line, Some(2));
+    }
+
+    #[test]
+    fn app_protocol_is_http_or_grpc() {
+        let c = load(&format!("{SERVICE}app_protocol = \"grpc\"\n")).unwrap();
+        assert_eq!(c.services[0].app_protocol, AppProtocol::Grpc);
+        assert_eq!(
+            load(SERVICE).unwrap().services[0].app_protocol,
+            AppProtocol::Http
+        );
+        let errs = load(&format!("{SERVICE}app_protocol = \"h2\"\n")).unwrap_err();
+        assert_eq!(errs.0[0].key.as_deref(), Some("service[0].app_protocol"));
+        assert_eq!(errs.0[0].line, Some(4));
+        assert!(
+            errs.0[0].message.contains("\"grpc\""),
+            "{}",
+            errs.0[0].message
+        );
+    }
 }

@@ -34,9 +34,9 @@ pub use api::{DEFAULT_PUBSUB, DEFAULT_STORE};
 pub use dapr::load_resources;
 pub use model::{ApiSpec, ComponentSpec, MeshSpec, MeshTls, Origin, SubscriptionSpec};
 pub use model::{
-    Backoff, Balance, BreakerConfig, Config, GatewaySpec, HealthSpec, Limits, ListenerSpec,
-    LogSettings, OutlierSpec, Readiness, ReadyMode, Regions, RestartPolicy, RetrySpec, RouteSpec,
-    ServiceSpec, Target, TlsFiles, Trip, UpstreamSpec,
+    AppProtocol, Backoff, Balance, BreakerConfig, Config, GatewaySpec, HealthSpec, Limits,
+    ListenerSpec, LogSettings, OutlierSpec, Readiness, ReadyMode, Regions, RestartPolicy,
+    RetrySpec, RouteSpec, ServiceSpec, Target, TlsFiles, Trip, UpstreamSpec,
 };
 pub use model::{LogFormat, Resiliency, TelemetrySpec};
 pub use source::{ConfigError, ConfigErrors, KeyPath, Source};

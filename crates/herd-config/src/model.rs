@@ -25,7 +25,7 @@ pub use gateway::{
     RouteSpec, Target, TlsFiles, UpstreamSpec,
 };
 pub use mesh::{MeshSpec, MeshTls};
-pub use service::{LogSettings, Readiness, ReadyMode, RestartPolicy, ServiceSpec};
+pub use service::{AppProtocol, LogSettings, Readiness, ReadyMode, RestartPolicy, ServiceSpec};
 pub use telemetry::{LogFormat, TelemetrySpec};
 
 use crate::source::Source;

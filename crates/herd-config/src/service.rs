@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::check::Checker;
-use crate::model::{LogSettings, Readiness, ReadyMode, RestartPolicy, ServiceSpec};
+use crate::model::{AppProtocol, LogSettings, Readiness, ReadyMode, RestartPolicy, ServiceSpec};
 use crate::raw::{RawInstances, RawLogs, RawService};
 use crate::source::KeyPath;
 
@@ -240,6 +240,18 @@ fn service(c: &mut Checker<'_>, index: usize, raw: RawService) -> Option<Service
         c.err(&at.key("max_memory"), "must be at least 1MB");
     }
 
+    let app_protocol = match raw.app_protocol.as_deref() {
+        None | Some("http") => AppProtocol::Http,
+        Some("grpc") => AppProtocol::Grpc,
+        Some(other) => {
+            c.err(
+                &at.key("app_protocol"),
+                format!("unknown app protocol {other:?}: use \"http\" or \"grpc\""),
+            );
+            AppProtocol::Http
+        }
+    };
+
     (c.error_count() == errors_before).then(|| ServiceSpec {
         name: raw.name,
         index,
@@ -255,6 +267,7 @@ fn service(c: &mut Checker<'_>, index: usize, raw: RawService) -> Option<Service
         max_memory: raw.max_memory.map(|m| m.as_u64()),
         kill_timeout,
         ready,
+        app_protocol,
     })
 }
 /// Finds `program` the way `execvp` would, so a missing program is a config error rather than a

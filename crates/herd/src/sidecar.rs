@@ -110,10 +110,12 @@ fn outbox_of(c: &herd_config::ComponentSpec) -> Option<(String, String)> {
     Some((pubsub.clone(), topic.clone()))
 }
 
-/// The API's bound listeners and each service's port.
+/// The API's bound listeners (HTTP and gRPC) and each service's ports.
 pub struct Bound {
     listeners: Vec<Listener>,
+    grpc_listeners: Vec<Listener>,
     ports: HashMap<String, u16>,
+    grpc_ports: HashMap<String, u16>,
     /// The shared listener's address.
     pub addr: SocketAddr,
     mesh: Option<Mesh>,
@@ -159,7 +161,37 @@ fn bind_mesh(config: &Config) -> Result<Option<Mesh>, Vec<ConfigError>> {
     }))
 }
 
-/// Binds `[api] listen` and one loopback port per service; `None` without `[api]`.
+/// Binds `[api] grpc_listen` unless it is off; the default address, if taken, is skipped
+/// with a warning (an explicit one is an error that names the key).
+fn bind_grpc(
+    config: &Config,
+    api: &herd_config::ApiSpec,
+) -> Result<Option<Listener>, Vec<ConfigError>> {
+    let Some(addr) = api.grpc_listen else {
+        return Ok(None);
+    };
+    match TcpListener::bind(addr) {
+        Ok(socket) => Ok(Some(Listener {
+            socket,
+            app_id: api.app_id.clone(),
+        })),
+        Err(e) if !api.grpc_explicit => {
+            tracing::warn!(
+                "[api] grpc_listen: cannot bind the default {addr} ({e}); the shared gRPC API is off (services keep their own DAPR_GRPC_PORT)"
+            );
+            Ok(None)
+        }
+        Err(e) => {
+            let at = KeyPath::default().key("api").key("grpc_listen");
+            Err(vec![
+                config.source.error(&at, format!("cannot bind {addr}: {e}")),
+            ])
+        }
+    }
+}
+
+/// Binds `[api] listen`, `[api] grpc_listen` and two loopback ports per service (HTTP and
+/// gRPC); `None` without `[api]`.
 pub fn bind(config: &Config) -> Result<Option<Bound>, Vec<ConfigError>> {
     let Some(api) = &config.api else {
         return Ok(None);
@@ -179,24 +211,33 @@ pub fn bind(config: &Config) -> Result<Option<Bound>, Vec<ConfigError>> {
         socket: main,
         app_id: api.app_id.clone(),
     }];
+    let mut grpc_listeners: Vec<Listener> = bind_grpc(config, api)?.into_iter().collect();
     let mut ports = HashMap::new();
+    let mut grpc_ports = HashMap::new();
     for service in &config.services {
-        let socket = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| {
-            vec![config.source.error(
-                &at,
-                format!("cannot bind a sidecar port for {}: {e}", service.name),
-            )]
-        })?;
-        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
-        ports.insert(service.name.clone(), port);
-        listeners.push(Listener {
-            socket,
-            app_id: service.name.clone(),
-        });
+        for (listeners, ports) in [
+            (&mut listeners, &mut ports),
+            (&mut grpc_listeners, &mut grpc_ports),
+        ] {
+            let socket = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| {
+                vec![config.source.error(
+                    &at,
+                    format!("cannot bind a sidecar port for {}: {e}", service.name),
+                )]
+            })?;
+            let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+            ports.insert(service.name.clone(), port);
+            listeners.push(Listener {
+                socket,
+                app_id: service.name.clone(),
+            });
+        }
     }
     Ok(Some(Bound {
         listeners,
+        grpc_listeners,
         ports,
+        grpc_ports,
         addr,
         mesh: bind_mesh(config)?,
     }))
@@ -210,7 +251,7 @@ pub fn token() -> Option<String> {
 }
 
 impl Bound {
-    /// What instances of `service` find in their environment: the API's port (and token), as
+    /// What instances of `service` find in their environment: the API's ports (and token), as
     /// `dapr run` sets them.
     pub fn env(&self, service: &str, token: Option<&str>) -> Vec<(String, String)> {
         let Some(port) = self.ports.get(service) else {
@@ -224,6 +265,13 @@ impl Bound {
             ),
             ("APP_ID".to_string(), service.to_string()),
         ];
+        if let Some(port) = self.grpc_ports.get(service) {
+            env.push(("DAPR_GRPC_PORT".to_string(), port.to_string()));
+            env.push((
+                "DAPR_GRPC_ENDPOINT".to_string(),
+                format!("http://127.0.0.1:{port}"),
+            ));
+        }
         if let Some(token) = token {
             env.push(("DAPR_API_TOKEN".to_string(), token.to_string()));
         }
@@ -249,6 +297,12 @@ impl Bound {
         let outbox_ready = Arc::new(tokio::sync::Notify::new());
         herd_api::outbox::start(components.clone(), outbox_ready.clone(), stop, tracker);
         let names = config.services.iter().map(|s| s.name.clone()).collect();
+        let grpc_apps: Vec<String> = config
+            .services
+            .iter()
+            .filter(|s| s.app_protocol == herd_config::AppProtocol::Grpc)
+            .map(|s| s.name.clone())
+            .collect();
         let (invoker, mesh) = match (self.mesh, &config.mesh) {
             (Some(mesh), Some(spec)) => {
                 let peers = Arc::new(Peers::new(
@@ -258,10 +312,14 @@ impl Bound {
                 ));
                 tracker.spawn(peers.clone().run(stop.child_token()));
                 tracing::info!("mesh listener on {}", spec.listen);
-                let invoker = Arc::new(Invoker::new(names, Some(peers), max_body));
+                let invoker =
+                    Arc::new(Invoker::new(names, Some(peers), max_body).with_grpc_apps(grpc_apps));
                 (invoker, Some((mesh.socket, mesh.server_tls)))
             }
-            _ => (Arc::new(Invoker::new(names, None, max_body)), None),
+            _ => (
+                Arc::new(Invoker::new(names, None, max_body).with_grpc_apps(grpc_apps)),
+                None,
+            ),
         };
         if let Some((socket, tls)) = mesh {
             herd_api::mesh::serve(invoker.clone(), socket, tls, stop, tracker)?;
@@ -276,8 +334,10 @@ impl Bound {
                 .map_or_else(String::new, |a| a.app_id.clone()),
             invoker: invoker.clone(),
             policies: policies.clone(),
+            extended: Default::default(),
         });
-        herd_api::serve(shared, max_body, self.listeners, stop, tracker)?;
+        herd_api::serve(shared.clone(), max_body, self.listeners, stop, tracker)?;
+        herd_api::grpc::serve(shared, max_body, self.grpc_listeners, stop, tracker)?;
         Ok((components, invoker, policies))
     }
 }

@@ -231,7 +231,11 @@ impl Api {
                 let supervisor = supervisor.clone();
                 Arc::new(move |name: &str| supervisor.service(name).map(|s| s.endpoints()))
             };
-            let services = config.services.iter().map(|s| s.name.clone()).collect();
+            let services = config
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), s.app_protocol))
+                .collect();
             herd_api::delivery::start(
                 components,
                 policies,

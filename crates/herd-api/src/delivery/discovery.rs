@@ -1,6 +1,6 @@
 //! Which subscriptions a service has: the declarative ones of herd.toml and Dapr `Subscription`
 //! files, plus the programmatic ones the app answers at `GET /dapr/subscribe` (as Dapr asks),
-//! once one of its instances is ready. A declarative subscription wins over a programmatic one
+//! once one of its instances is ready (`ListTopicSubscriptions` for a gRPC app). A declarative subscription wins over a programmatic one
 //! for the same pub/sub and topic.
 
 use std::net::SocketAddr;
@@ -117,8 +117,45 @@ async fn discover(app: &mut App, stop: &CancellationToken) -> Vec<SubscriptionSp
         .collect()
 }
 
+/// `ListTopicSubscriptions` of a gRPC app, in the shape of `GET /dapr/subscribe`'s answer.
+async fn ask_grpc(
+    channels: &crate::grpc::callback::Channels,
+    addr: SocketAddr,
+) -> Result<Vec<Programmatic>, String> {
+    let found = tokio::time::timeout(DISCOVERY_TIMEOUT, channels.subscriptions(addr))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(found
+        .into_iter()
+        .map(|s| {
+            let routes = s.routes.unwrap_or_default();
+            Programmatic {
+                pubsubname: s.pubsub_name,
+                topic: s.topic,
+                route: None,
+                routes: Some(Routes {
+                    default: Some(routes.default),
+                    rules: routes
+                        .rules
+                        .into_iter()
+                        .map(|r| Rule {
+                            matches: r.r#match,
+                            path: r.path,
+                        })
+                        .collect(),
+                }),
+                dead_letter_topic: Some(s.dead_letter_topic),
+            }
+        })
+        .collect())
+}
+
 /// One `GET /dapr/subscribe`: the app's subscriptions, none on 404, or why it failed.
 async fn ask(app: &App, addr: SocketAddr) -> Result<Vec<Programmatic>, String> {
+    if let Some(channels) = &app.grpc {
+        return ask_grpc(channels, addr).await;
+    }
     let request = http::Request::get(format!("http://{addr}/dapr/subscribe"))
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;

@@ -1,9 +1,11 @@
 //! One delivery POST: the CloudEvent sent to a route of one instance with the headers Dapr sets
-//! (`content-type`, `pubsubname`, `traceparent`), and the answer read as a [`Verdict`].
+//! (`content-type`, `pubsubname`, `traceparent`), and the answer read as a [`Verdict`]; for a
+//! gRPC app, the `OnTopicEvent` call instead.
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use herd_config::SubscriptionSpec;
 use herd_telemetry::traceparent::TRACEPARENT;
 use http_body_util::{BodyExt, Full};
 
@@ -36,10 +38,14 @@ pub(super) async fn post(
     app: &App,
     addr: SocketAddr,
     path: &str,
-    pubsub: &str,
+    sub: &SubscriptionSpec,
     event: &serde_json::Value,
     body: Bytes,
 ) -> Verdict {
+    let pubsub = sub.pubsub.as_str();
+    if let Some(channels) = &app.grpc {
+        return over_grpc(channels, addr, path, sub, event, &body).await;
+    }
     let Ok(request) = delivery_request(addr, path, pubsub, event, body) else {
         return Verdict::Drop;
     };
@@ -53,5 +59,38 @@ pub(super) async fn post(
     match answer {
         Ok(Some(v)) => v,
         _ => Verdict::Retry,
+    }
+}
+
+/// `OnTopicEvent` to a gRPC app: its status read as Dapr reads it; an error is a retry.
+async fn over_grpc(
+    channels: &crate::grpc::callback::Channels,
+    addr: SocketAddr,
+    path: &str,
+    sub: &SubscriptionSpec,
+    event: &serde_json::Value,
+    body: &[u8],
+) -> Verdict {
+    // The topic is the subscription's, as daprd sends it: a dead-lettered event still names
+    // the topic it was first published to.
+    let request = crate::grpc::callback::topic_event(event, body, &sub.pubsub, &sub.topic, path);
+    let current = herd_telemetry::current_traceparent();
+    let traceparent = current
+        .as_deref()
+        .or_else(|| event.get("traceparent").and_then(|t| t.as_str()));
+    let answer = tokio::time::timeout(
+        DELIVERY_TIMEOUT,
+        channels.topic_event(addr, request, traceparent),
+    )
+    .await;
+    match answer {
+        Ok(Ok(0)) => Verdict::Ack,
+        Ok(Ok(2)) => Verdict::Drop,
+        Ok(Ok(_)) => Verdict::Retry,
+        Ok(Err(e)) => {
+            tracing::debug!(endpoint = %addr, "OnTopicEvent failed: {e}");
+            Verdict::Retry
+        }
+        Err(_) => Verdict::Retry,
     }
 }

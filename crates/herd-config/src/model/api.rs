@@ -10,6 +10,10 @@ use std::path::PathBuf;
 pub struct ApiSpec {
     /// The shared listener's address.
     pub listen: SocketAddr,
+    /// The shared gRPC listener's address; `None` when `grpc_listen = ""`.
+    pub grpc_listen: Option<SocketAddr>,
+    /// Whether `grpc_listen` was written in the config (a default that is taken is skipped).
+    pub grpc_explicit: bool,
     /// The app id of requests on `listen`.
     pub app_id: String,
     /// Largest request body in bytes.

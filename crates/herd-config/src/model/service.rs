@@ -50,6 +50,18 @@ pub struct ServiceSpec {
     pub kill_timeout: Duration,
     /// How readiness is detected.
     pub ready: Readiness,
+    /// How herd delivers subscriptions and invocations to the app.
+    pub app_protocol: AppProtocol,
+}
+
+/// How herd talks to an app (`app_protocol`), as Dapr's `--app-protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AppProtocol {
+    /// Plain HTTP: POSTs for messages, the invoked method as a path.
+    #[default]
+    Http,
+    /// Dapr's `AppCallback` gRPC service (h2c).
+    Grpc,
 }
 
 /// Exponential backoff with jitter, and an upper bound on restarts per window.

@@ -14,6 +14,11 @@ pub struct RawApi {
     /// instances get a loopback listener of their own (in `DAPR_HTTP_PORT`), which tells herd
     /// their app id.
     pub listen: Option<String>,
+    /// Address of Dapr's gRPC API (`dapr.proto.runtime.v1.Dapr`) for callers outside herd's
+    /// services, or `""` for none. Default: `"127.0.0.1:50001"` (Dapr's default); when that
+    /// default is taken, herd warns and runs without it. Each service's instances get a
+    /// loopback gRPC listener of their own (in `DAPR_GRPC_PORT`) either way.
+    pub grpc_listen: Option<String>,
     /// The app id of requests on `listen` (instances use their service name). Default: `"herd"`.
     pub app_id: Option<String>,
     /// Largest request body accepted, e.g. `"4MB"`. Default: 4 MB (Dapr's default).

@@ -45,6 +45,9 @@ pub struct RawService {
     /// How herd knows an instance is ready to serve.
     #[serde(default)]
     pub ready: RawReady,
+    /// How herd reaches the app for subscriptions and service invocation: `"http"` (POSTs and
+    /// plain HTTP calls) or `"grpc"` (Dapr's AppCallback service). Default: `"http"`.
+    pub app_protocol: Option<String>,
 }
 
 /// `instances = 2` or `instances = "max"`.

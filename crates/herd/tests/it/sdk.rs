@@ -1,6 +1,7 @@
-//! The official Dapr JavaScript SDK (`@dapr/dapr`, HTTP protocol) against herd, unchanged: the
-//! program in `crates/herd/tests/node/` runs as a herd service, finds the sidecar API through
-//! the `DAPR_HTTP_PORT` and `DAPR_API_TOKEN` herd gives it, drives the state and lock clients and
+//! The official Dapr JavaScript SDK (`@dapr/dapr`, HTTP protocol, and once more over gRPC)
+//! against herd, unchanged: the program in `crates/herd/tests/node/` runs as a herd service,
+//! finds the sidecar API through the `DAPR_HTTP_PORT` (or `DAPR_GRPC_PORT`) and
+//! `DAPR_API_TOKEN` herd gives it, drives the state and lock clients and
 //! records what the SDK returned; this test checks that record, then reads the SDK's writes back
 //! through the HTTP API under the service's app id. Its npm dependencies are installed with
 //! `npm ci` on first use; without `node` and `npm` on `PATH` the test reports itself skipped.
@@ -110,11 +111,12 @@ fn failed(r: &Value) -> (u64, &str) {
     )
 }
 
-#[test]
-fn dapr_js_sdk_works_against_herd_unchanged() {
+/// Runs `dapr-sdk.js` as a herd service over `protocol` (`http` or `grpc`), with an API token
+/// set; the record, the shared listener's port and the token. `None` without node and npm.
+fn run_js_sdk(protocol: &str) -> Option<(Herd, Value, u16, String)> {
     if !on_path("node") || !on_path("npm") {
         eprintln!("skipped: node or npm is not on PATH");
-        return;
+        return None;
     }
     let dir = app_dir();
     npm_install(&dir).unwrap_or_else(|e| panic!("{e}"));
@@ -127,23 +129,81 @@ fn dapr_js_sdk_works_against_herd_unchanged() {
     let mut herd = Herd::prepare(&format!(
         r#"[api]
 listen = "127.0.0.1:{port}"
+grpc_listen = "127.0.0.1:{grpc}"
 app_id = "{shared_app}"
 
 [[service]]
 name = "{service}"
 command = ["node", "{}"]
 ready = {{ mode = "notify", timeout = "60s" }}
-env = {{ SDK_RESULT_FILE = "sdk-result.json" }}
+env = {{ SDK_RESULT_FILE = "sdk-result.json", SDK_PROTOCOL = "{protocol}" }}
 "#,
-        dir.join("dapr-sdk.js").display()
+        dir.join("dapr-sdk.js").display(),
+        grpc = free_port(),
     ));
     herd.env.push(("HERD_API_TOKEN".into(), token.clone()));
     herd.spawn();
     let file = herd.dir.path().join("sdk-result.json");
     let r = record(&mut herd, service, &file, Duration::from_secs(45));
-
-    // The SDK found herd through the variables herd set, and saw the service's app id.
     assert_eq!(r["sdkVersion"], json!(pinned_version(&dir)), "{r}");
+    assert_eq!(r["protocol"], protocol);
+    Some((herd, r, port, token))
+}
+
+/// The same program with `CommunicationProtocolEnum.GRPC`: every call over Dapr's gRPC API on
+/// the `DAPR_GRPC_PORT` herd set; conflicts are the SDK's ABORTED errors.
+#[test]
+fn dapr_js_sdk_works_over_grpc() {
+    let Some((_herd, r, _, _)) = run_js_sdk("grpc") else {
+        return;
+    };
+    let service = "sdk-app";
+    assert_eq!(r["tokenGiven"], true);
+    assert_eq!(r["metadata"]["id"], service, "{r}");
+    assert_eq!(
+        r["bareMetadataId"], service,
+        "DAPR_GRPC_ENDPOINT alone finds the API"
+    );
+    assert!(r["save"].is_null(), "{}", r["save"]);
+    assert_eq!(r["get"]["order"], json!({"item": "book", "qty": 1}));
+    assert_eq!(r["get"]["greeting"], "hello");
+    assert_eq!(r["get"]["count"], 42);
+    assert_eq!(r["get"]["missing"], "");
+    let bulk = r["bulk"].as_array().expect("a bulk answer");
+    assert_eq!(bulk[0]["data"], json!({"item": "book", "qty": 1}));
+    assert!(bulk[0]["etag"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(bulk[2]["data"], "", "a missing key has no data");
+    assert_eq!(r["etagChanged"], true);
+    let aborted = |k: &str| r[k]["grpcStatus"] == "ABORTED";
+    assert!(aborted("staleSave"), "{}", r["staleSave"]);
+    assert_eq!(r["afterStaleSave"], json!({"item": "book", "qty": 2}));
+    assert_eq!(r["afterLastWrite"], json!({"item": "book", "qty": 3}));
+    assert!(aborted("staleDelete"), "{}", r["staleDelete"]);
+    assert_eq!(r["afterDelete"], "");
+    assert!(aborted("staleTransaction"), "{}", r["staleTransaction"]);
+    assert_eq!(r["afterStaleTransaction"], "");
+    assert!(r["transaction"].is_null(), "{}", r["transaction"]);
+    let after = r["afterTransaction"].as_array().unwrap();
+    assert_eq!(after[0]["data"], "one");
+    assert_eq!(after[1]["data"], json!({"n": 2}));
+    assert_eq!(after[2]["data"], "", "deleted in the transaction");
+    assert!(r["fence"]["five"].is_null(), "{}", r["fence"]["five"]);
+    assert_eq!(r["fence"]["four"]["grpcStatus"], "ABORTED");
+    assert_eq!(r["afterFence"], 5);
+    assert_eq!(r["lock"]["granted"], json!({"success": true}));
+    assert_eq!(r["lock"]["held"], json!({"success": false}));
+    assert_eq!(r["lock"]["unlockOthers"], json!({"status": 2}));
+    assert_eq!(r["lock"]["unlockAgain"], json!({"status": 1}));
+    assert!(r["final"].is_null(), "{}", r["final"]);
+}
+
+#[test]
+fn dapr_js_sdk_works_against_herd_unchanged() {
+    let Some((_herd, r, port, token)) = run_js_sdk("http") else {
+        return;
+    };
+    let service = "sdk-app";
+    // The SDK found herd through the variables herd set, and saw the service's app id.
     assert_eq!(r["tokenGiven"], true);
     assert_eq!(r["metadata"]["id"], service, "{r}");
     assert_eq!(

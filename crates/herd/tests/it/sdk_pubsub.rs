@@ -252,3 +252,89 @@ env = {{ SDK_RESULT_FILE = "sdk-pubsub-result.json", SDK_EVENTS_FILE = "sdk-pubs
     assert_eq!(dead[0]["id"], dropped[0]["id"]);
     assert_eq!(dead[0]["data"], json!({"key": "dropped"}));
 }
+
+/// The same program with `CommunicationProtocolEnum.GRPC`: its `DaprServer` is the SDK's
+/// `AppCallback` server (`app_protocol = "grpc"`; herd asks `ListTopicSubscriptions` and calls
+/// `OnTopicEvent`), its client publishes over Dapr's gRPC API. Every message reaches the right
+/// handler once, RETRY redelivers, DROP goes to the dead-letter subscriber.
+#[test]
+fn dapr_js_sdk_pubsub_works_over_grpc() {
+    if !on_path("node") || !on_path("npm") {
+        eprintln!("skipped: node or npm is not on PATH");
+        return;
+    }
+    let dir = app_dir();
+    npm_install(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port();
+    let mut herd = Herd::prepare(&format!(
+        r#"[api]
+listen = "127.0.0.1:{port}"
+grpc_listen = "127.0.0.1:{grpc}"
+
+[[service]]
+name = "{SERVICE}"
+command = ["node", "{}"]
+port = "auto"
+app_protocol = "grpc"
+ready = {{ timeout = "60s" }}
+env = {{ SDK_RESULT_FILE = "result.json", SDK_EVENTS_FILE = "events.jsonl", SDK_PROTOCOL = "grpc", SDK_GO_FILE = "go" }}
+"#,
+        dir.join("dapr-sdk-pubsub.js").display(),
+        grpc = free_port(),
+    ));
+    herd.spawn();
+    let api = ([127, 0, 0, 1], port).into();
+    wait_for("the subscriptions", Duration::from_secs(60), || {
+        let meta = crate::state::call_at(api, "GET", "/v1.0/metadata", &[], "").json();
+        let active = meta["subscriptions"].as_array()?.len();
+        (active == 6).then_some(())
+    });
+    std::fs::write(herd.dir.path().join("go"), "").unwrap();
+    let result = herd.dir.path().join("result.json");
+    let events = herd.dir.path().join("events.jsonl");
+    let r = record(&mut herd, SERVICE, &result, Duration::from_secs(45));
+    assert_eq!(r["protocol"], "grpc");
+    assert_eq!(r["appId"], SERVICE);
+    for (name, outcome) in r["publish"].as_object().unwrap() {
+        assert!(outcome.is_null(), "publish {name}: {outcome}");
+    }
+    assert_eq!(r["bulk"]["failed"], json!([]), "{}", r["bulk"]);
+    let expected = [
+        key("sdk-plain", "default", json!({"kind": "json", "n": 1}), "-"),
+        key("sdk-plain", "default", json!("hello from the sdk"), "-"),
+        key(
+            "sdk-plain",
+            "default",
+            json!({"kind": "typed", "n": 2}),
+            "-",
+        ),
+        key("sdk-routed", "created", json!({"order": 7}), "-"),
+        key("sdk-routed", "other", json!({"order": 7}), "-"),
+        key("sdk-routed", "other", json!({"kind": "json-routed"}), "-"),
+        key("sdk-bulk", "default", json!({"bulk": 1}), "-"),
+        key("sdk-bulk", "default", json!({"bulk": 2}), "-"),
+        key("sdk-bulk", "default", json!("bulk text"), "-"),
+        key("sdk-bulk", "default", json!({"bulk": 3}), "-"),
+        key("sdk-retry", "default", json!({"key": "again"}), "RETRY"),
+        key("sdk-retry", "default", json!({"key": "again"}), "SUCCESS"),
+        key("sdk-drop", "default", json!({"key": "dropped"}), "DROP"),
+        key("sdk-dead", "default", json!({"key": "dropped"}), "-"),
+    ];
+    let deliveries = wait_for("every delivery", Duration::from_secs(30), || {
+        let (deliveries, _) = lines(&events);
+        let seen = tally(&deliveries);
+        expected
+            .iter()
+            .all(|k| seen.contains_key(k))
+            .then_some(deliveries)
+    });
+    let seen = tally(&deliveries);
+    for k in &expected {
+        assert_eq!(seen[k], 1, "{k:?} in {seen:#?}");
+    }
+    assert_eq!(
+        seen.len(),
+        expected.len(),
+        "unexpected deliveries: {seen:#?}"
+    );
+}

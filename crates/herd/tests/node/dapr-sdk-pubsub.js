@@ -1,5 +1,5 @@
-// The official Dapr JavaScript SDK (`@dapr/dapr`, HTTP protocol) doing pub/sub against herd,
-// unchanged. Run as a herd `port = "auto"` service, it is both ends:
+// The official Dapr JavaScript SDK (`@dapr/dapr`, HTTP protocol, or gRPC with SDK_PROTOCOL=grpc)
+// doing pub/sub against herd, unchanged. Run as a herd `port = "auto"` service, it is both ends:
 //
 // - a subscriber: a DaprServer listening on APP_PORT (or PORT) with its subscriptions registered
 //   before `server.start()`, as the SDK asks; herd finds them through the SDK's own
@@ -28,6 +28,7 @@ const { DaprServer, CommunicationProtocolEnum, DaprPubSubStatusEnum } = require(
 const express = require(require.resolve('express', { paths: [require.resolve('@dapr/dapr')] }));
 
 const PUBSUB = 'pubsub';
+const GRPC = process.env.SDK_PROTOCOL === 'grpc';
 const TOPIC = {
   plain: 'sdk-plain',
   routed: 'sdk-routed',
@@ -89,15 +90,19 @@ async function run() {
     next();
   });
 
+  // With SDK_PROTOCOL=grpc the server is the SDK's AppCallback gRPC server (herd runs the
+  // service with app_protocol = "grpc") and the client speaks Dapr's gRPC API; there is no
+  // Express app then, so no wire lines.
+  const protocol = GRPC ? CommunicationProtocolEnum.GRPC : CommunicationProtocolEnum.HTTP;
   const server = new DaprServer({
     serverHost: '127.0.0.1',
     serverPort: String(process.env.APP_PORT ?? process.env.PORT),
-    communicationProtocol: CommunicationProtocolEnum.HTTP,
-    serverHttp: app,
+    communicationProtocol: protocol,
+    ...(GRPC ? {} : { serverHttp: app }),
     clientOptions: {
       daprHost: '127.0.0.1',
-      daprPort: process.env.DAPR_HTTP_PORT,
-      communicationProtocol: CommunicationProtocolEnum.HTTP,
+      daprPort: GRPC ? process.env.DAPR_GRPC_PORT : process.env.DAPR_HTTP_PORT,
+      communicationProtocol: protocol,
     },
   });
 
@@ -142,6 +147,9 @@ async function run() {
   let meta;
   for (;;) {
     meta = await client.metadata.get();
+    // The SDK's gRPC metadata has no subscriptions: the test creates SDK_GO_FILE once herd's
+    // own metadata lists them.
+    if (GRPC && fs.existsSync(process.env.SDK_GO_FILE)) break;
     const active = new Set((meta.subscriptions ?? []).map((s) => s.topic));
     if (wanted.every((t) => active.has(t))) break;
     if (Date.now() > deadline) {
@@ -151,6 +159,7 @@ async function run() {
   }
 
   const r = {
+    protocol: GRPC ? 'grpc' : 'http',
     sdkVersion: sdkVersion(),
     appId: meta.id,
     subscriptions: meta.subscriptions,

@@ -1,6 +1,7 @@
-// The official Dapr JavaScript SDK (`@dapr/dapr`, HTTP protocol), used unchanged against herd's
-// sidecar API. Run as a herd service, it finds the API on the port herd gives it in
-// DAPR_HTTP_PORT (and the token in DAPR_API_TOKEN, which the SDK reads by itself), then drives
+// The official Dapr JavaScript SDK (`@dapr/dapr`), used unchanged against herd's sidecar API,
+// over HTTP or, with SDK_PROTOCOL=grpc, over Dapr's gRPC API. Run as a herd service, it finds
+// the API on the port herd gives it in DAPR_HTTP_PORT or DAPR_GRPC_PORT (and the token in
+// DAPR_API_TOKEN, which the SDK reads by itself), then drives
 // the state client (save with and without ETags, options and request metadata, get, getBulk,
 // delete, transaction, the ETag and fencing conflicts) and the lock client, recording what the
 // SDK returned or threw.
@@ -21,6 +22,8 @@ const {
 } = require('@dapr/dapr');
 
 const STORE = process.env.SDK_STORE ?? 'statestore';
+const GRPC = process.env.SDK_PROTOCOL === 'grpc';
+const PROTOCOL = GRPC ? CommunicationProtocolEnum.GRPC : CommunicationProtocolEnum.HTTP;
 const resultFile = process.env.SDK_RESULT_FILE;
 
 function record(result) {
@@ -33,11 +36,14 @@ function record(result) {
   }
 }
 
-// The SDK reports a failed call as an Error whose message is
+// Over HTTP the SDK reports a failed call as an Error whose message is
 // {"error": statusText, "error_msg": body, "status": code}; keep the status and Dapr's errorCode.
+// Over gRPC the message starts with the status, e.g. "[aborted] ..."; keep its name.
 function failure(err) {
   if (!err) return null;
   const out = { message: String(err.message ?? err) };
+  const grpc = /^\[([a-z_]+)\]/.exec(out.message);
+  if (grpc) out.grpcStatus = grpc[1].toUpperCase();
   try {
     const outer = JSON.parse(err.message);
     out.status = outer.status;
@@ -46,6 +52,15 @@ function failure(err) {
     // Not the SDK's HTTP error shape: the message alone says what happened.
   }
   return out;
+}
+
+// A call's failure whether the SDK returns it (HTTP: `{ error }`) or throws it (gRPC).
+async function outcome(fn) {
+  try {
+    return failure((await fn())?.error);
+  } catch (err) {
+    return failure(err);
+  }
 }
 
 async function thrown(fn) {
@@ -67,32 +82,32 @@ function sdkVersion() {
 async function run() {
   const r = {
     sdkVersion: sdkVersion(),
-    daprPort: Number(process.env.DAPR_HTTP_PORT),
+    daprPort: Number(GRPC ? process.env.DAPR_GRPC_PORT : process.env.DAPR_HTTP_PORT),
+    protocol: GRPC ? 'grpc' : 'http',
     tokenGiven: Boolean(process.env.DAPR_API_TOKEN),
   };
   const client = new DaprClient({
     daprHost: '127.0.0.1',
-    daprPort: process.env.DAPR_HTTP_PORT,
-    communicationProtocol: CommunicationProtocolEnum.HTTP,
+    daprPort: GRPC ? process.env.DAPR_GRPC_PORT : process.env.DAPR_HTTP_PORT,
+    communicationProtocol: PROTOCOL,
   });
   // The SDK's own start-up check: it polls GET /v1.0/metadata until the sidecar answers.
   await client.start();
   const meta = await client.metadata.get();
   r.metadata = { id: meta.id, components: meta.components.map((c) => c.name) };
 
-  // A client given nothing finds the API through DAPR_HTTP_ENDPOINT alone.
-  const bare = new DaprClient();
+  // A client given nothing but the protocol finds the API through DAPR_HTTP_ENDPOINT (or
+  // DAPR_GRPC_ENDPOINT) alone.
+  const bare = new DaprClient({ communicationProtocol: PROTOCOL });
   r.bareMetadataId = (await bare.metadata.get()).id;
 
   // Save without ETags or options, then read back.
-  r.save = failure(
-    (
-      await client.state.save(STORE, [
+  r.save = await outcome(() =>
+    client.state.save(STORE, [
         { key: 'order-1', value: { item: 'book', qty: 1 } },
         { key: 'greeting', value: 'hello' },
         { key: 'count', value: 42 },
-      ])
-    ).error,
+      ]),
   );
   r.get = {
     order: await client.state.get(STORE, 'order-1'),
@@ -108,9 +123,8 @@ async function run() {
   const first = bulk.find((i) => i.key === 'order-1').etag;
 
   // Save with the current ETag and options: accepted, and the ETag changes.
-  r.saveWithEtag = failure(
-    (
-      await client.state.save(STORE, [
+  r.saveWithEtag = await outcome(() =>
+    client.state.save(STORE, [
         {
           key: 'order-1',
           value: { item: 'book', qty: 2 },
@@ -120,48 +134,47 @@ async function run() {
             consistency: StateConsistencyEnum.CONSISTENCY_STRONG,
           },
         },
-      ])
-    ).error,
+      ]),
   );
   const second = await etagOf('order-1');
   r.etagChanged = first !== second;
   // The stale ETag conflicts (the SDK returns the error rather than throwing), and the
   // value stays.
-  r.staleSave = failure(
-    (
-      await client.state.save(STORE, [
+  r.staleSave = await outcome(() =>
+    client.state.save(STORE, [
         {
           key: 'order-1',
           value: { item: 'book', qty: 99 },
           etag: first,
           options: { concurrency: StateConcurrencyEnum.CONCURRENCY_FIRST_WRITE },
         },
-      ])
-    ).error,
+      ]),
   );
   r.afterStaleSave = await client.state.get(STORE, 'order-1', {
     consistency: StateConsistencyEnum.CONSISTENCY_STRONG,
   });
   // last-write ignores the stale ETag.
-  r.lastWrite = failure(
-    (
-      await client.state.save(STORE, [
+  r.lastWrite = await outcome(() =>
+    client.state.save(STORE, [
         {
           key: 'order-1',
           value: { item: 'book', qty: 3 },
           etag: first,
           options: { concurrency: StateConcurrencyEnum.CONCURRENCY_LAST_WRITE },
         },
-      ])
-    ).error,
+      ]),
   );
   r.afterLastWrite = await client.state.get(STORE, 'order-1');
 
   // Delete with a stale ETag conflicts and keeps the key; with the current one it goes.
-  r.staleDelete = failure((await client.state.delete(STORE, 'order-1', { etag: first })).error);
+  r.staleDelete = await outcome(() =>
+    client.state.delete(STORE, 'order-1', { etag: first }),
+  );
   r.afterStaleDelete = await client.state.get(STORE, 'order-1');
   const current = await etagOf('order-1');
-  r.delete = failure((await client.state.delete(STORE, 'order-1', { etag: current })).error);
+  r.delete = await outcome(() =>
+    client.state.delete(STORE, 'order-1', { etag: current }),
+  );
   r.afterDelete = await client.state.get(STORE, 'order-1');
 
   // Transactions: all or nothing; a stale ETag fails the whole of it (the SDK throws).
@@ -180,7 +193,9 @@ async function run() {
         operation: 'upsert',
         request: {
           key: 'tx-2',
-          value: { n: 2 },
+          // The SDK's gRPC client sends a transaction's values as they are and takes only
+          // strings and buffers there; over HTTP it serialises objects itself.
+          value: GRPC ? JSON.stringify({ n: 2 }) : { n: 2 },
           options: { concurrency: StateConcurrencyEnum.CONCURRENCY_FIRST_WRITE },
         },
       },
@@ -191,21 +206,17 @@ async function run() {
 
   // save's options.metadata travels as metadata.* query parameters and applies to every item:
   // a TTL (checked by the test through the HTTP API's expiry header), and fencing tokens.
-  r.saveWithTtl = failure(
-    (
-      await client.state.save(STORE, [{ key: 'ttl-key', value: 'expires' }], {
+  r.saveWithTtl = await outcome(() =>
+    client.state.save(STORE, [{ key: 'ttl-key', value: 'expires' }], {
         metadata: { ttlInSeconds: '3600' },
-      })
-    ).error,
+      }),
   );
   const fenced = async (token) =>
-    failure(
-      (
-        await client.state.save(STORE, [{ key: 'fenced', value: token }], {
+    await outcome(() =>
+    client.state.save(STORE, [{ key: 'fenced', value: token }], {
           metadata: { fencingToken: String(token) },
-        })
-      ).error,
-    );
+        }),
+  );
   r.fence = { five: await fenced(5), four: await fenced(4) };
   r.afterFence = await client.state.get(STORE, 'fenced');
 
@@ -225,8 +236,8 @@ async function run() {
   }
 
   // A last value for the test to read through the HTTP API under this app's id.
-  r.final = failure(
-    (await client.state.save(STORE, [{ key: 'sdk-visible', value: { from: 'sdk' } }])).error,
+  r.final = await outcome(() =>
+    client.state.save(STORE, [{ key: 'sdk-visible', value: { from: 'sdk' } }]),
   );
   await client.stop();
   return r;
