@@ -86,13 +86,34 @@ impl<'de> Deserialize<'de> for RawCommand {
 }
 
 /// `instances = 2` or `instances = "max"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawInstances {
     /// A fixed count.
     Count(i64),
     /// A keyword; only `"max"` is accepted.
     Keyword(String),
+}
+
+impl<'de> Deserialize<'de> for RawInstances {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = RawInstances;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of instances, or \"max\" for one per CPU core")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawInstances, E> {
+                Ok(RawInstances::Count(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawInstances, E> {
+                Ok(RawInstances::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawInstances, E> {
+                Ok(RawInstances::Keyword(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// `[service.restart]`: exponential backoff with jitter, and a cap on restarts per window.

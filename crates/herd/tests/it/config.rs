@@ -38,7 +38,12 @@ fn unknown_key_is_refused_with_line_and_key() {
 #[test]
 fn wrong_type_is_refused_with_line_and_key() {
     let config = "[[service]]\nname = \"a\"\ncommand = [\"true\"]\ninstances = true\n";
-    refused("up", config, ":4:1: service[0].instances: ");
+    // Placed at the value, and saying what is expected.
+    refused(
+        "up",
+        config,
+        ":4:13: service[0].instances: invalid type: boolean `true`, expected a number of instances, or \"max\"",
+    );
 }
 
 #[test]
@@ -63,7 +68,7 @@ fn check_reports_serde_and_validation_problems_in_one_pass() {
     let file = herd.config().display().to_string();
     for expected in [
         ":4:1: service[0].instancez: unknown field `instancez`",
-        ":10:11: service[1].restart.window: ",
+        ":10:22: service[1].restart.window: invalid type: integer `5`, expected a string",
         ":3:1: service[0].command: must be an array, the program and its arguments (run without a shell): command = [\"node\", \"server.js\"]",
         ":9:1: service[1].instances: must be between 1 and",
     ] {

@@ -116,7 +116,7 @@ fn bad_component_metadata_names_file_line_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     let want = format!(
-        "{}:6:1: component[0].metadata.redisHost:",
+        "{}:6:14: component[0].metadata.redisHost:",
         herd.config().display()
     );
     assert!(err.contains(&want), "expected {want:?} in {err}");
@@ -263,7 +263,7 @@ fn an_outbox_needs_a_store_that_can_hold_one_and_a_known_pubsub() {
     let out = herd.cli(&["check"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains(":6:1: component[0].metadata.outboxPublishPubsub: the transactional outbox needs state.embedded or state.redis"), "{err}");
+    assert!(err.contains(":6:62: component[0].metadata.outboxPublishPubsub: the transactional outbox needs state.embedded or state.redis"), "{err}");
     let herd = Herd::prepare(
         "[api]\n\n[[component]]\nname = \"s\"\ntype = \"state.embedded\"\nmetadata = { outboxPublishPubsub = \"nope\", outboxPublishTopic = \"t\" }\n",
     );
