@@ -25,3 +25,4 @@ mod tidy;
 mod tls;
 mod tracing;
 mod util;
+mod verbs;
