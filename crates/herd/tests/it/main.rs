@@ -21,6 +21,7 @@ mod shop;
 mod shop_node;
 mod sidecar;
 mod state;
+mod subscribe;
 mod tidy;
 mod tls;
 mod tracing;
