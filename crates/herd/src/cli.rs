@@ -61,8 +61,12 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Print a systemd unit that runs `herd up` for this config at boot (as the user who runs
-    /// this, or who ran sudo); `--install` writes it to /etc/systemd/system (as root).
+    /// Print (or install) a systemd unit that runs `herd up` for this config at boot.
+    ///
+    /// herd runs as the user who runs this (or who ran sudo), in the config's directory;
+    /// `systemctl reload` is `herd reload all`. `--install` writes the unit to
+    /// /etc/systemd/system (as root); then `systemctl daemon-reload && systemctl enable --now
+    /// <name>`.
     Startup {
         /// Write the unit file instead of printing it.
         #[arg(long)]

@@ -54,31 +54,40 @@ pub enum Request {
         /// A service name, or `all`.
         service: String,
     },
-    /// Set how many instances of a service run: added ones start, surplus ones stop
-    /// gracefully. Lasts until the next `herd reload` of the service, which applies the
-    /// config's `instances` again.
+    /// Set how many instances of a service run, until its next reload.
+    ///
+    /// Added instances start, surplus ones stop gracefully (highest slot first). The next
+    /// `herd reload` of the service applies the config's `instances` again; `herd restart`
+    /// keeps the count.
     Scale {
         /// The service name.
         service: String,
         /// The number of instances (1 or more; `herd stop` stops them all).
         instances: usize,
     },
-    /// Show a service: its command, directory, address or ports, restart and readiness
-    /// settings, log file, and each instance's pid, state, uptime, restarts and last exit.
+    /// Show a service's settings and instances.
+    ///
+    /// Its command, directory, address or ports, readiness, restart and memory settings, the
+    /// names of its env variables (not their values), its log file, and each instance's pid,
+    /// state, uptime, restarts and last exit.
     Describe {
         /// The service name.
         service: String,
     },
-    /// Stop a service and remove it from the running herd: `herd ls`, `start`, `scale` and
-    /// `logs` no longer know it. It comes back, from the config on disk, with `herd reload
-    /// NAME` (or `all`), `herd restart NAME` or the next `herd up`; its listen address stays
-    /// reserved for it meanwhile. The config file is not changed.
+    /// Stop a service and remove it from the running herd until it is reloaded.
+    ///
+    /// `herd ls`, `start`, `stop`, `scale`, `describe` and `logs` no longer know it. It comes
+    /// back, from the config on disk, with `herd reload NAME` (or `all`), `herd restart NAME`
+    /// or the next `herd up`; its listen address stays reserved for it meanwhile. The config
+    /// file is not changed.
     Delete {
-        /// The service name.
+        /// A service name, or `all`.
         service: String,
     },
-    /// Empty the log files of a service (of every service without a name): the live file is
-    /// truncated, rotated files are removed, and `herd logs` starts over.
+    /// Empty the log files of a service, or of every service.
+    ///
+    /// The live file is truncated, rotated files are removed, and the recent lines `herd logs`
+    /// shows are dropped.
     Flush {
         /// Only this service.
         service: Option<String>,
