@@ -6,7 +6,8 @@
 //! its topic as the consumer group named after the service, so the service's instances share
 //! the messages and every subscribing service gets all of them. This module runs the consumers
 //! and settles each message by the app's verdict; `delivery/post.rs` is the POST itself and
-//! `delivery/span.rs` the CONSUMER span each delivery runs in.
+//! `delivery/span.rs` the CONSUMER span each delivery runs in, `delivery/settle.rs` the
+//! dead-letter topic and the delivery metrics.
 //!
 //! For an app with `app_protocol = "grpc"` the same happens over Dapr's `AppCallback` service
 //! (`grpc/callback.rs`): `ListTopicSubscriptions` instead of `GET /dapr/subscribe`, and
@@ -14,7 +15,8 @@
 //! error status is a retry).
 //!
 //! A delivery is the CloudEvent POSTed to the route (the first rule whose `event.type` matches,
-//! else the default) on one of the service's ready endpoints, round robin, with the headers
+//! else the default; with rules only and no match, the message is not delivered but
+//! dead-lettered or acknowledged, as daprd does) on one of the service's ready endpoints, round robin, with the headers
 //! Dapr sets (`traceparent`, and `pubsubname` naming the component, which the SDKs hand their
 //! handlers). The answer decides: 2xx with no body or `{"status":"SUCCESS"}` acknowledges;
 //! `{"status":"DROP"}` or a 404 drops (to the dead-letter topic when one is set);
@@ -33,6 +35,7 @@
 
 mod discovery;
 mod post;
+mod settle;
 mod span;
 
 use std::net::SocketAddr;
@@ -42,7 +45,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herd_config::{AppProtocol, SubscriptionSpec};
-use herd_pubsub::{ConsumeOptions, Delivery, Message, Nack, PubSub};
+use herd_pubsub::{ConsumeOptions, Delivery, Nack, PubSub};
 use herd_resilience::{Outcome, Policies, Policy, RunError};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -54,6 +57,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::components::{Block, Components};
+use settle::{InFlight, count, dead_letter, why};
 
 /// The ready endpoints of a service, as the supervisor publishes them.
 pub type Endpoints = watch::Receiver<Arc<Vec<SocketAddr>>>;
@@ -289,13 +293,15 @@ fn verdict(status: http::StatusCode, body: &[u8]) -> Verdict {
     }
 }
 
-/// The path for an event: the first rule matching its type, else the default route.
-fn path_for<'a>(sub: &'a SubscriptionSpec, event: &serde_json::Value) -> &'a str {
+/// The path for an event: the first rule matching its type, else the default route; `None`
+/// when it matches no rule and the subscription has no default route (rules only).
+fn path_for<'a>(sub: &'a SubscriptionSpec, event: &serde_json::Value) -> Option<&'a str> {
     let kind = event.get("type").and_then(|t| t.as_str());
     sub.rules
         .iter()
         .find(|(t, _)| Some(t.as_str()) == kind)
-        .map_or(sub.route.as_str(), |(_, p)| p.as_str())
+        .map(|(_, p)| p.as_str())
+        .or_else(|| Some(sub.route.as_str()).filter(|r| !r.is_empty()))
 }
 
 /// Backoff before redelivery `attempt + 1`: exponential from 100 ms, capped at 10 s, full
@@ -325,11 +331,10 @@ async fn attempt(
     app: &App,
     sub: &SubscriptionSpec,
     policy: &Policy,
-    event: &serde_json::Value,
+    (path, event): (&str, &serde_json::Value),
     body: &Bytes,
     stop: &CancellationToken,
 ) -> Option<(Verdict, Option<Duration>)> {
-    let path = path_for(sub, event);
     let run = policy.run(
         |_| {
             let mut app = app.clone();
@@ -364,7 +369,26 @@ async fn deliver(
     let _in_flight = InFlight::start(&sub, &app.service);
     let event: serde_json::Value = serde_json::from_slice(delivery.data()).unwrap_or_default();
     let body = delivery.data().clone();
-    let Some((verdict, refused)) = attempt(&app, &sub, &policy, &event, &body, &stop).await else {
+    let Some(path) = path_for(&sub, &event) else {
+        // As daprd: an event no rule matches, without a default route, is not delivered; it
+        // goes to the dead-letter topic when there is one, else it is acknowledged.
+        let outcome = match &sub.dead_letter_topic {
+            Some(_) => dead_letter(&app, &sub, &broker, delivery, "matched no route").await,
+            None => {
+                tracing::debug!(
+                    "{}: message on {}/{} matched no route; acknowledged without delivery",
+                    app.service,
+                    sub.pubsub,
+                    sub.topic
+                );
+                delivery.ack().await.map(|()| "unrouted")
+            }
+        };
+        count(&app, &sub, outcome);
+        return;
+    };
+    let Some((verdict, refused)) = attempt(&app, &sub, &policy, (path, &event), &body, &stop).await
+    else {
         return; // shutting down: the broker redelivers
     };
     // The policy's retries were used up (not refused by its breaker): dead-letter now when the
@@ -373,92 +397,17 @@ async fn deliver(
     let outcome = match verdict {
         Verdict::Ack => delivery.ack().await.map(|()| "success"),
         Verdict::Retry if exhausted && sub.dead_letter_topic.is_some() => {
-            dead_letter(&app, &sub, &broker, delivery, verdict).await
+            dead_letter(&app, &sub, &broker, delivery, why(verdict)).await
         }
         Verdict::Retry if delivery.attempt() < sub.max_deliveries => {
             let delay = refused.unwrap_or_else(|| backoff(delivery.attempt()));
             delivery.nack(Nack::Retry(delay)).await.map(|()| "retry")
         }
-        Verdict::Retry | Verdict::Drop => dead_letter(&app, &sub, &broker, delivery, verdict).await,
-    };
-    let outcome = outcome.unwrap_or_else(|e| {
-        tracing::warn!("{}: settling a message of {}: {e}", app.service, sub.topic);
-        "error"
-    });
-    metrics::counter!(
-        "herd_pubsub_deliveries_total",
-        "pubsub" => sub.pubsub.clone(),
-        "topic" => sub.topic.clone(),
-        "app" => app.service.clone(),
-        "outcome" => outcome
-    )
-    .increment(1);
-}
-
-/// A delivery counted in `herd_pubsub_in_flight` from its start until it is dropped, however
-/// it ends.
-struct InFlight(metrics::Gauge);
-
-impl InFlight {
-    fn gauge(sub: &SubscriptionSpec, app: &str) -> metrics::Gauge {
-        metrics::gauge!(
-            "herd_pubsub_in_flight",
-            "pubsub" => sub.pubsub.clone(),
-            "topic" => sub.topic.clone(),
-            "app" => app.to_string()
-        )
-    }
-
-    fn start(sub: &SubscriptionSpec, app: &str) -> Self {
-        let gauge = Self::gauge(sub, app);
-        gauge.increment(1.0);
-        Self(gauge)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}
-
-/// Moves a message the app dropped or kept failing to the dead-letter topic (or drops it).
-async fn dead_letter(
-    app: &App,
-    sub: &SubscriptionSpec,
-    broker: &Arc<dyn PubSub>,
-    delivery: Box<dyn Delivery>,
-    verdict: Verdict,
-) -> Result<&'static str, herd_pubsub::PubSubError> {
-    let why = match verdict {
-        Verdict::Drop => "dropped by the app",
-        _ => "failed too often",
-    };
-    match &sub.dead_letter_topic {
-        Some(topic) => {
-            let message = Message {
-                data: delivery.data().clone(),
-                id: None,
-                ttl: None,
-                metadata: Default::default(),
-            };
-            // Publish first: if herd dies in between, the message is redelivered, not lost.
-            broker.publish(topic, message).await?;
-            delivery.ack().await?;
-            Ok("dead_lettered")
+        Verdict::Retry | Verdict::Drop => {
+            dead_letter(&app, &sub, &broker, delivery, why(verdict)).await
         }
-        None => {
-            tracing::warn!(
-                "{}: message on {}/{} {why} after {} attempt(s); no dead-letter topic, dropped",
-                app.service,
-                sub.pubsub,
-                sub.topic,
-                delivery.attempt()
-            );
-            delivery.ack().await?;
-            Ok("dropped")
-        }
-    }
+    };
+    count(&app, &sub, outcome);
 }
 
 #[cfg(test)]

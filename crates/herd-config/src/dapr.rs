@@ -83,6 +83,7 @@ pub fn load_resources(config: &mut Config, extra: &[PathBuf]) -> Result<Vec<Stri
         return Err(ConfigErrors(vec![ConfigError {
             file: config.source.path.clone(),
             line: None,
+            column: None,
             key: Some("api".into()),
             message: "--resources-path needs the sidecar API: add an [api] table".into(),
         }]));
@@ -151,6 +152,7 @@ fn plain_error(file: &Path, line: Option<usize>, message: String) -> ConfigError
     ConfigError {
         file: file.to_path_buf(),
         line,
+        column: None,
         key: None,
         message,
     }
@@ -186,6 +188,7 @@ fn subscription(
     let problem = |key: &str, message: String| ConfigError {
         file: file.to_path_buf(),
         line: Some(line),
+        column: None,
         key: Some(key.to_string()),
         message,
     };
@@ -291,6 +294,7 @@ fn read_file(
             errors.push(ConfigError {
                 file: file.to_path_buf(),
                 line: line_of(&|l| l.starts_with("name:")).or(Some(doc_line)),
+                column: None,
                 key: Some("metadata.name".into()),
                 message: "a component needs a name (letters, digits, -, _ and .)".into(),
             });
@@ -317,6 +321,7 @@ fn read_file(
             let problem = |message: String| ConfigError {
                 file: file.to_path_buf(),
                 line: Some(at),
+                column: None,
                 key: Some(format!("{name}: spec.metadata.{}", item.name)),
                 message,
             };

@@ -1,7 +1,8 @@
 //! `herd.toml` → validated [`Config`].
 //!
 //! Loading runs in two stages. Serde reads the text into the structs of `raw.rs`, rejecting
-//! unknown keys and wrong types; then `validate.rs` has each section checked by its module
+//! unknown keys and wrong types (`lenient.rs` reads on past a refused key so that every such
+//! problem is reported); then `validate.rs` has each section checked by its module
 //! (`service.rs`, `gateway.rs`, `telemetry.rs`, `api.rs`, `resiliency.rs`, `mesh.rs`), which
 //! fills defaults and pushes every problem onto one `check::Checker`, and assembles the
 //! [`Config`] of `model.rs`. Imports flow one way: `validate` → sections → `check` → `model`,
@@ -17,6 +18,7 @@ mod api;
 mod check;
 mod dapr;
 mod gateway;
+mod lenient;
 mod mesh;
 pub mod metadata;
 pub mod model;
@@ -47,10 +49,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     parse(source)
 }
 
-/// Parses and validates config text that was already read.
+/// Parses and validates config text that was already read. Every problem is reported: those of
+/// serde's stage and, when the file could be read whole, those of validation.
 pub fn parse(source: Arc<Source>) -> Result<Config, ConfigErrors> {
-    let raw = deserialize(&source).map_err(|e| ConfigErrors(vec![e]))?;
-    validate::validate(source, raw).map_err(ConfigErrors)
+    let read = lenient::read(&source).map_err(ConfigErrors)?;
+    let mut errors = read.errors;
+    if read.whole {
+        match validate::validate(source, read.raw) {
+            Ok(config) if errors.is_empty() => return Ok(config),
+            Ok(_) => {}
+            Err(more) => errors.extend(more),
+        }
+    }
+    errors.dedup();
+    Err(ConfigErrors(errors))
 }
 
 /// The data directory a config file names, read leniently: CLI commands that only talk to a
@@ -66,28 +78,6 @@ pub fn data_dir_of(path: &Path) -> std::path::PathBuf {
         .and_then(|text| text.parse::<toml::Table>().ok())
         .and_then(|t| t.get("data_dir")?.as_str().map(str::to_string));
     base.join(named.as_deref().unwrap_or(".herd"))
-}
-
-fn deserialize(source: &Source) -> Result<raw::RawConfig, ConfigError> {
-    let de = toml::Deserializer::parse(&source.text).map_err(|e| syntax_error(source, &e))?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let mut err = syntax_error(source, &inner);
-        if path != "." && !path.is_empty() {
-            err.key = Some(path);
-        }
-        err
-    })
-}
-
-fn syntax_error(source: &Source, e: &toml::de::Error) -> ConfigError {
-    ConfigError {
-        file: source.path.clone(),
-        line: e.span().map(|s| source.line_of(s.start)),
-        key: None,
-        message: e.message().trim().to_string(),
-    }
 }
 
 #[cfg(test)]

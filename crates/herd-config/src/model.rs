@@ -90,6 +90,7 @@ impl Config {
             Origin::Yaml { file, line, fields } => crate::ConfigError {
                 file: file.clone(),
                 line: Some(field.and_then(|f| fields.get(f)).copied().unwrap_or(*line)),
+                column: None,
                 key: Some(match field {
                     Some(f) => format!("{}: spec.metadata.{f}", c.name),
                     None => format!("{}: spec.type", c.name),
@@ -99,6 +100,7 @@ impl Config {
             Origin::Default => crate::ConfigError {
                 file: self.source.path.clone(),
                 line: None,
+                column: None,
                 key: Some(format!("component {}", c.name)),
                 message,
             },

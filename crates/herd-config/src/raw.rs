@@ -26,7 +26,7 @@ pub use resiliency::{
     RawComponentTarget, RawPolicies, RawPolicyBreaker, RawPolicyRetry, RawResiliency, RawTarget,
     RawTargets,
 };
-pub use service::{RawInstances, RawLogs, RawReady, RawRestart, RawService};
+pub use service::{RawCommand, RawInstances, RawLogs, RawReady, RawRestart, RawService};
 pub use telemetry::{RawAdmin, RawTelemetry};
 
 /// The whole file.

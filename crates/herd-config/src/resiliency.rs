@@ -280,6 +280,7 @@ pub(crate) fn from_yaml(
             errors.push(ConfigError {
                 file: file.to_path_buf(),
                 line: line.or(Some(first)),
+                column: None,
                 key: (key != "." && !key.is_empty()).then_some(key),
                 message: inner.to_string(),
             });
@@ -295,6 +296,7 @@ pub(crate) fn from_yaml(
             errors.push(ConfigError {
                 file: file.to_path_buf(),
                 line: yaml_line(doc, first, &["scopes"]).or(Some(first)),
+                column: None,
                 key: Some(format!("{name}: scopes")),
                 message: format!("no app named {scope:?}"),
             });
@@ -306,6 +308,7 @@ pub(crate) fn from_yaml(
         errors.push(ConfigError {
             file: file.to_path_buf(),
             line: yaml_line(doc, first, &full).or(Some(first)),
+            column: None,
             key: Some(format!("{name}: {}", full.join("."))),
             message,
         });

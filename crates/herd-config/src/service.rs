@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::check::Checker;
 use crate::model::{AppProtocol, LogSettings, Readiness, ReadyMode, RestartPolicy, ServiceSpec};
-use crate::raw::{RawInstances, RawLogs, RawService};
+use crate::raw::{RawCommand, RawInstances, RawLogs, RawService};
 use crate::source::KeyPath;
 
 /// Most instances one service may ask for; a guard against typos such as `instances = 2000`.
@@ -102,16 +102,20 @@ fn service(c: &mut Checker<'_>, index: usize, raw: RawService) -> Option<Service
         }
     }
 
-    let mut command = raw.command;
-    match command.first() {
-        None => c.err(
+    let mut command = Vec::new();
+    match raw.command {
+        RawCommand::Line(line) => c.err(&at.key("command"), command_line_error(&line)),
+        RawCommand::Args(args) if args.is_empty() => c.err(
             &at.key("command"),
             "must name a program: command = [\"program\", \"arg\", ...]",
         ),
-        Some(program) => match resolve_program(program, &cwd, raw.env.get("PATH")) {
-            Ok(path) => command[0] = path,
-            Err(message) => c.err(&at.key("command"), message),
-        },
+        RawCommand::Args(args) => {
+            command = args;
+            match resolve_program(&command[0], &cwd, raw.env.get("PATH")) {
+                Ok(path) => command[0] = path,
+                Err(message) => c.err(&at.key("command"), message),
+            }
+        }
     }
 
     let instances = match raw.instances {
@@ -298,4 +302,23 @@ fn resolve_program(program: &str, cwd: &Path, path_var: Option<&String>) -> Resu
         .find(|p| executable(p))
         .map(|p| p.to_string_lossy().into_owned())
         .ok_or_else(|| format!("program {program:?} not found in PATH"))
+}
+
+/// The error for `command = "<line>"`: commands are arrays (run without a shell), so suggest
+/// the array this line would be, or `sh -c` when it needs a shell.
+fn command_line_error(line: &str) -> String {
+    let shell = line.contains(['|', '&', ';', '<', '>', '$', '`', '"', '\'', '*', '(', ')']);
+    let words: Vec<String> = if shell {
+        vec!["sh".into(), "-c".into(), line.to_string()]
+    } else {
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    let array = words
+        .iter()
+        .map(|w| format!("{w:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "must be an array, the program and its arguments (run without a shell): command = [{array}]"
+    )
 }

@@ -3,7 +3,8 @@
 //! A [`KeyPath`] (`service[1].restart.window`) names a key the way a user reads the file;
 //! [`Source::locate`] turns it into a line number by walking a span-preserving parse of the same
 //! text. Errors from both loading stages become [`ConfigError`]s that render as
-//! `herd.toml:12: service[1].restart.window: not a duration: "5 parsecs"`.
+//! `herd.toml:12:1: service[1].restart.window: not a duration: "5 parsecs"` (file, line,
+//! column, key).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,7 @@ impl Source {
             Err(e) => Err(ConfigErrors(vec![ConfigError {
                 file: path.to_path_buf(),
                 line: None,
+                column: None,
                 key: None,
                 message: format!("cannot read config file: {e}"),
             }])),
@@ -85,17 +87,30 @@ impl Source {
 
     /// The 1-based line of byte `offset`.
     pub fn line_of(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        self.position_of(offset).0
+    }
+
+    /// The 1-based line and column (in characters) of byte `offset`.
+    pub fn position_of(&self, offset: usize) -> (usize, usize) {
+        let mut end = offset.min(self.text.len());
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let before = &self.text[..end];
+        let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+        let start = before.rfind('\n').map_or(0, |i| i + 1);
+        (line, before[start..].chars().count() + 1)
     }
 
     /// The line where the key at `path` is written, or the nearest enclosing key that is
     /// (a missing key is reported at its table's header).
     pub fn locate(&self, path: &KeyPath) -> Option<usize> {
+        self.position(path).map(|(line, _)| line)
+    }
+
+    /// The line and column where the key at `path` is written, or where the nearest enclosing
+    /// key is.
+    pub fn position(&self, path: &KeyPath) -> Option<(usize, usize)> {
         let doc = DeTable::parse(&self.text).ok()?;
         let mut best = None;
         let mut table: Option<&DeTable<'_>> = Some(doc.get_ref());
@@ -126,14 +141,16 @@ impl Source {
                 }
             }
         }
-        best.map(|offset| self.line_of(offset))
+        best.map(|offset| self.position_of(offset))
     }
 
     /// An error at `path` with `message`.
     pub fn error(&self, path: &KeyPath, message: impl Into<String>) -> ConfigError {
+        let at = self.position(path);
         ConfigError {
             file: self.path.clone(),
-            line: self.locate(path),
+            line: at.map(|(line, _)| line),
+            column: at.map(|(_, column)| column),
             key: Some(path.to_string()),
             message: message.into(),
         }
@@ -147,6 +164,8 @@ pub struct ConfigError {
     pub file: PathBuf,
     /// 1-based line, when the problem can be placed.
     pub line: Option<usize>,
+    /// 1-based column (in characters) on that line, when known.
+    pub column: Option<usize>,
     /// The key path, when the problem belongs to a key.
     pub key: Option<String>,
     /// What is wrong.
@@ -158,6 +177,9 @@ impl fmt::Display for ConfigError {
         write!(f, "{}", self.file.display())?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
         }
         if let Some(key) = &self.key {
             write!(f, ": {key}")?;

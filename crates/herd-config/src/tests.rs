@@ -123,7 +123,7 @@ fn empty_command_and_bad_values_are_all_reported() {
         .unwrap_err()
         .to_string();
     assert!(
-        text.starts_with("/tmp/herd.toml:3: service[0].command: "),
+        text.starts_with("/tmp/herd.toml:3:1: service[0].command: "),
         "{text}"
     );
 }

@@ -92,8 +92,13 @@ pub fn bind_all(config: &Config) -> Result<Vec<Option<Bound>>, Vec<ConfigError>>
 }
 
 /// All running services.
+///
+/// A deleted service (`herd delete`) keeps its place, its socket and its endpoint list (which
+/// the gateway and pub/sub delivery watch), with every instance stopped; it is only left out
+/// of [`Supervisor::status`] until [`Supervisor::undelete`].
 pub struct Supervisor {
     services: Vec<Arc<Service>>,
+    deleted: std::sync::Mutex<std::collections::BTreeSet<String>>,
     logs: LogHub,
     cancel: CancellationToken,
 }
@@ -132,9 +137,32 @@ impl Supervisor {
             .collect();
         Self {
             services,
+            deleted: Default::default(),
             logs,
             cancel,
         }
+    }
+
+    /// Marks `name` deleted: left out of the status until undeleted. Its instances are the
+    /// caller's to stop.
+    pub fn delete(&self, name: &str) {
+        self.deleted
+            .lock()
+            .expect("deleted poisoned")
+            .insert(name.to_string());
+    }
+
+    /// Lists `name` again after a [`Supervisor::delete`].
+    pub fn undelete(&self, name: &str) {
+        self.deleted.lock().expect("deleted poisoned").remove(name);
+    }
+
+    /// Whether `name` was deleted.
+    pub fn is_deleted(&self, name: &str) -> bool {
+        self.deleted
+            .lock()
+            .expect("deleted poisoned")
+            .contains(name)
     }
 
     /// The service named `name`.
@@ -152,9 +180,13 @@ impl Supervisor {
         &self.logs
     }
 
-    /// A snapshot of every service.
+    /// A snapshot of every service but the deleted ones.
     pub fn status(&self) -> Vec<ServiceStatus> {
-        self.services.iter().map(|s| s.status()).collect()
+        self.services
+            .iter()
+            .filter(|s| !self.is_deleted(s.name()))
+            .map(|s| s.status())
+            .collect()
     }
 
     /// Stops every instance gracefully and waits until all are reaped.

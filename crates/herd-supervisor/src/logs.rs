@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -87,6 +88,10 @@ pub struct LogHub {
     tx: mpsc::Sender<LogLine>,
     recent: Arc<Mutex<VecDeque<LogLine>>>,
     follow: broadcast::Sender<LogLine>,
+    dir: PathBuf,
+    /// Bumped by [`LogHub::flush`]: the writer reopens its files (and their sizes) when it
+    /// changed.
+    flushes: Arc<AtomicU64>,
 }
 
 impl LogHub {
@@ -101,8 +106,11 @@ impl LogHub {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let recent = Arc::new(Mutex::new(VecDeque::with_capacity(RING)));
         let (follow, _) = broadcast::channel(1024);
+        let flushes = Arc::new(AtomicU64::new(0));
         let writer = Writer {
-            dir,
+            dir: dir.clone(),
+            flushes: flushes.clone(),
+            seen_flushes: 0,
             settings,
             echo,
             files: HashMap::new(),
@@ -112,7 +120,16 @@ impl LogHub {
         let handle = std::thread::Builder::new()
             .name("herd-logs".into())
             .spawn(move || writer.run(rx))?;
-        Ok((Self { tx, recent, follow }, handle))
+        Ok((
+            Self {
+                tx,
+                recent,
+                follow,
+                dir,
+                flushes,
+            },
+            handle,
+        ))
     }
 
     /// Queues a line, waiting while the writer is behind.
@@ -144,10 +161,52 @@ impl LogHub {
     pub fn subscribe(&self) -> broadcast::Receiver<LogLine> {
         self.follow.subscribe()
     }
+
+    /// The live log file of `service`.
+    pub fn file_of(&self, service: &str) -> PathBuf {
+        self.dir.join(format!("{service}.log"))
+    }
+
+    /// Empties the logs of `service` (all services when `None`): the live file is truncated,
+    /// rotated files are removed, and the lines kept for `herd logs` are dropped. Returns the
+    /// files emptied or removed.
+    pub fn flush(&self, service: Option<&str>) -> io::Result<Vec<PathBuf>> {
+        self.recent
+            .lock()
+            .expect("log ring poisoned")
+            .retain(|l| service.is_some_and(|s| l.service != s));
+        let mut done = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let (stem, rotated) = match name.rsplit_once(".log") {
+                Some((stem, "")) => (stem, false),
+                Some((stem, n)) if n.starts_with('.') && n[1..].parse::<u32>().is_ok() => {
+                    (stem, true)
+                }
+                _ => continue,
+            };
+            if service.is_some_and(|s| s != stem) {
+                continue;
+            }
+            if rotated {
+                fs::remove_file(&path)?;
+            } else {
+                OpenOptions::new().write(true).open(&path)?.set_len(0)?;
+            }
+            done.push(path);
+        }
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        Ok(done)
+    }
 }
 
 struct Writer {
     dir: PathBuf,
+    flushes: Arc<AtomicU64>,
+    seen_flushes: u64,
     settings: LogSettings,
     echo: bool,
     files: HashMap<String, RotatingFile>,
@@ -174,6 +233,12 @@ impl Writer {
     }
 
     fn write(&mut self, line: &LogLine, stdout: &mut io::Stdout) {
+        let flushes = self.flushes.load(Ordering::SeqCst);
+        if flushes != self.seen_flushes {
+            // Files were emptied by `herd flush`: reopen them, so sizes start over.
+            self.seen_flushes = flushes;
+            self.files.clear();
+        }
         let text = line.render();
         if self.echo {
             let _ = writeln!(stdout, "{text}");

@@ -1,6 +1,6 @@
 //! One service: its shared socket, its slots, and the operations that span slots.
 //!
-//! Operations on one service (reload, restart, stop, start) are serialised by an async mutex
+//! Operations on one service (reload, restart, scale, stop, start) are serialised by an async mutex
 //! over the slot list, so two reloads never interleave; status reads go through a separate
 //! snapshot list and never wait for an operation.
 
@@ -112,9 +112,35 @@ impl Service {
             }
         }
         *self.spec.lock().expect("spec poisoned") = spec.clone();
+        self.resize(&mut slots, &spec, progress).await;
+        Ok(())
+    }
+
+    /// Runs `instances` instances from now on: new slots start (without waiting for them to be
+    /// ready), surplus slots stop gracefully, highest first. Lasts until the next reload, which
+    /// applies the config's count again.
+    pub async fn scale(&self, instances: usize, progress: &mpsc::Sender<String>) {
+        let mut slots = self.slots.lock().await;
+        let mut spec = (*self.spec()).clone();
+        spec.instances = instances;
+        let spec = Arc::new(spec);
+        *self.spec.lock().expect("spec poisoned") = spec.clone();
+        self.resize(&mut slots, &spec, progress).await;
+    }
+
+    /// Adds or removes slots until there are `spec.instances`.
+    async fn resize(
+        &self,
+        slots: &mut Vec<SlotHandle>,
+        spec: &Arc<ServiceSpec>,
+        progress: &mpsc::Sender<String>,
+    ) {
+        let name = self.name();
         while slots.len() < spec.instances {
             let i = slots.len();
-            say(format!("{name}:{i} adding an instance")).await;
+            let _ = progress
+                .send(format!("{name}:{i} adding an instance"))
+                .await;
             let slot = SlotHandle::spawn(
                 self.shared.clone(),
                 spec.clone(),
@@ -127,21 +153,24 @@ impl Service {
         }
         while slots.len() > spec.instances {
             let slot = slots.pop().expect("len checked");
-            say(format!("{name}:{} removing an instance", slots.len())).await;
+            let _ = progress
+                .send(format!("{name}:{} removing an instance", slots.len()))
+                .await;
             slot.stop().await;
             self.shared.views.lock().expect("views poisoned").pop();
             self.shared.refresh_endpoints();
             // With its command channel closed, a stopped slot actor ends.
             slot.join().await;
         }
-        Ok(())
     }
 
     /// Stops every instance, then starts them again with `spec` (not zero-downtime: new
-    /// connections wait in the socket's backlog meanwhile). Clears errored states.
-    pub async fn restart(&self, spec: ServiceSpec) -> Result<(), String> {
+    /// connections wait in the socket's backlog meanwhile). Clears errored states. The number
+    /// of instances stays as it is (a reload applies the config's).
+    pub async fn restart(&self, mut spec: ServiceSpec) -> Result<(), String> {
         self.check_compatible(&spec)?;
         let slots = self.slots.lock().await;
+        spec.instances = slots.len();
         for slot in slots.iter() {
             slot.stop().await;
         }

@@ -1,7 +1,8 @@
 //! The command line: verbs follow PM2 where they overlap (`ls`, `logs`, `reload`, `restart`,
-//! `stop`). The verbs that are sent to a running herd as they are typed are the control
-//! protocol's [`Request`]s; this file adds the ones herd runs itself (`up`, `check`) and the
-//! views over a request's answer (`ls`, `monit`).
+//! `stop`, `scale`, `describe`, `delete`, `flush`, `startup`). The verbs that are sent to a
+//! running herd as they are typed are the control protocol's [`Request`]s; this file adds the ones herd runs itself (`up`, `check`,
+//! `startup`, which work without a running herd) and the views over a request's answer
+//! (`ls`, `monit`).
 
 use std::path::PathBuf;
 
@@ -60,8 +61,26 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Print (or install) a systemd unit that runs `herd up` for this config at boot.
+    ///
+    /// herd runs as the user who runs this (or who ran sudo), in the config's directory;
+    /// `systemctl reload` is `herd reload all`. `--install` writes the unit to
+    /// /etc/systemd/system (as root); then `systemctl daemon-reload && systemctl enable --now
+    /// <name>`.
+    Startup {
+        /// Write the unit file instead of printing it.
+        #[arg(long)]
+        install: bool,
+        /// The unit's name (`<name>.service`).
+        #[arg(long, default_value = "herd")]
+        name: String,
+        /// Where `--install` writes the unit.
+        #[arg(long, value_name = "DIR", default_value = crate::startup::SYSTEM_UNITS)]
+        unit_dir: PathBuf,
+    },
     /// The verbs a running herd carries out as they are typed: `logs`, `reload`, `restart`,
-    /// `stop`, `start`, `down` (one definition with the control protocol).
+    /// `stop`, `start`, `scale`, `describe`, `delete`, `flush`, `down` (one definition with the
+    /// control protocol).
     #[command(flatten)]
     Control(Request),
 }

@@ -10,6 +10,7 @@ mod exit;
 mod monit;
 mod render;
 mod sidecar;
+mod startup;
 mod up;
 
 use std::path::Path;
@@ -91,6 +92,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             resources,
         } => up::detach(config, &resources).await,
         Command::Check { resources } => Ok(check(config, &resources)),
+        Command::Startup {
+            install,
+            name,
+            unit_dir,
+        } => startup::run(config, &name, install, &unit_dir),
         Command::Ls { json } => ls(&data_dir(), json).await,
         Command::Monit { once } => monit::run(&data_dir(), once).await,
         Command::Control(Request::Down) => down(&data_dir()).await,

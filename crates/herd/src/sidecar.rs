@@ -23,6 +23,13 @@ pub fn load(path: &Path, resources: &[PathBuf]) -> Result<(Config, Vec<Declared>
     let mut errors = Vec::new();
     let mut declared = Vec::new();
     for c in &config.components {
+        let known = herd_state::KINDS.iter().chain(herd_pubsub::KINDS);
+        if !known.clone().any(|k| *k == c.kind) {
+            let kinds: Vec<&str> = known.copied().collect();
+            let e = herd_config::metadata::unsupported(&c.kind, &kinds);
+            errors.push(config.component_error(c, None, e.message));
+            continue;
+        }
         let configured = if c.kind.starts_with("pubsub.") {
             herd_pubsub::configure(&c.name, &c.kind, &c.metadata, &config.data_dir)
                 .map(|b| (Backend::PubSub(b), Vec::new()))

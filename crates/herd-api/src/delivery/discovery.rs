@@ -63,19 +63,29 @@ struct Rule {
     path: String,
 }
 
-/// Asks the app for its subscriptions; none when it has no such route.
+/// Asks the app for its subscriptions; none when it has none.
+///
+/// Only an app that could not be reached, timed out or answered 5xx is asked again (a few
+/// times, then logged as a warning), so a slow first request does not silently lose its
+/// subscriptions. A complete answer is final: a 404 (as daprd reads it) or a body that is not a
+/// subscription list (an app that answers every path the same way) means the app has no
+/// programmatic subscriptions, said once at info level.
 async fn discover(app: &mut App, stop: &CancellationToken) -> Vec<SubscriptionSpec> {
-    // An app without programmatic subscriptions answers 404 (or 200 with []); a failed or
-    // unreadable answer is tried again a few times, then logged, so a slow first request does
-    // not silently lose the app's subscriptions.
     let mut answer = Vec::new();
     for attempt in 1..=5u32 {
         let Some(addr) = app.endpoint(stop).await else {
             return Vec::new();
         };
         match ask(app, addr).await {
-            Ok(found) => {
+            Ok(Answer::List(found)) => {
                 answer = found;
+                break;
+            }
+            Ok(Answer::None(why)) => {
+                tracing::info!(
+                    "{}: no programmatic subscriptions (GET /dapr/subscribe: {why}); only declarative subscriptions apply",
+                    app.service
+                );
                 break;
             }
             Err(why) if attempt == 5 => {
@@ -94,26 +104,7 @@ async fn discover(app: &mut App, stop: &CancellationToken) -> Vec<SubscriptionSp
     }
     answer
         .into_iter()
-        .filter_map(|p| {
-            let routes = p.routes.unwrap_or_default();
-            let route = routes.default.or(p.route)?;
-            let rules = routes
-                .rules
-                .into_iter()
-                .filter_map(|r| Some((SubscriptionSpec::parse_match(&r.matches)?, r.path)))
-                .collect();
-            Some(SubscriptionSpec {
-                service: app.service.clone(),
-                pubsub: p.pubsubname,
-                topic: p.topic,
-                route,
-                rules,
-                dead_letter_topic: p.dead_letter_topic.filter(|t| !t.is_empty()),
-                max_in_flight: 16,
-                in_order: false,
-                max_deliveries: 10,
-            })
-        })
+        .filter_map(|p| programmatic(&app.service, p))
         .collect()
 }
 
@@ -151,10 +142,67 @@ async fn ask_grpc(
         .collect())
 }
 
-/// One `GET /dapr/subscribe`: the app's subscriptions, none on 404, or why it failed.
-async fn ask(app: &App, addr: SocketAddr) -> Result<Vec<Programmatic>, String> {
+/// One entry of the answer as a subscription. Like daprd, `routes.default` wins over `route`,
+/// and a subscription may have rules only: an event matching none of them is not delivered
+/// (see `path_for`). An entry with neither is skipped, as daprd has nowhere to send it.
+fn programmatic(service: &str, p: Programmatic) -> Option<SubscriptionSpec> {
+    let routes = p.routes.unwrap_or_default();
+    let rules: Vec<(String, String)> = routes
+        .rules
+        .into_iter()
+        .filter_map(|r| match SubscriptionSpec::parse_match(&r.matches) {
+            Some(kind) => Some((kind, r.path)),
+            None => {
+                tracing::warn!(
+                    "{service}: subscription to {}/{}: rule {:?} ignored; herd evaluates rules of the form event.type == \"<type>\"",
+                    p.pubsubname,
+                    p.topic,
+                    r.matches
+                );
+                None
+            }
+        })
+        .collect();
+    let route = routes
+        .default
+        .or(p.route)
+        .filter(|r| !r.is_empty())
+        .unwrap_or_default();
+    if route.is_empty() && rules.is_empty() {
+        tracing::warn!(
+            "{service}: subscription to {}/{} has no route and no rules; skipped",
+            p.pubsubname,
+            p.topic
+        );
+        return None;
+    }
+    Some(SubscriptionSpec {
+        service: service.to_string(),
+        pubsub: p.pubsubname,
+        topic: p.topic,
+        route,
+        rules,
+        dead_letter_topic: p.dead_letter_topic.filter(|t| !t.is_empty()),
+        max_in_flight: 16,
+        in_order: false,
+        max_deliveries: 10,
+    })
+}
+
+/// A complete answer to `GET /dapr/subscribe`.
+#[derive(Debug)]
+enum Answer {
+    /// The app's subscriptions (possibly none).
+    List(Vec<Programmatic>),
+    /// The app has no such route, or answered something that is not a subscription list.
+    None(String),
+}
+
+/// One `GET /dapr/subscribe`: the app's complete answer, or why there was none (the app could
+/// not be reached, timed out or failed with 5xx: worth asking again).
+async fn ask(app: &App, addr: SocketAddr) -> Result<Answer, String> {
     if let Some(channels) = &app.grpc {
-        return ask_grpc(channels, addr).await;
+        return ask_grpc(channels, addr).await.map(Answer::List);
     }
     let request = http::Request::get(format!("http://{addr}/dapr/subscribe"))
         .body(Full::new(Bytes::new()))
@@ -166,10 +214,7 @@ async fn ask(app: &App, addr: SocketAddr) -> Result<Vec<Programmatic>, String> {
             .await
             .map_err(|e| e.to_string())?;
         let status = response.status();
-        if status == http::StatusCode::NOT_FOUND {
-            return Ok(Vec::new());
-        }
-        if !status.is_success() {
+        if status.is_server_error() {
             return Err(format!("status {status}"));
         }
         let body = response
@@ -178,11 +223,69 @@ async fn ask(app: &App, addr: SocketAddr) -> Result<Vec<Programmatic>, String> {
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Vec::new());
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("unreadable answer: {e}"))
+        Ok(read_answer(status, &body))
     })
     .await
     .map_err(|_| "timed out".to_string())?
+}
+
+/// Reads a complete (not 5xx) answer.
+fn read_answer(status: http::StatusCode, body: &[u8]) -> Answer {
+    if !status.is_success() {
+        return Answer::None(format!("status {status}"));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Answer::List(Vec::new());
+    }
+    match serde_json::from_slice(body) {
+        Ok(list) => Answer::List(list),
+        Err(e) => Answer::None(format!("the answer is not a subscription list: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(json: &str) -> Vec<SubscriptionSpec> {
+        let list: Vec<Programmatic> = serde_json::from_str(json).unwrap();
+        list.into_iter()
+            .filter_map(|p| programmatic("svc", p))
+            .collect()
+    }
+
+    #[test]
+    fn complete_answers_without_subscriptions_are_final() {
+        use http::StatusCode as S;
+        for (status, body) in [
+            (S::NOT_FOUND, &b"Cannot GET /dapr/subscribe"[..]),
+            (S::OK, b"{\"hello\":\"world\"}"),
+            (S::OK, b"hello from herd"),
+            (S::METHOD_NOT_ALLOWED, b""),
+        ] {
+            assert!(
+                matches!(read_answer(status, body), Answer::None(_)),
+                "{status} {body:?}"
+            );
+        }
+        assert!(matches!(read_answer(S::OK, b" "), Answer::List(l) if l.is_empty()));
+        assert!(matches!(read_answer(S::OK, b"[]"), Answer::List(l) if l.is_empty()));
+    }
+
+    #[test]
+    fn rules_without_a_default_route_are_kept() {
+        let subs = entries(
+            r#"[{"pubsubname":"p","topic":"t","routes":{"rules":[
+                {"match":"event.type == \"a\"","path":"/a"}]}}]"#,
+        );
+        assert_eq!(subs.len(), 1);
+        assert_eq!(subs[0].route, "");
+        assert_eq!(subs[0].rules, vec![("a".to_string(), "/a".to_string())]);
+        let both = entries(
+            r#"[{"pubsubname":"p","topic":"t","route":"/old","routes":{"default":"/new"}}]"#,
+        );
+        assert_eq!(both[0].route, "/new");
+        let nothing = entries(r#"[{"pubsubname":"p","topic":"t"}]"#);
+        assert!(nothing.is_empty());
+    }
 }

@@ -32,8 +32,14 @@ fn rules_pick_the_path_by_event_type() {
     };
     let created = serde_json::json!({"type": "order.created"});
     let other = serde_json::json!({"type": "order.paid"});
-    assert_eq!(path_for(&sub, &created), "/created");
-    assert_eq!(path_for(&sub, &other), "/default");
+    assert_eq!(path_for(&sub, &created), Some("/created"));
+    assert_eq!(path_for(&sub, &other), Some("/default"));
+    let rules_only = SubscriptionSpec {
+        route: String::new(),
+        ..sub
+    };
+    assert_eq!(path_for(&rules_only, &created), Some("/created"));
+    assert_eq!(path_for(&rules_only, &other), None);
 }
 
 #[test]

@@ -64,7 +64,8 @@ pub struct SubscriptionSpec {
     pub pubsub: String,
     /// The topic.
     pub topic: String,
-    /// The default path.
+    /// The default path; empty for an app's programmatic subscription with rules only, whose
+    /// messages matching no rule are not delivered (as daprd does).
     pub route: String,
     /// `(event type, path)` rules, tried in order.
     pub rules: Vec<(String, String)>,

@@ -14,9 +14,11 @@ use super::RawBreaker;
 pub struct RawService {
     /// Unique name; used in the CLI and as the log prefix. Letters, digits, `-` and `_`.
     pub name: String,
-    /// The program and its arguments, run directly (no shell). The program is looked up in
-    /// `PATH` unless it contains a `/`, in which case it is relative to `cwd`.
-    pub command: Vec<String>,
+    /// The program and its arguments, run directly (no shell), as an array:
+    /// `command = ["node", "server.js"]`. The program is looked up in `PATH` unless it contains
+    /// a `/`, in which case it is relative to `cwd`. A string is read so that the check can
+    /// suggest the array form.
+    pub command: RawCommand,
     /// How many instances to run: a number, or `"max"` for one per CPU core. Default: 1.
     pub instances: Option<RawInstances>,
     /// The one address all instances share, e.g. `"127.0.0.1:8000"`. herd binds it and passes the
@@ -50,14 +52,71 @@ pub struct RawService {
     pub app_protocol: Option<String>,
 }
 
+/// `command = ["node", "server.js"]`, or the string `"node server.js"` that validation refuses
+/// with the array form as a suggestion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawCommand {
+    /// The program and its arguments.
+    Args(Vec<String>),
+    /// A command line as one string (refused).
+    Line(String),
+}
+
+impl<'de> Deserialize<'de> for RawCommand {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RawCommand;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of strings such as [\"node\", \"server.js\"]")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawCommand, E> {
+                Ok(RawCommand::Line(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawCommand, A::Error> {
+                let mut args = Vec::new();
+                while let Some(arg) = seq.next_element::<String>()? {
+                    args.push(arg);
+                }
+                Ok(RawCommand::Args(args))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
 /// `instances = 2` or `instances = "max"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawInstances {
     /// A fixed count.
     Count(i64),
     /// A keyword; only `"max"` is accepted.
     Keyword(String),
+}
+
+impl<'de> Deserialize<'de> for RawInstances {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = RawInstances;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of instances, or \"max\" for one per CPU core")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawInstances, E> {
+                Ok(RawInstances::Count(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawInstances, E> {
+                Ok(RawInstances::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawInstances, E> {
+                Ok(RawInstances::Keyword(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// `[service.restart]`: exponential backoff with jitter, and a cap on restarts per window.

@@ -1,6 +1,7 @@
 //! The local control API: a unix socket (mode 0600) in the data directory, spoken by the CLI.
 
 pub mod client;
+mod describe;
 pub mod proto;
 pub mod server;
 

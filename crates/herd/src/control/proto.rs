@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 /// What the CLI asks.
 ///
 /// This is also the list of the CLI's verbs that are sent as they are typed: clap parses
-/// `herd logs`, `reload`, `restart`, `stop`, `start` and `down` straight into this enum
+/// `herd logs`, `reload`, `restart`, `stop`, `start`, `scale`, `describe`, `delete`, `flush`
+/// and `down` straight into this enum
 /// (flattened into [`crate::cli::Command`]), so a new verb is added here once, and its doc
 /// comments are its `--help` text. `Status` and `Overview` are not subcommands of their own:
 /// `herd ls` and `herd monit` ask them, with options that only change how the answer is shown.
@@ -52,6 +53,44 @@ pub enum Request {
     Start {
         /// A service name, or `all`.
         service: String,
+    },
+    /// Set how many instances of a service run, until its next reload.
+    ///
+    /// Added instances start, surplus ones stop gracefully (highest slot first). The next
+    /// `herd reload` of the service applies the config's `instances` again; `herd restart`
+    /// keeps the count.
+    Scale {
+        /// The service name.
+        service: String,
+        /// The number of instances (1 or more; `herd stop` stops them all).
+        instances: usize,
+    },
+    /// Show a service's settings and instances.
+    ///
+    /// Its command, directory, address or ports, readiness, restart and memory settings, the
+    /// names of its env variables (not their values), its log file, and each instance's pid,
+    /// state, uptime, restarts and last exit.
+    Describe {
+        /// The service name.
+        service: String,
+    },
+    /// Stop a service and remove it from the running herd until it is reloaded.
+    ///
+    /// `herd ls`, `start`, `stop`, `scale`, `describe` and `logs` no longer know it. It comes
+    /// back, from the config on disk, with `herd reload NAME` (or `all`), `herd restart NAME`
+    /// or the next `herd up`; its listen address stays reserved for it meanwhile. The config
+    /// file is not changed.
+    Delete {
+        /// A service name, or `all`.
+        service: String,
+    },
+    /// Empty the log files of a service, or of every service.
+    ///
+    /// The live file is truncated, rotated files are removed, and the recent lines `herd logs`
+    /// shows are dropped.
+    Flush {
+        /// Only this service.
+        service: Option<String>,
     },
     /// Stop every service and end herd.
     Down,
@@ -138,6 +177,25 @@ mod tests {
             (
                 Request::Start { service: web() },
                 r#"{"op":"start","service":"web"}"#,
+            ),
+            (
+                Request::Scale {
+                    service: web(),
+                    instances: 3,
+                },
+                r#"{"op":"scale","service":"web","instances":3}"#,
+            ),
+            (
+                Request::Describe { service: web() },
+                r#"{"op":"describe","service":"web"}"#,
+            ),
+            (
+                Request::Delete { service: web() },
+                r#"{"op":"delete","service":"web"}"#,
+            ),
+            (
+                Request::Flush { service: None },
+                r#"{"op":"flush","service":null}"#,
             ),
             (Request::Down, r#"{"op":"down"}"#),
             (Request::Overview, r#"{"op":"overview"}"#),

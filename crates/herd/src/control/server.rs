@@ -20,6 +20,8 @@ use super::proto::{Reply, Request};
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
+/// Most instances `herd scale` sets (the config's limit).
+const MAX_INSTANCES: usize = 1024;
 
 /// What request handlers need.
 pub struct Context {
@@ -129,6 +131,74 @@ async fn respond(request: Request, ctx: &Context, out: &mut OwnedWriteHalf) -> s
         Request::Restart { service } => operate(ctx, &service, Op::Restart, out).await,
         Request::Stop { service } => operate(ctx, &service, Op::Stop, out).await,
         Request::Start { service } => operate(ctx, &service, Op::Start, out).await,
+        Request::Delete { service } => operate(ctx, &service, Op::Delete, out).await,
+        Request::Scale { service, instances } => {
+            if let Err(message) = scalable(&service, instances) {
+                return send(out, &Reply::Error { message }).await;
+            }
+            operate(ctx, &service, Op::Scale(instances), out).await
+        }
+        Request::Describe { service } => match select(sup, &service, false) {
+            Ok(found) if service != "all" => {
+                for text in super::describe::lines(&found[0], sup.logs()) {
+                    send(out, &Reply::Progress { text }).await?;
+                }
+                send(out, &Reply::Done).await
+            }
+            Ok(_) => {
+                let message = "describe one service at a time".to_string();
+                send(out, &Reply::Error { message }).await
+            }
+            Err(message) => send(out, &Reply::Error { message }).await,
+        },
+        Request::Flush { service } => flush(sup, service.as_deref(), out).await,
+    }
+}
+
+/// Whether `herd scale NAME N` can be carried out.
+fn scalable(name: &str, instances: usize) -> Result<(), String> {
+    if name == "all" {
+        return Err("scale one service at a time".into());
+    }
+    if instances == 0 {
+        return Err(format!(
+            "a service runs at least 1 instance; `herd stop {name}` stops them all"
+        ));
+    }
+    if instances > MAX_INSTANCES {
+        return Err(format!(
+            "at most {MAX_INSTANCES} instances, as in the config"
+        ));
+    }
+    Ok(())
+}
+
+/// `herd flush [NAME]`.
+async fn flush(
+    sup: &Supervisor,
+    service: Option<&str>,
+    out: &mut OwnedWriteHalf,
+) -> std::io::Result<()> {
+    if let Some(name) = service
+        && sup.service(name).is_none()
+    {
+        let message = format!("no service named {name:?}");
+        return send(out, &Reply::Error { message }).await;
+    }
+    match sup.logs().flush(service) {
+        Ok(files) => {
+            let text = format!(
+                "logs of {} flushed ({} file(s) emptied or removed)",
+                service.unwrap_or("every service"),
+                files.len()
+            );
+            send(out, &Reply::Progress { text }).await?;
+            send(out, &Reply::Done).await
+        }
+        Err(e) => {
+            let message = format!("flushing the logs failed: {e}");
+            send(out, &Reply::Error { message }).await
+        }
     }
 }
 
@@ -140,9 +210,8 @@ async fn logs(
     out: &mut OwnedWriteHalf,
 ) -> std::io::Result<()> {
     if let Some(name) = &service
-        && sup.service(name).is_none()
+        && let Err(message) = select(sup, name, false)
     {
-        let message = format!("no service named {name:?}");
         return send(out, &Reply::Error { message }).await;
     }
     let hub = sup.logs();
@@ -175,16 +244,35 @@ enum Op {
     Restart,
     Stop,
     Start,
+    Delete,
+    Scale(usize),
 }
 
-/// The services a name selects: one, or every service for `all`.
-fn select(sup: &Supervisor, name: &str) -> Result<Vec<Arc<Service>>, String> {
-    if name == "all" {
-        return Ok(sup.services().to_vec());
+impl Op {
+    /// Whether the operation brings a deleted service back (it re-reads the config).
+    fn revives(self) -> bool {
+        matches!(self, Op::Reload | Op::Restart)
     }
-    sup.service(name)
-        .map(|s| vec![s])
-        .ok_or_else(|| format!("no service named {name:?}"))
+}
+
+/// The services a name selects: one, or every service for `all`. Deleted services are only
+/// selected by operations that bring them back (`revive`).
+fn select(sup: &Supervisor, name: &str, revive: bool) -> Result<Vec<Arc<Service>>, String> {
+    if name == "all" {
+        return Ok(sup
+            .services()
+            .iter()
+            .filter(|s| revive || !sup.is_deleted(s.name()))
+            .cloned()
+            .collect());
+    }
+    match sup.service(name) {
+        Some(s) if revive || !sup.is_deleted(name) => Ok(vec![s]),
+        Some(_) => Err(format!(
+            "no service named {name:?}: it was deleted; `herd reload {name}` starts it again from the config"
+        )),
+        None => Err(format!("no service named {name:?}")),
+    }
 }
 
 /// The service's spec in the config file as it is on disk now.
@@ -231,7 +319,7 @@ async fn operate(
             Err(message) => send(out, &Reply::Error { message }).await,
         };
     }
-    let services = match select(&ctx.supervisor, name) {
+    let services = match select(&ctx.supervisor, name, op.revives()) {
         Ok(s) => s,
         Err(message) => return send(out, &Reply::Error { message }).await,
     };
@@ -269,7 +357,19 @@ async fn run_op(
     progress: mpsc::Sender<String>,
 ) -> Result<(), String> {
     let name = service.name();
+    let sup = &ctx.supervisor;
     match op {
+        Op::Reload | Op::Restart if sup.is_deleted(name) => {
+            // Its instances are stopped: start them again with the config as it is now.
+            let spec = fresh_spec(ctx, name)?;
+            let instances = spec.instances;
+            service.restart(spec).await?;
+            service.scale(instances, &progress).await;
+            sup.undelete(name);
+            let _ = progress
+                .send(format!("{name} started again from the config"))
+                .await;
+        }
         Op::Reload => {
             let spec = fresh_spec(ctx, name)?;
             service.reload(spec, &progress).await?;
@@ -287,6 +387,23 @@ async fn run_op(
         Op::Start => {
             service.start_all().await;
             let _ = progress.send(format!("{name} started")).await;
+        }
+        Op::Delete => {
+            service.stop().await;
+            sup.delete(name);
+            let _ = progress
+                .send(format!(
+                    "{name} stopped and deleted; `herd reload {name}` or the next `herd up` starts it again"
+                ))
+                .await;
+        }
+        Op::Scale(instances) => {
+            service.scale(instances, &progress).await;
+            let _ = progress
+                .send(format!(
+                    "{name} scaled to {instances} instance(s) until its next reload"
+                ))
+                .await;
         }
     }
     Ok(())

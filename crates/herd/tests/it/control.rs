@@ -80,7 +80,7 @@ fn reload_with_a_broken_config_changes_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(":4: service[0].instances: must be between 1 and"),
+        err.contains(":4:1: service[0].instances: must be between 1 and"),
         "{err}"
     );
     assert!(err.contains("nothing was changed"), "{err}");

@@ -154,7 +154,7 @@ fn routes_to_unknown_targets_and_taken_listener_ports_are_config_errors() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(":6: route[0].service: no [[service]] named \"ghost\""),
+        err.contains(":6:1: route[0].service: no [[service]] named \"ghost\""),
         "{err}"
     );
 
@@ -168,7 +168,7 @@ fn routes_to_unknown_targets_and_taken_listener_ports_are_config_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
-            ":3: gateway.listener[0].listen: cannot bind {addr}"
+            ":3:1: gateway.listener[0].listen: cannot bind {addr}"
         )),
         "{err}"
     );
@@ -1172,8 +1172,8 @@ fn bad_outlier_settings_are_refused_with_line_and_key() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
-        ":6: upstream[0].outlier.max_ejection_percent: must be 0 to 100, got 101",
-        ":8: upstream[0].outlier.max_ejection_time: must be at least base_ejection_time (1m)",
+        ":6:1: upstream[0].outlier.max_ejection_percent: must be 0 to 100, got 101",
+        ":8:1: upstream[0].outlier.max_ejection_time: must be at least base_ejection_time (1m)",
     ] {
         assert!(err.contains(want), "{want:?} in {err}");
     }

@@ -378,9 +378,9 @@ fn mesh_config_errors_name_the_key() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     let config = herd.config().display().to_string();
     for want in [
-        format!("{config}:4: mesh.listen: peers need a fixed port"),
-        format!("{config}:5: mesh.peers[0]: not a peer"),
-        format!("{config}:6: mesh.tls.cert: no such file"),
+        format!("{config}:4:1: mesh.listen: peers need a fixed port"),
+        format!("{config}:5:10: mesh.peers[0]: not a peer"),
+        format!("{config}:6:9: mesh.tls.cert: no such file"),
     ] {
         assert!(err.contains(&want), "expected {want:?} in {err}");
     }

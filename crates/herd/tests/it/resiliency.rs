@@ -376,10 +376,10 @@ fn bad_resiliency_settings_are_refused_with_file_line_and_key() {
         &herd,
         &[
             format!(
-                "{file}:2: resiliency.policies.circuitBreakers.cb.trip: invalid trip expression"
+                "{file}:2:1: resiliency.policies.circuitBreakers.cb.trip: invalid trip expression"
             ),
             format!(
-                "{file}:5: resiliency.targets.components.statestore.outbound.retry: no retries policy named \"missing\""
+                "{file}:5:1: resiliency.targets.components.statestore.outbound.retry: no retries policy named \"missing\""
             ),
         ],
     );

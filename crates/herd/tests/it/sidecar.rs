@@ -116,7 +116,7 @@ fn bad_component_metadata_names_file_line_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     let want = format!(
-        "{}:6: component[0].metadata.redisHost:",
+        "{}:6:14: component[0].metadata.redisHost:",
         herd.config().display()
     );
     assert!(err.contains(&want), "expected {want:?} in {err}");
@@ -126,9 +126,18 @@ fn bad_component_metadata_names_file_line_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains(":5: component[0].type: unsupported component type"),
+        err.contains(":5:1: component[0].type: unsupported component type"),
         "{err}"
     );
+    // Both building blocks' types are offered.
+    for kind in [
+        "state.redis",
+        "pubsub.rabbitmq",
+        "pubsub.jetstream",
+        "lock.redis",
+    ] {
+        assert!(err.contains(kind), "{kind} in {err}");
+    }
 
     let herd = Herd::prepare("[[component]]\nname = \"db\"\ntype = \"state.embedded\"\n");
     let out = herd.cli(&["check"]);
@@ -225,7 +234,7 @@ fn bad_subscriptions_name_line_and_key() {
     let file = herd.config().display().to_string();
     assert!(
         err.contains(&format!(
-            "{file}:4: subscription[0].service: no service named \"ghost\""
+            "{file}:4:1: subscription[0].service: no service named \"ghost\""
         )),
         "{err}"
     );
@@ -241,7 +250,7 @@ fn bad_subscriptions_name_line_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains(":9: subscription[0].pubsub: no pub/sub component named \"missing\""),
+        err.contains(":9:1: subscription[0].pubsub: no pub/sub component named \"missing\""),
         "{err}"
     );
 }
@@ -254,7 +263,7 @@ fn an_outbox_needs_a_store_that_can_hold_one_and_a_known_pubsub() {
     let out = herd.cli(&["check"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains(":6: component[0].metadata.outboxPublishPubsub: the transactional outbox needs state.embedded or state.redis"), "{err}");
+    assert!(err.contains(":6:62: component[0].metadata.outboxPublishPubsub: the transactional outbox needs state.embedded or state.redis"), "{err}");
     let herd = Herd::prepare(
         "[api]\n\n[[component]]\nname = \"s\"\ntype = \"state.embedded\"\nmetadata = { outboxPublishPubsub = \"nope\", outboxPublishTopic = \"t\" }\n",
     );

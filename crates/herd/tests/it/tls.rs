@@ -86,11 +86,11 @@ fn a_missing_certificate_file_is_a_config_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(":4: gateway.listener[0].tls.cert: no such file:"),
+        err.contains(":4:9: gateway.listener[0].tls.cert: no such file:"),
         "{err}"
     );
     assert!(
-        err.contains(":4: gateway.listener[0].tls.key: no such file:"),
+        err.contains(":4:28: gateway.listener[0].tls.key: no such file:"),
         "{err}"
     );
 }
