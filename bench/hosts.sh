@@ -212,7 +212,7 @@ FAILED=0
 
 # --- H1 -----------------------------------------------------------------------------------------
 h1() {
-  local out="$WORK/h1.probe" stop="$WORK/h1.stop" t_kill t_ready pid
+  local out="$WORK/h1.probe" stop="$WORK/h1.stop" t_kill t_restart t_ready pid
   net_exec h1 env URL="http://127.0.0.1:3500/v1.0/invoke/where/method/where" RATE="$H1_RATE" \
     OUT="$out" STOP_FILE="$stop" TIMEOUT_MS=5000 node "$APP" probe &
   pid=$!
@@ -220,16 +220,19 @@ h1() {
   t_kill=$(ms)
   kill -KILL "$(herd_pid_of h2)"
   sleep "$H1_DOWN"
+  t_restart=$(ms)
   host_up h2 || { FAILED=1; say "H1: h2 did not come back"; }
   t_ready=$(ms)
   sleep "$H1_AFTER"
   touch "$stop"
   wait "$pid" || true
-  awk -v tk="$t_kill" -v tr="$t_ready" -v refresh="$REFRESH_MS" '
+  say "H1: h2's herd killed; started again at +$((t_restart - t_kill)) ms, ready at +$((t_ready - t_kill)) ms"
+  awk -v tk="$t_kill" -v ts="$t_restart" -v tr="$t_ready" -v refresh="$REFRESH_MS" '
     function p50(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j+1] = a[j]; a[j+1] = t } return n ? a[int((n + 1) / 2)] : "n/a" }
     { sent = $1; st = $2; lat = $3; host = $4; done = sent + lat
       if (sent < tk) { nb++; if (st == 200 && host == "h2") { inb++; ina[++nin] = lat } else bad_before++ }
-      else if (sent < tr) { if (st == 200 && host == "h3") outa[++nout] = lat; else { if (done - tk > fo) fo = done - tk; fail_win += (st != 200) } }
+      else if (sent < ts) { if (st == 200 && host == "h3") outa[++nout] = lat; else { if (done - tk > fo) fo = done - tk; fail_win += (st != 200) } }
+      else if (sent < tr) { fail_win += (st != 200) }
       else { n_after++; if (!(st == 200 && host == "h2")) { if (sent - tr > back) back = sent - tr + lat; fail_after += (st != 200) } }
     }
     END {
