@@ -29,7 +29,7 @@ pub const APPS_PATH: &str = "/herd/v1/apps";
 /// round after its last answer, and one silent peer never holds a round up for longer than the
 /// refresh (a fixed 2 s kept it in for refresh + 2 s and delayed every other peer's news).
 const ASK_TIMEOUT_MAX: Duration = Duration::from_secs(2);
-const ASK_TIMEOUT_MIN: Duration = Duration::from_millis(250);
+const ASK_TIMEOUT_MIN: Duration = Duration::from_millis(500);
 /// Largest announcement read from a peer.
 const MAX_ADVERT: usize = 1 << 20;
 
@@ -235,7 +235,7 @@ mod tests {
             listen: "127.0.0.1:1".parse().unwrap(),
             peers: vec![silent.local_addr().unwrap()],
             names: Vec::new(),
-            refresh: Duration::from_millis(300),
+            refresh: Duration::from_millis(500),
             region: None,
             tls: None,
         };
@@ -245,7 +245,7 @@ mod tests {
         let took = started.elapsed();
         assert!(peers.seen().is_empty());
         assert!(
-            took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+            took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
             "a round with a silent peer took {took:?}"
         );
         drop(silent);
