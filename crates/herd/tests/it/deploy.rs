@@ -331,6 +331,22 @@ fn the_image_start_command_serves_its_healthcheck_and_stops_on_sigterm() {
         .find(|l| l.starts_with("COPY deploy/herd.toml "))
         .expect("the default config is copied into the image");
     let image_config = copy.split_whitespace().nth(2).unwrap();
+    // What the build and the image take from the context is not ignored.
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "crates/herd",
+        "examples/hello",
+        "deploy/herd.toml",
+    ] {
+        let hit = ignore
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .find(|p| needed == *p || needed.starts_with(&format!("{p}/")));
+        assert!(hit.is_none(), ".dockerignore's {hit:?} drops {needed}");
+    }
     let argv: Vec<String> = [
         instruction(&dockerfile, "ENTRYPOINT"),
         instruction(&dockerfile, "CMD"),
