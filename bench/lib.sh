@@ -90,7 +90,7 @@ bench_cleanup() {
   for hook in "${CLEANUP_HOOKS[@]}"; do "$hook"; done
   for cfg in "${HERD_CFGS[@]}"; do stop_herd_cfg "$cfg"; done
   for pid in "${KILL_PIDS[@]}"; do pid_alive "$pid" && stop_pid "$pid"; done
-  [ -n "${WORK:-}" ] && [ -d "$WORK" ] && rm -rf "$WORK"
+  [ -n "${WORK:-}" ] && [ -d "$WORK" ] && [ -z "${KEEP_WORK:-}" ] && rm -rf "$WORK"
 }
 
 bench_init() { # name: WORK=/tmp/herd-bench.<name>.XXXXXX and the clean-up traps

@@ -24,8 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 /// The path of a herd's announcement.
 pub const APPS_PATH: &str = "/herd/v1/apps";
-/// How long a peer has to answer.
-const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a peer has to answer: the refresh interval, within these bounds. A peer that stops
+/// answering (a dead host, a partition that drops its packets) is then out of the directory one
+/// round after its last answer, and one silent peer never holds a round up for longer than the
+/// refresh (a fixed 2 s kept it in for refresh + 2 s and delayed every other peer's news).
+const ASK_TIMEOUT_MAX: Duration = Duration::from_secs(2);
+const ASK_TIMEOUT_MIN: Duration = Duration::from_millis(500);
 /// Largest announcement read from a peer.
 const MAX_ADVERT: usize = 1 << 20;
 
@@ -145,21 +149,20 @@ impl Peers {
         *req.uri_mut() = http::Uri::from_static(APPS_PATH);
         let host = http::HeaderValue::from_str(&addr.to_string()).map_err(|e| e.to_string())?;
         req.headers_mut().insert(http::header::HOST, host);
-        let resp = tokio::time::timeout(ASK_TIMEOUT, self.client.send(addr, req))
+        let limit = self.spec.refresh.clamp(ASK_TIMEOUT_MIN, ASK_TIMEOUT_MAX);
+        let resp = tokio::time::timeout(limit, self.client.send(addr, req))
             .await
             .map_err(|_| "timed out".to_string())?
             .map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("answered {}", resp.status()));
         }
-        let body = tokio::time::timeout(
-            ASK_TIMEOUT,
-            Limited::new(resp.into_body(), MAX_ADVERT).collect(),
-        )
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+        let body =
+            tokio::time::timeout(limit, Limited::new(resp.into_body(), MAX_ADVERT).collect())
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| e.to_string())?
+                .to_bytes();
         serde_json::from_slice(&body).map_err(|e| format!("bad announcement: {e}"))
     }
 
@@ -216,5 +219,35 @@ impl Peers {
                 },
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that accepts connections and never answers is out after one round that lasts
+    /// about the refresh, not the old fixed 2 s.
+    #[tokio::test]
+    async fn a_silent_peer_is_dropped_within_the_refresh() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let spec = MeshSpec {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            peers: vec![silent.local_addr().unwrap()],
+            names: Vec::new(),
+            refresh: Duration::from_millis(500),
+            region: None,
+            tls: None,
+        };
+        let peers = Peers::new(spec, Regions::default(), Client::new());
+        let started = std::time::Instant::now();
+        peers.refresh().await;
+        let took = started.elapsed();
+        assert!(peers.seen().is_empty());
+        assert!(
+            took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
+            "a round with a silent peer took {took:?}"
+        );
+        drop(silent);
     }
 }
