@@ -169,20 +169,18 @@ mod tests {
     #[test]
     fn a_backend_left_out_of_the_build_is_a_config_error_naming_its_feature() {
         let dir = Path::new("/data");
-        for (kind, feature, metadata) in [
-            ("state.redis", "redis", meta(&[("redisHost", "h:1")])),
-            ("lock.redis", "redis", meta(&[("redisHost", "h:1")])),
+        let redis = cfg!(feature = "redis");
+        let postgres = cfg!(feature = "postgres");
+        for (kind, feature, built, metadata) in [
+            ("state.redis", "redis", redis, meta(&[("redisHost", "h:1")])),
+            ("lock.redis", "redis", redis, meta(&[("redisHost", "h:1")])),
             (
                 "state.postgresql",
                 "postgres",
+                postgres,
                 meta(&[("connectionString", "host=x")]),
             ),
         ] {
-            let built = if feature == "redis" {
-                cfg!(feature = "redis")
-            } else {
-                cfg!(feature = "postgres")
-            };
             let result = configure("s", kind, &metadata, dir);
             if built {
                 assert!(result.is_ok(), "{kind}");
