@@ -17,8 +17,8 @@
 #                               this run's prefix; `-t get,set` would use fixed key names)
 #     plus a reference for what herd's Redis backend sends (SAME_OPS=1):
 #       redis-hmget             HMGET key data version (herd's get pipelines it with PTTL)
-#       redis-evalsha           EVALSHA of herd's own TRANSACT script (from crates/herd-state/src/
-#                               redis.rs), with the arguments herd passes for a plain save
+#       redis-evalsha           EVALSHA of herd's own TRANSACT script (crates/herd-state/src/redis/
+#                               transact.lua), with the arguments herd passes for a plain save
 #
 # Every concurrency in CONNS is measured for every contender. One warm-up round, then ROUNDS
 # measured rounds; in each round, per concurrency, every contender gets one run, the order rotating
@@ -214,14 +214,21 @@ delete_run_keys() { # every key this run wrote (the shared `herd||version` count
 }
 CLEANUP_HOOKS+=(delete_run_keys)
 
-# herd's TRANSACT script, for the redis-evalsha reference: the Rust raw string, byte for byte.
-EVAL_SHA=""
+# herd's TRANSACT script, for the redis-evalsha reference: crates/herd-state/src/redis/transact.lua,
+# or in older revisions the Rust raw string in redis.rs, byte for byte. EVAL_ARGS: the arguments
+# herd passes for a plain save (scripts that take the number of operations first get `1`).
+EVAL_SHA="" EVAL_ARGS=()
 load_transact_script() {
-  local rs="$SRC/crates/herd-state/src/redis.rs" text
-  [ -f "$rs" ] || return 1
-  text=$(awk '/^const TRANSACT: &str = r#"$/ { f = 1; next } f && /^"#;$/ { exit } f' "$rs")
-  [ -n "$text" ] || return 1
-  printf '\n%s\n' "$text" >"$WORK/transact.lua"
+  local lua="$SRC/crates/herd-state/src/redis/transact.lua" rs="$SRC/crates/herd-state/src/redis.rs"
+  if [ -f "$lua" ]; then
+    cp "$lua" "$WORK/transact.lua"
+  else
+    [ -f "$rs" ] || return 1
+    { echo; awk '/^const TRANSACT: &str = r#"$/ { f = 1; next } f && /^"#;$/ { exit } f' "$rs"; } >"$WORK/transact.lua"
+  fi
+  [ -s "$WORK/transact.lua" ] || return 1
+  EVAL_ARGS=(s '' u '' 0 "$VALUE")
+  if grep -q 'tonumber(ARGV\[1\])' "$WORK/transact.lua"; then EVAL_ARGS=(1 "${EVAL_ARGS[@]}"); fi
   EVAL_SHA=$(rcli -x script load <"$WORK/transact.lua" 2>/dev/null | tr -d '\r')
   [[ $EVAL_SHA =~ ^[0-9a-f]{40}$ ]]
 }
@@ -390,7 +397,7 @@ run_redis_set() {
 }
 run_redis_hmget() { run_redis_benchmark redis_hmget "$@" HMGET "$KEY_REF" data version; }
 run_redis_evalsha() {
-  run_redis_benchmark redis_evalsha "$@" EVALSHA "$EVAL_SHA" 3 "herd||version" "$KEY_REF" "herd-fence||$KEY_REF" s '' u '' 0 "$VALUE" || return 1
+  run_redis_benchmark redis_evalsha "$@" EVALSHA "$EVAL_SHA" 3 "herd||version" "$KEY_REF" "herd-fence||$KEY_REF" "${EVAL_ARGS[@]}" || return 1
   [ "$(rcli hget "$KEY_REF" data)" = "$VALUE" ] || { R_ERR=1; R_NOTE="value not found after EVALSHA"; }
 }
 
@@ -436,7 +443,7 @@ if [ "$SAME_OPS" = 1 ]; then
   if ! load_transact_script; then
     FAILED[redis_evalsha]="cannot read herd's TRANSACT script from crates/herd-state/src/redis.rs or load it"
     FAILED[redis_hmget]="no value written by the TRANSACT script"
-  elif ! rcli evalsha "$EVAL_SHA" 3 "herd||version" "$KEY_REF" "herd-fence||$KEY_REF" s '' u '' 0 "$VALUE" >/dev/null ||
+  elif ! rcli evalsha "$EVAL_SHA" 3 "herd||version" "$KEY_REF" "herd-fence||$KEY_REF" "${EVAL_ARGS[@]}" >/dev/null ||
        [ "$(rcli hget "$KEY_REF" data)" != "$VALUE" ]; then
     FAILED[redis_evalsha]="EVALSHA of herd's TRANSACT script did not store the value"; FAILED[redis_hmget]=${FAILED[redis_evalsha]}
   else

@@ -17,8 +17,11 @@
 mod broker;
 mod embedded;
 mod error;
+#[cfg(feature = "nats")]
 mod nats;
+#[cfg(feature = "rabbitmq")]
 mod rabbitmq;
+#[cfg(feature = "redis")]
 mod redis_streams;
 mod settings;
 #[cfg(any(test, feature = "testing"))]
@@ -28,9 +31,12 @@ pub mod testing;
 pub use broker::{ConsumeOptions, Consumer, Delivery, Message, Nack, PubSub};
 pub use embedded::{EmbeddedLog, EmbeddedSettings};
 pub use error::PubSubError;
+#[cfg(feature = "nats")]
 pub use nats::{JetStream, NatsAuth, NatsSettings, StartAt};
+#[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{
     MAX_RETRY_DELAY, QueueType, RabbitMq, RabbitMqSettings, TopicExchange, queue_name,
 };
+#[cfg(feature = "redis")]
 pub use redis_streams::{RedisStreams, RedisStreamsSettings};
 pub use settings::{Backend, KINDS, configure, open};

@@ -14,8 +14,11 @@ use herd_config::metadata::{FieldError, Metadata, Rules, unsupported};
 use crate::PubSub;
 use crate::embedded::{self, EmbeddedLog, EmbeddedSettings};
 use crate::error::PubSubError;
+#[cfg(feature = "nats")]
 use crate::nats::{self, JetStream, NatsSettings};
+#[cfg(feature = "rabbitmq")]
 use crate::rabbitmq::{self, RabbitMq, RabbitMqSettings};
+#[cfg(feature = "redis")]
 use crate::redis_streams::{self, RedisStreams, RedisStreamsSettings};
 
 /// Component types this crate serves.
@@ -32,10 +35,13 @@ pub enum Backend {
     /// The embedded log: its file and settings.
     Embedded(PathBuf, EmbeddedSettings),
     /// A NATS JetStream server.
+    #[cfg(feature = "nats")]
     Jetstream(Box<NatsSettings>),
     /// A RabbitMQ broker.
+    #[cfg(feature = "rabbitmq")]
     Rabbitmq(Box<RabbitMqSettings>),
     /// A Redis server, used through Redis Streams.
+    #[cfg(feature = "redis")]
     Redis(Box<RedisStreamsSettings>),
 }
 
@@ -53,24 +59,76 @@ pub fn configure(
             let (path, settings) = embedded::settings::configure(name, &m, data_dir)?;
             Backend::Embedded(path, settings)
         }
+        #[cfg(feature = "nats")]
         "pubsub.jetstream" => Backend::Jetstream(Box::new(nats::settings::configure(&m)?)),
+        #[cfg(feature = "rabbitmq")]
         "pubsub.rabbitmq" => Backend::Rabbitmq(Box::new(rabbitmq::settings::configure(&m)?)),
+        #[cfg(feature = "redis")]
         "pubsub.redis" => Backend::Redis(Box::new(redis_streams::settings::configure(&m)?)),
+        #[cfg(not(feature = "nats"))]
+        "pubsub.jetstream" => return Err(left_out(kind, "nats")),
+        #[cfg(not(feature = "rabbitmq"))]
+        "pubsub.rabbitmq" => return Err(left_out(kind, "rabbitmq")),
+        #[cfg(not(feature = "redis"))]
+        "pubsub.redis" => return Err(left_out(kind, "redis")),
         other => return Err(unsupported(other, KINDS)),
     })
+}
+
+/// The error for a component type this crate serves, but whose backend this build left out.
+#[cfg(not(all(feature = "nats", feature = "rabbitmq", feature = "redis")))]
+fn left_out(kind: &str, feature: &str) -> FieldError {
+    FieldError {
+        field: None,
+        message: format!(
+            "component type {kind} is not in this build of herd (built without the herd-pubsub feature `{feature}`)"
+        ),
+    }
 }
 
 /// Opens a configured backend. Must be called inside a tokio runtime.
 pub async fn open(backend: &Backend) -> Result<Arc<dyn PubSub>, PubSubError> {
     Ok(match backend {
         Backend::Embedded(path, settings) => Arc::new(EmbeddedLog::open(path, settings.clone())?),
+        #[cfg(feature = "nats")]
         Backend::Jetstream(settings) => Arc::new(JetStream::connect((**settings).clone()).await?),
+        #[cfg(feature = "rabbitmq")]
         Backend::Rabbitmq(settings) => Arc::new(RabbitMq::open((**settings).clone()).await?),
+        #[cfg(feature = "redis")]
         Backend::Redis(settings) => Arc::new(RedisStreams::connect((**settings).clone()).await?),
     })
 }
 
-#[cfg(test)]
+/// Run with `cargo test -p herd-pubsub --no-default-features --features testing`.
+#[cfg(all(
+    test,
+    not(all(feature = "nats", feature = "rabbitmq", feature = "redis"))
+))]
+mod left_out {
+    use super::*;
+    use crate::testing::meta;
+
+    #[test]
+    fn a_backend_left_out_of_the_build_is_a_config_error_naming_its_feature() {
+        let built = [
+            ("pubsub.jetstream", "nats", cfg!(feature = "nats")),
+            ("pubsub.rabbitmq", "rabbitmq", cfg!(feature = "rabbitmq")),
+            ("pubsub.redis", "redis", cfg!(feature = "redis")),
+        ];
+        for (kind, feature, _) in built.iter().filter(|(_, _, built)| !built) {
+            let err = configure("p", kind, &meta(&[]), Path::new("/d")).unwrap_err();
+            assert_eq!(err.field, None);
+            assert!(
+                err.message.contains(kind) && err.message.contains(&format!("`{feature}`")),
+                "{}",
+                err.message
+            );
+        }
+        assert!(configure("p", "pubsub.embedded", &meta(&[]), Path::new("/d")).is_ok());
+    }
+}
+
+#[cfg(all(test, feature = "nats", feature = "rabbitmq", feature = "redis"))]
 mod tests {
     use super::*;
     use crate::testing::meta;

@@ -11,13 +11,16 @@
 //! A backend's folder: `<name>.rs` (the store and its [`StateStore`] impl), `<name>/settings.rs`
 //! (its metadata → its settings, `configure`), and for the embedded store `embedded/commit.rs`
 //! (the writer thread's commit path) and `embedded/tests.rs`. Only the `redis` and `postgres`
-//! folders name their client crates.
+//! folders name their client crates, and each is a cargo feature of the same name (default: on);
+//! a build without one still knows the component type and refuses it with a config error.
 
 #![forbid(unsafe_code)]
 
 mod embedded;
 mod error;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "redis")]
 mod redis;
 mod rules;
 mod settings;
@@ -25,7 +28,9 @@ mod store;
 
 pub use embedded::Embedded;
 pub use error::StateError;
+#[cfg(feature = "postgres")]
 pub use postgres::{PostgresSettings, PostgresStore};
+#[cfg(feature = "redis")]
 pub use redis::{RedisSettings, RedisStore};
 pub use settings::{Backend, KINDS, configure, open};
 pub use store::{

@@ -45,66 +45,15 @@ pub use settings::RedisSettings;
 /// and data hash. ARGV: the number of operations n; six per operation — kind (`s`/`d`), ETag
 /// (empty: none), concurrency (`u`/`f`/`l`), fencing token (empty: none), TTL in ms (`0`: none),
 /// value; then one per outbox message.
-const TRANSACT: &str = r#"
-local n = tonumber(ARGV[1])
-local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
-local seen = {}
-local versions = {}
-for i = 1, n do
-  local key, fkey, a = KEYS[2 * i], KEYS[2 * i + 1], 1 + (i - 1) * 6
-  local kind, etag, conc, fence = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local cur = seen[key]
-  if cur == nil then
-    local v = redis.call('HGET', key, 'version')
-    local f = redis.call('GET', fkey)
-    cur = { ver = v and tostring(v) or false, fence = f and tonumber(f) or 0 }
-  end
-  if fence ~= '' and tonumber(fence) < cur.fence then
-    return { 'FENCED', key, fence, tostring(cur.fence) }
-  end
-  if conc ~= 'l' then
-    if etag ~= '' then
-      if cur.ver ~= etag then return { 'MISMATCH', key } end
-    elseif conc == 'f' and cur.ver then
-      return { 'MISMATCH', key }
-    end
-  end
-  local nf = cur.fence
-  if fence ~= '' and tonumber(fence) > nf then nf = tonumber(fence) end
-  if kind == 's' then
-    seq = seq + 1
-    versions[i] = seq
-    seen[key] = { ver = tostring(seq), fence = nf }
-  else
-    seen[key] = { ver = false, fence = nf }
-  end
-end
-for i = 1, n do
-  local key, fkey, a = KEYS[2 * i], KEYS[2 * i + 1], 1 + (i - 1) * 6
-  local kind, fence, ttl = ARGV[a + 1], ARGV[a + 4], ARGV[a + 5]
-  if kind == 's' then
-    redis.call('HSET', key, 'data', ARGV[a + 6], 'version', versions[i])
-    if ttl ~= '0' then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
-  else
-    redis.call('DEL', key)
-  end
-  if fence ~= '' then
-    local f = tonumber(redis.call('GET', fkey) or '0')
-    if tonumber(fence) > f then redis.call('SET', fkey, fence) end
-  end
-end
-local m = #ARGV - 1 - 6 * n
-if m > 0 then
-  local ids, data = KEYS[2 * n + 2], KEYS[2 * n + 3]
-  for j = 1, m do
-    local id = tostring(redis.call('HINCRBY', data, 'next', 1))
-    redis.call('HSET', data, id, ARGV[1 + 6 * n + j])
-    redis.call('ZADD', ids, id, id)
-  end
-end
-redis.call('SET', KEYS[1], seq)
-return { 'OK' }
-"#;
+///
+/// Every `redis.call` costs Redis about a microsecond and a half (against a third of one for the
+/// same command sent directly), so the script reads only what a condition needs: the stored
+/// version only for an ETag or first-write check, the fence only for a fencing token. A
+/// transaction's new versions are numbered 1, 2, … while checking and take their place after the
+/// counter's value once every check passed (one `INCRBY`); the counter is read earlier only when
+/// a later operation's ETag is compared with a version this transaction assigns. A plain save
+/// is three calls (`INCRBY`, `HSET`, `PERSIST`). The script is `redis/transact.lua`.
+const TRANSACT: &str = include_str!("redis/transact.lua");
 
 /// KEYS: the lock key, the fencing counter. ARGV: owner, lease in ms. Returns the token, or 0
 /// when the lock is held.
@@ -434,3 +383,6 @@ impl StateStore for RedisStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -174,6 +174,11 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
+        if meta.target() == ACCESS_TARGET
+            && let Some(written) = access_line(ctx, &mut writer, event)
+        {
+            return written;
+        }
         let mut fields = Fields::default();
         event.record(&mut fields);
         let mut line = Map::new();
@@ -183,12 +188,7 @@ where
         );
         line.insert("level".into(), Value::from(meta.level().as_str()));
         line.insert("target".into(), Value::from(meta.target()));
-        let trace_id = ctx.event_scope().and_then(|scope| {
-            scope
-                .into_iter()
-                .find_map(|span| span.extensions().get::<TraceId>().map(|t| t.0.clone()))
-        });
-        if let Some(t) = trace_id {
+        if let Some(t) = trace_id_of(ctx) {
             line.insert("trace_id".into(), Value::from(t));
         }
         // The access line's message is itself a JSON object: its fields go to the top level.
@@ -214,6 +214,84 @@ where
             _ => writeln!(writer, "{head}"),
         }
     }
+}
+
+/// The trace id of the innermost span around the event that has one.
+fn trace_id_of<S, N>(ctx: &FmtContext<'_, S, N>) -> Option<String>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    ctx.event_scope().and_then(|scope| {
+        scope
+            .into_iter()
+            .find_map(|span| span.extensions().get::<TraceId>().map(|t| t.0.clone()))
+    })
+}
+
+thread_local! {
+    /// The message of the access line being written, reused from line to line.
+    static ACCESS_MESSAGE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Takes an event's message when it has no other field.
+struct OnlyMessage<'b> {
+    message: &'b mut String,
+    other: bool,
+}
+
+impl Visit for OnlyMessage<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            use std::fmt::Write as _;
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            self.other = true;
+        }
+    }
+}
+
+/// Writes an access line the short way: its message (a JSON object) formatted once into a
+/// reused buffer and spliced after the line's own fields, with no map of fields built and no
+/// string escaped. The bytes are those of the general path (keys in the same sorted order).
+/// `None` when the event is not a lone JSON-object message; the general path writes it then.
+fn access_line<S, N>(
+    ctx: &FmtContext<'_, S, N>,
+    writer: &mut Writer<'_>,
+    event: &Event<'_>,
+) -> Option<fmt::Result>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    ACCESS_MESSAGE.with(|buf| {
+        let mut message = buf.try_borrow_mut().ok()?;
+        message.clear();
+        let mut visitor = OnlyMessage {
+            message: &mut message,
+            other: false,
+        };
+        event.record(&mut visitor);
+        if visitor.other || !message.starts_with('{') || message.len() <= 2 {
+            return None;
+        }
+        let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+        let level = event.metadata().level().as_str();
+        let written = match trace_id_of(ctx) {
+            Some(t) => writeln!(
+                writer,
+                "{{\"level\":\"{level}\",\"target\":\"{ACCESS_TARGET}\",\"timestamp\":\"{now}\",\"trace_id\":{},{}",
+                Value::from(t),
+                &message[1..]
+            ),
+            None => writeln!(
+                writer,
+                "{{\"level\":\"{level}\",\"target\":\"{ACCESS_TARGET}\",\"timestamp\":\"{now}\",{}",
+                &message[1..]
+            ),
+        };
+        Some(written)
+    })
 }
 
 #[cfg(test)]
@@ -285,6 +363,57 @@ mod tests {
         assert_eq!(out[0]["target"], ACCESS_TARGET);
         assert!(out[0].get("message").is_none());
         assert_eq!(out[1]["message"], "{\"not\":\"spliced\"}");
+    }
+
+    fn raw_lines(f: impl FnOnce()) -> Vec<String> {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry().with(TraceIdLayer).with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .event_format(JsonLines),
+        );
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn access_lines_keep_the_general_layout() {
+        let access = r#"{"path":"/a\"b","status":200}"#;
+        let out = raw_lines(|| {
+            tracing::info!(target: ACCESS_TARGET, "{access}");
+            let span = tracing::info_span!("t", trace_id = "4bf92f3577b34da6a3ce929d0e0e4736");
+            let _in = span.enter();
+            tracing::info!(target: ACCESS_TARGET, "{access}");
+            // Not a lone JSON object: the general path, fields and message kept.
+            tracing::info!(target: ACCESS_TARGET, n = 1, "{access}");
+            tracing::info!(target: ACCESS_TARGET, "plain");
+        });
+        assert_eq!(out.len(), 4);
+        // The same bytes as the general path: sorted keys, the access fields spliced after them.
+        let ts = |l: &str| l.split("\"timestamp\":\"").nth(1).unwrap()[..27].to_string();
+        assert_eq!(
+            out[0],
+            format!(
+                r#"{{"level":"INFO","target":"herd::access","timestamp":"{}","path":"/a\"b","status":200}}"#,
+                ts(&out[0])
+            )
+        );
+        assert_eq!(
+            out[1],
+            format!(
+                r#"{{"level":"INFO","target":"herd::access","timestamp":"{}","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","path":"/a\"b","status":200}}"#,
+                ts(&out[1])
+            )
+        );
+        assert!(ts(&out[0]).ends_with('Z'));
+        let general: Value = serde_json::from_str(&out[2]).unwrap();
+        assert_eq!(general["n"], 1);
+        assert_eq!(general["path"], "/a\"b");
+        assert_eq!(general["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        let plain: Value = serde_json::from_str(&out[3]).unwrap();
+        assert_eq!(plain["message"], "plain");
     }
 
     #[test]

@@ -106,24 +106,29 @@ impl Pool {
         self.endpoints.borrow().clone()
     }
 
-    fn stats_of(&self, addrs: &[SocketAddr]) -> Vec<Arc<EndpointStats>> {
+    /// The candidates (`all` but those in `exclude`) with their statistics, in one list: the only
+    /// allocation of a pick.
+    fn candidates(
+        &self,
+        all: &[SocketAddr],
+        exclude: &[SocketAddr],
+    ) -> Vec<(SocketAddr, Arc<EndpointStats>)> {
         let mut map = self.stats.lock().expect("stats poisoned");
-        if map.len() > addrs.len() * 2 + 16 {
-            map.retain(|a, _| addrs.contains(a));
+        if map.len() > all.len() * 2 + 16 {
+            map.retain(|a, _| all.contains(a));
         }
-        addrs
-            .iter()
+        all.iter()
+            .filter(|a| !exclude.contains(a))
             .map(|a| {
-                map.entry(*a)
-                    .or_insert_with(|| {
-                        Arc::new(EndpointStats::new(
-                            self.breaker.as_ref(),
-                            &self.name,
-                            *a,
-                            self.ejector.as_ref(),
-                        ))
-                    })
-                    .clone()
+                let stats = map.entry(*a).or_insert_with(|| {
+                    Arc::new(EndpointStats::new(
+                        self.breaker.as_ref(),
+                        &self.name,
+                        *a,
+                        self.ejector.as_ref(),
+                    ))
+                });
+                (*a, stats.clone())
             })
             .collect()
     }
@@ -139,32 +144,21 @@ impl Pool {
         if all.is_empty() {
             return Err(NoEndpoint::Empty);
         }
-        let mut candidates: Vec<SocketAddr> = all
-            .iter()
-            .copied()
-            .filter(|a| !exclude.contains(a))
-            .collect();
+        let mut candidates = self.candidates(&all, exclude);
         if candidates.is_empty() {
             return Err(NoEndpoint::AllTried);
         }
-        let mut stats = self.stats_of(&candidates);
         let mut now = None;
         let mut breakers = false;
         loop {
-            let open: Vec<bool> = stats
-                .iter()
-                .zip(&candidates)
-                .map(|(s, a)| {
-                    let skip = s.unavailable(&mut now);
-                    if let Some(why) = skip {
-                        breakers |= why != Skip::Ejected;
-                        decisions.skip(*a, why);
-                    }
-                    skip.is_some()
-                })
-                .collect();
-            let keep: Vec<bool> = open.iter().map(|o| !o).collect();
-            retain_both(&mut candidates, &mut stats, &keep);
+            candidates.retain(|(a, s)| {
+                let skip = s.unavailable(&mut now);
+                if let Some(why) = skip {
+                    breakers |= why != Skip::Ejected;
+                    decisions.skip(*a, why);
+                }
+                skip.is_none()
+            });
             if candidates.is_empty() {
                 return Err(if breakers {
                     NoEndpoint::BreakersOpen
@@ -172,45 +166,32 @@ impl Pool {
                     NoEndpoint::Ejected
                 });
             }
-            self.keep_one_level(&mut candidates, &mut stats);
-            let i = self.choose(&candidates, &stats, exclude.is_empty());
-            match stats[i].take(candidates[i]) {
+            self.keep_one_level(&mut candidates);
+            let i = self.choose(&candidates, exclude.is_empty());
+            let (addr, stats) = &candidates[i];
+            match stats.take(*addr) {
                 Some(pick) => return Ok(pick),
                 None => {
                     // Half-open with its trial calls taken: leave it out this time.
-                    decisions.skip(candidates[i], Skip::BreakerBusy);
+                    decisions.skip(*addr, Skip::BreakerBusy);
                     breakers = true;
                     candidates.remove(i);
-                    stats.remove(i);
                 }
             }
         }
     }
 
     /// Narrows the candidates to one region priority level, drawn by the levels' shares.
-    fn keep_one_level(
-        &self,
-        candidates: &mut Vec<SocketAddr>,
-        stats: &mut Vec<Arc<EndpointStats>>,
-    ) {
-        let Some(level) = self.places.draw_level(candidates) else {
+    fn keep_one_level(&self, candidates: &mut Vec<(SocketAddr, Arc<EndpointStats>)>) {
+        let Some(level) = self.places.draw_level(candidates.iter().map(|(a, _)| a)) else {
             return;
         };
-        let keep: Vec<bool> = candidates
-            .iter()
-            .map(|a| self.places.level_of(a) == level)
-            .collect();
-        retain_both(candidates, stats, &keep);
+        candidates.retain(|(a, _)| self.places.level_of(a) == level);
     }
 
     /// Index of the candidate to use. Only a request's first attempt advances the rotation, so
     /// retries do not shift the turn of the requests that follow.
-    fn choose(
-        &self,
-        candidates: &[SocketAddr],
-        stats: &[Arc<EndpointStats>],
-        first: bool,
-    ) -> usize {
+    fn choose(&self, candidates: &[(SocketAddr, Arc<EndpointStats>)], first: bool) -> usize {
         let turn = if first {
             self.next.fetch_add(1, Ordering::Relaxed)
         } else {
@@ -223,7 +204,7 @@ impl Pool {
                 let n = candidates.len();
                 (0..n)
                     .map(|k| (turn + k) % n)
-                    .min_by_key(|&j| stats[j].in_flight())
+                    .min_by_key(|&j| candidates[j].1.in_flight())
                     .expect("non-empty")
             }
             Balance::P2cEwma if candidates.len() == 1 => 0,
@@ -233,7 +214,7 @@ impl Pool {
                 if b >= a {
                     b += 1;
                 }
-                if stats[b].cost() < stats[a].cost() {
+                if candidates[b].1.cost() < candidates[a].1.cost() {
                     b
                 } else {
                     a
@@ -241,24 +222,6 @@ impl Pool {
             }
         }
     }
-}
-
-/// Keeps the candidates (and their statistics, index for index) whose `keep` is true.
-fn retain_both(
-    candidates: &mut Vec<SocketAddr>,
-    stats: &mut Vec<Arc<EndpointStats>>,
-    keep: &[bool],
-) {
-    let mut k = 0;
-    candidates.retain(|_| {
-        k += 1;
-        keep[k - 1]
-    });
-    let mut k = 0;
-    stats.retain(|_| {
-        k += 1;
-        keep[k - 1]
-    });
 }
 
 #[cfg(test)]

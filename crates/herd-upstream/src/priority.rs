@@ -30,7 +30,10 @@ impl Places {
 
     /// The level a request goes to, drawn by the levels' shares of traffic given the
     /// `candidates` available now; `None` when there is only one level.
-    pub(crate) fn draw_level(&self, candidates: &[SocketAddr]) -> Option<usize> {
+    pub(crate) fn draw_level<'a>(
+        &self,
+        candidates: impl IntoIterator<Item = &'a SocketAddr>,
+    ) -> Option<usize> {
         if self.configured.len() < 2 {
             return None;
         }

@@ -80,9 +80,9 @@ fn least_request_avoids_busy_endpoints() {
 fn p2c_prefers_the_faster_endpoint() {
     let (_tx, p) = pool(2, Balance::P2cEwma);
     let slow = SocketAddr::from(([127, 0, 0, 1], 9000));
-    let stats = p.stats_of(&p.addresses());
-    stats[0].observe(50_000);
-    stats[1].observe(1_000);
+    let stats = p.candidates(&p.addresses(), &[]);
+    stats[0].1.observe(50_000);
+    stats[1].1.observe(1_000);
     for _ in 0..20 {
         assert_ne!(pick(&p, &[]).unwrap().addr, slow);
     }
