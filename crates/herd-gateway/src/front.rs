@@ -6,7 +6,7 @@
 //! herd while instances come and go, and a request an instance never answered goes to another
 //! one (`proxy.rs`). What differs from a configured route: no body size limit (the app decides),
 //! a deadline of [`RESPONSE_DEADLINE`] for the response head instead of the gateway's default, the
-//! route label `listen` in metrics, and no reload of its own (the pool follows the service's ready
+//! route label `listen` in metrics, no access lines, and no reload of its own (the pool follows the service's ready
 //! instances; a new `listen` address needs a restart, as for shared sockets).
 
 use std::collections::HashMap;
@@ -71,7 +71,7 @@ pub(crate) fn start(
         rate_limit: None,
     };
     let pools = HashMap::from([(target, Arc::new(pool))]);
-    let proxy = Proxy::new(RouteTable::new(&[route]), pools, u64::MAX).labelled("listen");
+    let proxy = Proxy::new(RouteTable::new(&[route]), pools, u64::MAX).front("listen");
     let listener = front.listener;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;

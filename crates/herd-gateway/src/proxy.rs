@@ -77,6 +77,8 @@ pub struct Proxy {
     /// Metric handles per route, registered once so the request path only increments.
     metrics: Vec<RouteMetrics>,
     unrouted: RouteMetrics,
+    /// Whether requests get access lines (when `herd::access` is read at info).
+    access_lines: bool,
 }
 
 /// The request target sent upstream: origin-form (`/path?query`), as an HTTP/1.1 server
@@ -133,16 +135,19 @@ impl Proxy {
             max_body,
             metrics,
             unrouted: RouteMetrics::new("none".into(), "none".into()),
+            access_lines: true,
         }
     }
 
-    /// The same proxy with `route` as the route label of its metrics (a service's front).
-    pub fn labelled(mut self, route: &str) -> Self {
+    /// The same proxy as a service's front: `route` is the route label of its metrics, and it
+    /// writes no access lines (a service's own traffic is the app's to log).
+    pub fn front(mut self, route: &str) -> Self {
         self.metrics = self
             .pools
             .iter()
             .map(|p| RouteMetrics::new(route.to_string(), p.name.clone()))
             .collect();
+        self.access_lines = false;
         self
     }
 
@@ -166,7 +171,8 @@ impl Proxy {
             )
         });
         // Built only when someone reads it: formatting a JSON line costs as much as proxying.
-        let access_log = access::enabled().then(|| (req.method().clone(), req.uri().clone()));
+        let access_log = (self.access_lines && access::enabled())
+            .then(|| (req.method().clone(), req.uri().clone()));
         let mut outcome = Outcome::default();
         let mut response = self.forward(&peer, req, &trace, &mut outcome).await;
         strip_hop_by_hop(response.headers_mut());
