@@ -3,11 +3,15 @@
 # bench/cluster.sh — figures P3 and R1 of shared/design/BENCHMARKS.md.
 #
 # P3: the Node.js hello app (examples/node-hello/server.js) as 2 instances behind one port, run by
-#     herd (shared socket, fd 3), by Node's cluster module (bench/cluster-primary.js) and by PM2
+#     herd in both ways of serving `listen` (herd: the default, herd accepts and forwards to each
+#     instance's private fd 3; herd-passthrough: `passthrough = true`, the shared socket as every
+#     instance's fd 3), by Node's cluster module (bench/cluster-primary.js) and by PM2
 #     (`pm2 start -i 2`). Figures: req/s with keep-alive, req/s with `Connection: close`, and the
 #     RSS of the supervising process (herd / the cluster primary / PM2's God Daemon) after load.
 # R1: 5 rolling reloads under sustained keep-alive load; failed requests (socket errors + HTTP
-#     errors) for `herd reload` and `pm2 reload`. Node's cluster module has no reload command.
+#     errors) for `herd reload` (both ways) and `pm2 reload`, with the unmodified app
+#     (bench/plain-server.js: `server.close()` on SIGTERM, no `Connection: close` draining; R1_APP=hello
+#     runs examples/node-hello instead, which drains). Node's cluster module has no reload command.
 #
 # The three contenders are started once and stay up side by side; only one is under load at a
 # time. They alternate (herd, node-cluster, pm2, then node-cluster, pm2, herd, ...: the order
@@ -15,7 +19,7 @@
 # the ratio herd/best peer. R1 starts herd and PM2 afresh afterwards.
 #
 # Usage: bash bench/cluster.sh
-#   env: ROUNDS=5 DURATION=4 WARMUP_DURATION=2 CONNS=64 R1_RELOADS=5 R1_DELAY_MS=5 PM2_VERSION
+#   env: ROUNDS=5 DURATION=4 WARMUP_DURATION=2 CONNS=64 R1_RELOADS=5 R1_DELAY_MS=5 R1_APP=plain PM2_VERSION
 #        HERD_REV=<commit> CARGO_TARGET_DIR HERD_BENCH_CACHE=/tmp/herd-bench (see bench/lib.sh)
 # Exit: 0 when every contender ran (goals met or not), 1 when a contender failed to run.
 set -euo pipefail
@@ -24,6 +28,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 APP="$BENCH_ROOT/examples/node-hello/server.js"
+PLAIN_APP="$BENCH_ROOT/bench/plain-server.js"
+R1_APP=${R1_APP:-plain}             # plain: bench/plain-server.js; hello: examples/node-hello
 PRIMARY_JS="$BENCH_ROOT/bench/cluster-primary.js"
 
 ROUNDS=${ROUNDS:-5}                 # measured rounds, after one warm-up round
@@ -109,7 +115,12 @@ run_wrk() {
 # --- contenders: start_X delay_ms; sets PORT and SUP_PID (the supervising process) -------------
 PORT='' SUP_PID='' HERD_CFG='' PM2_HOME_CUR=''
 
-start_herd() {
+# The app of a run: examples/node-hello for P3 (APP_NOW=hello), R1_APP for R1.
+APP_NOW=hello
+app_path() { if [ "$APP_NOW" = plain ]; then echo "$PLAIN_APP"; else echo "$APP"; fi; }
+app_body() { if [ "$APP_NOW" = plain ]; then echo '"worker"'; else echo "$HELLO_BODY"; fi; }
+
+start_herd_mode() { # delay_ms passthrough(true|false)
   SUP_PID='' PORT=''
   local dir; dir=$(mktemp -d "$WORK/herd.XXXX")
   free_port PORT
@@ -118,28 +129,34 @@ start_herd() {
 data_dir = "$dir/.herd"
 [[service]]
 name = "hello"
-command = ["node", "$APP"]
+command = ["node", "$(app_path)"]
 instances = 2
 listen = "127.0.0.1:$PORT"
-env = { HELLO_DELAY_MS = "$1" }
+passthrough = $2
+env = { HELLO_DELAY_MS = "$1", PLAIN_DELAY_MS = "$1" }
 EOF
   herd_up "$HERD_CFG" "$SERVER_CPU" || return 1
   SUP_PID=$HERD_PID
   herd_wait_ready "$HERD_CFG" 2 30 || { echo "herd: instances not ready"; return 1; }
-  wait_http "$PORT" 10 "$HELLO_BODY"
+  wait_http "$PORT" 10 "$(app_body)"
 }
+start_herd() { start_herd_mode "$1" false; }
+start_herdpt() { start_herd_mode "$1" true; }
 stop_herd() { stop_herd_cfg "$HERD_CFG"; }
+stop_herdpt() { stop_herd_cfg "$HERD_CFG"; }
 reload_herd() { taskset -c "$LOAD_CPU" "$HERD" -c "$HERD_CFG" reload hello; }
+reload_herdpt() { reload_herd; }
 instance_pids_herd() { children_of "$SUP_PID" | sort | tr '\n' ' '; }
+instance_pids_herdpt() { instance_pids_herd; }
 
 start_nodecluster() {
   SUP_PID='' PORT=''
   free_port PORT
-  PORT=$PORT HELLO_DELAY_MS=$1 WORKERS=2 taskset -c "$SERVER_CPU" node "$PRIMARY_JS" \
+  PORT=$PORT HELLO_DELAY_MS=$1 PLAIN_DELAY_MS=$1 WORKERS=2 taskset -c "$SERVER_CPU" node "$PRIMARY_JS" \
     >"$WORK/nodecluster.log" 2>&1 &
   SUP_PID=$!
   KILL_PIDS+=("$SUP_PID")
-  wait_http "$PORT" 15 "$HELLO_BODY" || return 1
+  wait_http "$PORT" 15 "$(app_body)" || return 1
   local kids; kids=$(children_of "$SUP_PID")
   # shellcheck disable=SC2206  # one pid per word
   KILL_PIDS+=($kids)
@@ -154,13 +171,13 @@ start_pm2() {
   PM2_HOME_CUR=$(mktemp -d "$WORK/pm2home.XXXX")
   PM2_HOMES+=("$PM2_HOME_CUR")
   free_port PORT
-  PM2_HOME=$PM2_HOME_CUR PM2_KILL_SIGNAL=SIGTERM PORT=$PORT HELLO_DELAY_MS=$1 \
-    taskset -c "$SERVER_CPU" "$PM2" start "$APP" -i 2 --name hello --kill-timeout 5000 \
+  PM2_HOME=$PM2_HOME_CUR PM2_KILL_SIGNAL=SIGTERM PORT=$PORT HELLO_DELAY_MS=$1 PLAIN_DELAY_MS=$1 \
+    taskset -c "$SERVER_CPU" "$PM2" start "$(app_path)" -i 2 --name hello --kill-timeout 5000 \
     >"$PM2_HOME_CUR/start.out" 2>&1 || { cat "$PM2_HOME_CUR/start.out"; return 1; }
   SUP_PID=$(cat "$PM2_HOME_CUR/pm2.pid" 2>/dev/null || true)
   pid_alive "$SUP_PID" || { echo "pm2: no daemon"; return 1; }
   grep -q 'God Daemon' "/proc/$SUP_PID/cmdline" 2>/dev/null || { echo "pm2: pid $SUP_PID is not the God Daemon"; return 1; }
-  wait_http "$PORT" 15 "$HELLO_BODY" || return 1
+  wait_http "$PORT" 15 "$(app_body)" || return 1
   local i n=0
   for ((i = 0; i < 100; i++)); do
     n=$(children_of "$SUP_PID" | wc -w)
@@ -180,8 +197,8 @@ stop_pm2() {
 reload_pm2() { PM2_HOME=$PM2_HOME_CUR taskset -c "$LOAD_CPU" "$PM2" reload hello; }
 instance_pids_pm2() { children_of "$SUP_PID" | sort | tr '\n' ' '; }
 
-CONTENDERS=(herd nodecluster pm2)
-declare -A NAME=([herd]=herd [nodecluster]=node-cluster [pm2]=pm2)
+CONTENDERS=(herd herdpt nodecluster pm2)
+declare -A NAME=([herd]=herd [herdpt]=herd-passthrough [nodecluster]=node-cluster [pm2]=pm2)
 declare -A KA=() CL=() RSS=() TREE=() ERRS=()   # space-separated per-round values
 
 say "herd P3/R1 benchmark — $(date -u)"
@@ -193,7 +210,7 @@ say "node-cluster uses Node's default scheduling (round-robin via the primary); 
 # All three contenders are started once and stay up (idle, 0 req/s) while the others are measured;
 # each round runs every contender in turn, the order rotating from round to round.
 declare -A C_PORT=() C_SUP=()
-P3_HERD_CFG='' P3_PM2_HOME=''
+declare -A P3_HERD_CFG=() ; P3_PM2_HOME=''
 for c in "${CONTENDERS[@]}"; do
   [ -n "${FAILED[$c]:-}" ] && continue
   if ! "start_$c" 0 >"$WORK/$c.start" 2>&1; then
@@ -201,7 +218,7 @@ for c in "${CONTENDERS[@]}"; do
     say "${NAME[$c]}: FAILED to start"; "stop_$c" >/dev/null 2>&1 || true; continue
   fi
   C_PORT[$c]=$PORT C_SUP[$c]=$SUP_PID
-  case $c in herd) P3_HERD_CFG=$HERD_CFG ;; pm2) P3_PM2_HOME=$PM2_HOME_CUR ;; esac
+  case $c in herd | herdpt) P3_HERD_CFG[$c]=$HERD_CFG ;; pm2) P3_PM2_HOME=$PM2_HOME_CUR ;; esac
   # shellcheck disable=SC2046  # one pid per word
   aff=$(affinity_ok "$SUP_PID" $(children_of "$SUP_PID")) || say "WARNING ${NAME[$c]}: $aff"
   say "${NAME[$c]}: up on 127.0.0.1:$PORT, supervising pid $SUP_PID ($(tr '\0' ' ' <"/proc/$SUP_PID/cmdline" | cut -c1-60)), instances $(children_of "$SUP_PID" | tr '\n' ' ')"
@@ -235,15 +252,16 @@ done
 for c in "${CONTENDERS[@]}"; do
   [ -n "${C_SUP[$c]:-}" ] || continue
   SUP_PID=${C_SUP[$c]}
-  case $c in herd) HERD_CFG=$P3_HERD_CFG ;; pm2) PM2_HOME_CUR=$P3_PM2_HOME ;; esac
+  case $c in herd | herdpt) HERD_CFG=${P3_HERD_CFG[$c]} ;; pm2) PM2_HOME_CUR=$P3_PM2_HOME ;; esac
   "stop_$c"
 done
 
 # --- R1: rolling reloads under load ----------------------------------------------------------
-say "R1: $R1_RELOADS rolling reloads under load: wrk -t1 -c$CONNS keep-alive, HELLO_DELAY_MS=$R1_DELAY_MS, HELLO_DRAIN_MS default (500); load from ${R1_LEAD}s before the first reload to ${R1_LEAD}s after the last, ${R1_GAP}s between reloads"
+APP_NOW=$R1_APP
+say "R1: $R1_RELOADS rolling reloads under load: wrk -t1 -c$CONNS keep-alive, app $(app_path) with a ${R1_DELAY_MS} ms delay per answer; load from ${R1_LEAD}s before the first reload to ${R1_LEAD}s after the last, ${R1_GAP}s between reloads"
 say "R1: node-cluster skipped (Node's cluster module has no reload command)"
 declare -A R1_FAILED=() R1_DETAIL=()
-for c in herd pm2; do
+for c in herd herdpt pm2; do
   [ -n "${FAILED[$c]:-}" ] && { say "R1 ${NAME[$c]}: skipped (failed in P3)"; continue; }
   out="$WORK/$c.r1"
   if ! "start_$c" "$R1_DELAY_MS" >"$out.start" 2>&1; then
@@ -290,7 +308,7 @@ for c in "${CONTENDERS[@]}"; do
     MRSS[$c]=$(median_int ${RSS[$c]}); MTREE[$c]=$(median_int ${TREE[$c]}); }
 done
 
-best_of() { # map-name -> "peer value"
+best_of() { # map-name -> "peer value" (the best of Node cluster and PM2)
   local -n m=$1; local best=n/a bv=0 p
   for p in nodecluster pm2; do
     [ "${m[$p]}" = n/a ] && continue
@@ -302,22 +320,28 @@ read -r ka_peer ka_peer_rps < <(best_of MKA)
 read -r cl_peer cl_peer_rps < <(best_of MCL)
 ka_ratio=$(ratio "${MKA[herd]}" "$ka_peer_rps")
 cl_ratio=$(ratio "${MCL[herd]}" "$cl_peer_rps")
+ka_ratio_pt=$(ratio "${MKA[herdpt]}" "$ka_peer_rps")
+cl_ratio_pt=$(ratio "${MCL[herdpt]}" "$cl_peer_rps")
 
 echo
 say "medians over $ROUNDS rounds (CPU budget: $BUDGET)"
-printf '| %-12s | %16s | %16s | %18s | %22s | %s |\n' contender "keep-alive req/s" "close req/s" "supervisor RSS kB" "RSS with instances kB" "errors in P3 runs"
-printf '|%s|%s|%s|%s|%s|%s|\n' -------------- ------------------ ------------------ -------------------- ------------------------ -------------------
+printf '| %-16s | %16s | %16s | %18s | %22s | %s |\n' contender "keep-alive req/s" "close req/s" "supervisor RSS kB" "RSS with instances kB" "errors in P3 runs"
+printf '|%s|%s|%s|%s|%s|%s|\n' ------------------ ------------------ ------------------ -------------------- ------------------------ -------------------
 for c in "${CONTENDERS[@]}"; do
-  printf '| %-12s | %16s | %16s | %18s | %22s | %s |\n' "${NAME[$c]}" "${MKA[$c]}" "${MCL[$c]}" "${MRSS[$c]}" "${MTREE[$c]}" "${ERRS[$c]:-n/a}"
+  printf '| %-16s | %16s | %16s | %18s | %22s | %s |\n' "${NAME[$c]}" "${MKA[$c]}" "${MCL[$c]}" "${MRSS[$c]}" "${MTREE[$c]}" "${ERRS[$c]:-n/a}"
 done
-printf '| %-12s | %16s | %16s | %18s | %22s | %s |\n' "herd/best" "$ka_ratio" "$cl_ratio" "" "" ""
+printf '| %-16s | %16s | %16s | %18s | %22s | %s |\n' "herd/best" "$ka_ratio" "$cl_ratio" "" "" ""
+printf '| %-16s | %16s | %16s | %18s | %22s | %s |\n' "passthrough/best" "$ka_ratio_pt" "$cl_ratio_pt" "" "" ""
 echo
 
 cpu="cpu=server:$SERVER_CPU,load:$LOAD_CPU"
 result "P3-keepalive herd_rps=${MKA[herd]} best_peer=$ka_peer best_peer_rps=$ka_peer_rps ratio=$ka_ratio goal=1.0 $(meets "$ka_ratio" '>=' 1.0) node_cluster_rps=${MKA[nodecluster]} pm2_rps=${MKA[pm2]} $cpu"
 result "P3-close herd_rps=${MCL[herd]} best_peer=$cl_peer best_peer_rps=$cl_peer_rps ratio=$cl_ratio goal=1.3 $(meets "$cl_ratio" '>=' 1.3) node_cluster_rps=${MCL[nodecluster]} pm2_rps=${MCL[pm2]} $cpu"
+result "P3-keepalive-passthrough herd_rps=${MKA[herdpt]} best_peer=$ka_peer best_peer_rps=$ka_peer_rps ratio=$ka_ratio_pt goal=1.0 $(meets "$ka_ratio_pt" '>=' 1.0) proxied_over_passthrough=$(ratio "${MKA[herd]}" "${MKA[herdpt]}") $cpu"
+result "P3-close-passthrough herd_rps=${MCL[herdpt]} best_peer=$cl_peer best_peer_rps=$cl_peer_rps ratio=$cl_ratio_pt goal=1.3 $(meets "$cl_ratio_pt" '>=' 1.3) proxied_over_passthrough=$(ratio "${MCL[herd]}" "${MCL[herdpt]}") $cpu"
 result "P3-rss herd_kb=${MRSS[herd]} pm2_daemon_kb=${MRSS[pm2]} node_primary_kb=${MRSS[nodecluster]} ratio_vs_pm2=$(ratio "${MRSS[herd]}" "${MRSS[pm2]}") goal=10240 $(meets "${MRSS[herd]}" '<=' 10240)"
-r1h=${R1_FAILED[herd]:-n/a}; r1p=${R1_FAILED[pm2]:-n/a}
-result "R1 herd_failed=$r1h pm2_failed=$r1p node_cluster=skipped reloads=$R1_RELOADS goal=0 $(meets "$r1h" '<=' 0)"
+r1h=${R1_FAILED[herd]:-n/a}; r1pt=${R1_FAILED[herdpt]:-n/a}; r1p=${R1_FAILED[pm2]:-n/a}
+result "R1 herd_failed=$r1h pm2_failed=$r1p node_cluster=skipped reloads=$R1_RELOADS app=$R1_APP goal=0 $(meets "$r1h" '<=' 0) (herd: listen proxied, the default)"
+result "R1-passthrough herd_failed=$r1pt pm2_failed=$r1p reloads=$R1_RELOADS app=$R1_APP goal=0 $(meets "$r1pt" '<=' 0) (herd: passthrough = true)"
 say "elapsed ${SECONDS}s"
 exit "$status"

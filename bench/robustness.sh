@@ -4,11 +4,16 @@
 #
 # R2: kill -9 a random instance every R2_EVERY (2) s for R2_SECONDS (30) s under load, herd only
 #     (no peer restarts instances behind a shared socket or a gateway the same way):
-#       shared   a cluster-mode service (R2_INSTANCES instances of examples/hello on one shared
-#                socket, fd 3); wrk straight at the socket
+#       proxied  a cluster-mode service (R2_INSTANCES instances of examples/hello) on `listen`,
+#                served the default way: herd accepts there and forwards to each instance's
+#                private fd 3; wrk straight at the listen address
+#       shared   the same with `passthrough = true`: one shared socket as every instance's fd 3,
+#                herd out of the path; wrk straight at the socket
+#       node-proxied, node-passthrough  the same two with the unmodified Node app
+#                (bench/plain-server.js: fd 3, `server.close()` on SIGTERM, nothing else)
 #       gateway  a `port = "auto"` service (each instance on its own port) behind herd's gateway,
 #                route with retries; wrk at the gateway
-#       gateway-shared  the cluster-mode service behind herd's gateway (the gateway's pool then
+#       gateway-shared  the passthrough service behind herd's gateway (the gateway's pool then
 #                holds one address, the shared socket), route with retries; wrk at the gateway
 #     Figures: failed requests (wrk socket errors + non-2xx; goal 0, every request is a GET), and
 #     each killed instance's time back to ready (goal <= 1 s), seen from outside by polling
@@ -34,7 +39,7 @@
 #
 # Usage: bash bench/robustness.sh
 #   env: R2_SECONDS=30 R2_EVERY=2 R2_INSTANCES=4 R2_DELAY_MS=5 R2_LEAD=2 R2_POLL_MS=20
-#        R2_MODES="shared gateway gateway-shared" (empty: no R2)
+#        R2_MODES="proxied shared node-proxied node-passthrough gateway gateway-shared" (empty: no R2)
 #        R3_SECONDS=30 R3_KILL_AT=8 R3_STOP_AT=16 R3_CONT_AT=24 R3_ROUNDS=2 R3_DELAY_MS=5
 #        R3_TIMEOUT_MS=1000 R3_PER_TRY_MS=200 R3_SCRAPE_MS=50 R3_PEER=1 (0: herd only)
 #        CONNS=64 HERD_REV=<commit> CARGO_TARGET_DIR HERD_BENCH_CACHE (see bench/lib.sh)
@@ -52,7 +57,8 @@ R2_DELAY_MS=${R2_DELAY_MS:-5}       # HELLO_DELAY_MS of the instances
 R2_LEAD=${R2_LEAD:-2}               # seconds of load before the first kill and after the last recovery
 R2_POLL_MS=${R2_POLL_MS:-20}        # `herd ls --json` poll interval while an instance is down
 R2_GIVE_UP=${R2_GIVE_UP:-10}        # seconds after the last kill to wait for recoveries
-R2_MODES=${R2_MODES-shared gateway gateway-shared}   # empty: no R2 run
+R2_MODES=${R2_MODES-proxied shared node-proxied node-passthrough gateway gateway-shared}   # empty: no R2 run
+PLAIN_APP="$BENCH_ROOT/bench/plain-server.js"
 R3_SECONDS=${R3_SECONDS:-30}
 R3_KILL_AT=${R3_KILL_AT:-8}
 R3_STOP_AT=${R3_STOP_AT:-16}
@@ -133,14 +139,16 @@ herd_instances() {
 # "ready" gets SIGKILL; then `herd ls --json` is polled until its slot runs a new pid that is
 # ready. Fills the R2_* arrays for the summary.
 declare -A R2_FAIL=() R2_HELD=() R2_REQ=() R2_DETAIL=() R2_READY_MAX=() R2_READY_MED=() R2_LOG_MAX=() R2_KILLS=()
-r2_run() { # mode: shared | gateway | gateway-shared
-  local mode=$1 dir cfg port admin='' out sock
+r2_run() { # mode: proxied | shared | node-proxied | node-passthrough | gateway | gateway-shared
+  local mode=$1 dir cfg port admin='' out sock command
+  command="[\"$HELLO\"]"
+  case $mode in node-*) command="[\"node\", \"$PLAIN_APP\"]" ;; esac
   dir=$(mktemp -d "$WORK/r2-$mode.XXXX"); cfg="$dir/herd.toml"; out="$dir/wrk.out"
   free_port port   # where wrk sends its load: the shared socket, or the gateway listener
   sock=$port
   {
     echo "data_dir = \"$dir/.herd\""
-    if [ "$mode" != shared ]; then
+    if [ "${mode#gateway}" != "$mode" ]; then
       free_port admin
       cat <<EOF
 [admin]
@@ -159,13 +167,14 @@ EOF
 
 [[service]]
 name = "hello"
-command = ["$HELLO"]
+command = $command
 instances = $R2_INSTANCES
-env = { HELLO_DELAY_MS = "$R2_DELAY_MS" }
+env = { HELLO_DELAY_MS = "$R2_DELAY_MS", PLAIN_DELAY_MS = "$R2_DELAY_MS" }
 EOF
     case $mode in
       gateway) echo 'port = "auto"' ;;
-      gateway-shared) free_port sock; echo "listen = \"127.0.0.1:$sock\"" ;;
+      gateway-shared) free_port sock; printf 'listen = "127.0.0.1:%s"\npassthrough = true\n' "$sock" ;;
+      shared | node-passthrough) printf 'listen = "127.0.0.1:%s"\npassthrough = true\n' "$sock" ;;
       *) echo "listen = \"127.0.0.1:$sock\"" ;;
     esac
     cat <<EOF
@@ -177,9 +186,15 @@ EOF
   herd_up "$cfg" "$SERVER_CPU" HERD_LOG=warn >"$dir/start.out" 2>&1 || { cat "$dir/start.out"; return 1; }
   herd_wait_ready "$cfg" "$R2_INSTANCES" 30 || { echo "herd: $R2_INSTANCES instances not ready"; return 1; }
   local seen
-  seen=$(hello_serves "$port" 4) || { echo "does not serve: $seen"; return 1; }
-  local how="listen = 127.0.0.1:$port (shared socket), wrk straight at it"
   case $mode in
+    node-*) wait_http "$port" 10 '"worker"' || { echo "the Node app does not serve"; return 1; } ;;
+    *) seen=$(hello_serves "$port" 4) || { echo "does not serve: $seen"; return 1; } ;;
+  esac
+  local how="listen = 127.0.0.1:$port (shared socket, passthrough = true), wrk straight at it"
+  case $mode in
+    proxied) how="listen = 127.0.0.1:$port (herd forwards to each instance's private socket), wrk straight at it" ;;
+    node-proxied) how="bench/plain-server.js, listen = 127.0.0.1:$port (herd forwards to each instance's private socket), wrk straight at it" ;;
+    node-passthrough) how="bench/plain-server.js, listen = 127.0.0.1:$port (shared socket, passthrough = true), wrk straight at it" ;;
     gateway) how="port = \"auto\", gateway listener 127.0.0.1:$port, route retries = { constant 10ms, maxRetries 2 }, service breaker default (consecutiveFailures >= 5, timeout 5s), wrk at the gateway" ;;
     gateway-shared) how="listen = 127.0.0.1:$sock (shared socket) behind gateway listener 127.0.0.1:$port, route retries = { constant 10ms, maxRetries 2 }, service breaker default (consecutiveFailures >= 5, timeout 5s), wrk at the gateway" ;;
   esac
@@ -491,11 +506,14 @@ for c in "${!FAILED[@]}"; do say "FAILED $c: ${FAILED[$c]}"; status=1; done
 echo
 
 r2_goal_ms=1000
-for mode in shared gateway gateway-shared; do
+for mode in proxied shared node-proxied node-passthrough gateway gateway-shared; do
   case " $R2_MODES " in *" $mode "*) ;; *) continue ;; esac
   f=${R2_FAIL[$mode]:-n/a}
   case $mode in
-    shared) desc="cluster mode, shared socket, wrk straight at it" ;;
+    proxied) desc="cluster mode, listen proxied to private sockets (default), wrk straight at it" ;;
+    shared) desc="cluster mode, shared socket (passthrough = true), wrk straight at it" ;;
+    node-proxied) desc="unmodified Node app, listen proxied to private sockets (default), wrk straight at it" ;;
+    node-passthrough) desc="unmodified Node app, shared socket (passthrough = true), wrk straight at it" ;;
     gateway) desc="port=auto behind herd's gateway, retries on" ;;
     *) desc="cluster mode, shared socket, behind herd's gateway, retries on" ;;
   esac

@@ -197,15 +197,27 @@ fn service(c: &mut Checker<'_>, index: usize, raw: RawService) -> Option<Service
         }
     };
 
+    let passthrough = raw.passthrough.unwrap_or(false);
+    if raw.passthrough == Some(true) && raw.listen.is_none() {
+        c.err(
+            &at.key("passthrough"),
+            "passes the `listen` socket to the instances: set `listen` too",
+        );
+    }
+    // Each instance can be reached on its own: a port of its own, or a private socket.
+    let own_address = own_port || (raw.listen.is_some() && !passthrough);
+
     let ready_at = at.key("ready");
     let mode = match raw.ready.mode.as_deref() {
         None | Some("listen") => ReadyMode::Listen,
         Some("notify") => ReadyMode::Notify,
-        Some("http") if !own_port => {
-            c.err(
-                &ready_at.key("mode"),
-                "\"http\" readiness needs port = \"auto\": on a shared socket a probe cannot choose its instance; use \"listen\" or \"notify\"",
-            );
+        Some("http") if !own_address => {
+            let why = if passthrough {
+                "\"http\" readiness cannot choose an instance on a shared socket (passthrough = true); use \"listen\" or \"notify\""
+            } else {
+                "\"http\" readiness needs `listen` or port = \"auto\" (an address per instance to probe); use \"listen\" or \"notify\""
+            };
+            c.err(&ready_at.key("mode"), why);
             ReadyMode::Listen
         }
         Some("http") => {
@@ -262,6 +274,7 @@ fn service(c: &mut Checker<'_>, index: usize, raw: RawService) -> Option<Service
         command,
         instances,
         listen,
+        passthrough,
         own_port,
         balance,
         breaker,

@@ -241,7 +241,35 @@ fn own_ports_and_http_readiness() {
     let e = single_error(
         "[[service]]\nname = \"b\"\ncommand = [\"true\"]\nready = { mode = \"http\" }\n",
     );
-    assert!(e.message.contains("needs port = \"auto\""), "{e}");
+    assert!(e.message.contains("port = \"auto\""), "{e}");
+}
+
+#[test]
+fn listen_proxies_unless_passthrough_and_proxied_services_may_probe_http() {
+    let c = load_str(
+        "[[service]]\nname = \"a\"\ncommand = [\"true\"]\nlisten = \"127.0.0.1:0\"\nready = { mode = \"http\" }\n\
+         [[service]]\nname = \"b\"\ncommand = [\"true\"]\nlisten = \"127.0.0.1:0\"\npassthrough = true\n",
+    )
+    .unwrap();
+    assert!(!c.services[0].passthrough);
+    assert!(c.services[1].passthrough);
+    assert_eq!(
+        c.services[0].ready.mode,
+        ReadyMode::Http {
+            path: "/healthz".into()
+        }
+    );
+    let keys = error_keys(
+        "[[service]]\nname = \"a\"\ncommand = [\"true\"]\npassthrough = true\n\
+         [[service]]\nname = \"b\"\ncommand = [\"true\"]\nlisten = \"127.0.0.1:0\"\npassthrough = true\nready = { mode = \"http\" }\n",
+    );
+    assert_eq!(
+        keys,
+        vec![
+            ("service[0].passthrough".to_string(), Some(4)),
+            ("service[1].ready.mode".to_string(), Some(10)),
+        ]
+    );
 }
 
 #[test]

@@ -13,12 +13,16 @@
 //! enter rotation when ready and leave it before they are stopped. Routes and pools form one
 //! generation behind an `ArcSwap`; [`Gateway::reload`] builds the next and swaps it in without
 //! touching connections. Shutdown stops accepting and lets open connections finish.
+//!
+//! The same request path serves the `listen` address of every service that is not a
+//! passthrough one (`front.rs`): one catch-all route to the service's ready instances.
 
 #![forbid(unsafe_code)]
 
 mod access;
 mod answer;
 mod dns;
+mod front;
 mod health;
 mod proxy;
 mod route;
@@ -41,6 +45,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use front::{Front, RESPONSE_DEADLINE};
 pub use route::RouteTable;
 pub use trace::TraceContext;
 
@@ -230,10 +235,12 @@ fn build(
 }
 
 impl Gateway {
-    /// Serves `listeners` with the routes of `config`; `service` describes herd services.
+    /// Serves `listeners` with the routes of `config`, and each of `fronts` with its service;
+    /// `service` describes herd services.
     pub fn start(
         config: &Config,
         listeners: Vec<Bound>,
+        fronts: Vec<Front>,
         service: ServiceSource,
     ) -> std::io::Result<Self> {
         let stop = CancellationToken::new();
@@ -241,6 +248,9 @@ impl Gateway {
         let (proxy, generation) = build(config, &service, &tasks, &stop.child_token())?;
         let current = Arc::new(ArcSwap::from_pointee(proxy));
         let limits = config.gateway.limits;
+        for f in fronts {
+            front::start(f, &service, limits, &stop, &tasks)?;
+        }
         for b in listeners {
             let (name, addr) = b.address();
             tracing::info!("gateway listener {name} on {addr}");

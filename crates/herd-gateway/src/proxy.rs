@@ -3,7 +3,10 @@
 //! Hop-by-hop headers are removed both ways; `x-request-id`, `traceparent`, `x-forwarded-for`
 //! and `x-forwarded-proto` are set upstream. A request without a body is sent as an empty body,
 //! so when an endpoint refuses the connection (an instance that just stopped), it is sent again
-//! to another endpoint: nothing reached the first one, whatever the method. A bodyless request
+//! to another endpoint: nothing reached the first one, whatever the method. The same holds when
+//! it went out on a reused kept-alive connection that the endpoint closed before any byte of an
+//! answer: the endpoint closed a connection it saw idle, without reading the request (the client's
+//! `Error::Unanswered`; at most `MAX_CONNECT_TRIES` endpoints either way). A bodyless request
 //! with an idempotent method (or on a `retryable` route) is also retried after a 502/503/504 or a
 //! reset, with the route's backoff, up to `maxRetries` and within the route's retry budget. A
 //! request with a body is sent once. Every attempt's outcome feeds the endpoint's breaker and
@@ -74,6 +77,8 @@ pub struct Proxy {
     /// Metric handles per route, registered once so the request path only increments.
     metrics: Vec<RouteMetrics>,
     unrouted: RouteMetrics,
+    /// Whether requests get access lines (when `herd::access` is read at info).
+    access_lines: bool,
 }
 
 /// The request target sent upstream: origin-form (`/path?query`), as an HTTP/1.1 server
@@ -130,7 +135,20 @@ impl Proxy {
             max_body,
             metrics,
             unrouted: RouteMetrics::new("none".into(), "none".into()),
+            access_lines: true,
         }
+    }
+
+    /// The same proxy as a service's front: `route` is the route label of its metrics, and it
+    /// writes no access lines (a service's own traffic is the app's to log).
+    pub fn front(mut self, route: &str) -> Self {
+        self.metrics = self
+            .pools
+            .iter()
+            .map(|p| RouteMetrics::new(route.to_string(), p.name.clone()))
+            .collect();
+        self.access_lines = false;
+        self
     }
 
     /// Handles one request that arrived from `peer`.
@@ -153,7 +171,8 @@ impl Proxy {
             )
         });
         // Built only when someone reads it: formatting a JSON line costs as much as proxying.
-        let access_log = access::enabled().then(|| (req.method().clone(), req.uri().clone()));
+        let access_log = (self.access_lines && access::enabled())
+            .then(|| (req.method().clone(), req.uri().clone()));
         let mut outcome = Outcome::default();
         let mut response = self.forward(&peer, req, &trace, &mut outcome).await;
         strip_hop_by_hop(response.headers_mut());
@@ -378,8 +397,13 @@ impl Proxy {
                     pick.report(answered, &mut outcome.decisions);
                     return resp.map(Either::Left);
                 }
-                Ok(Err(e)) if e.is_connect() && replayable && attempt < MAX_CONNECT_TRIES => {
-                    tracing::debug!(endpoint = %pick.addr, trace_id = trace.trace_id(), "connect failed, trying another endpoint: {e}");
+                // Neither reached the endpoint's app (see the module docs): any method goes again.
+                Ok(Err(e))
+                    if (e.is_connect() || e.is_unanswered())
+                        && replayable
+                        && attempt < MAX_CONNECT_TRIES =>
+                {
+                    tracing::debug!(endpoint = %pick.addr, trace_id = trace.trace_id(), "not answered, trying another endpoint: {e}");
                     let addr = pick.addr;
                     pick.report(Attempt::NoAnswer, &mut outcome.decisions);
                     tried.push(addr);

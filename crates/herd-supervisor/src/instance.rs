@@ -6,6 +6,7 @@
 //! the instance's generation number, so a late message about an old process is recognised and
 //! never confused with its successor in the same slot.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,12 @@ pub enum Report {
         /// `exit code 1`, `killed by SIGKILL`, …
         how: String,
     },
+    /// Nothing herd forwarded to the stopping instance awaits an answer any more (or the wait
+    /// timed out): it may get SIGTERM.
+    Drained {
+        /// Generation of the instance.
+        generation: u64,
+    },
     /// The instance became ready.
     Ready {
         /// Generation of the instance.
@@ -51,7 +58,8 @@ pub struct Instance {
     pub generation: u64,
     /// Process id (and process group id).
     pub pid: u32,
-    /// The port the instance binds itself (`port = "auto"` services).
+    /// The loopback port only this instance is reached at: the one it binds itself
+    /// (`port = "auto"`) or its private socket's (a proxied `listen`).
     pub port: Option<u16>,
     /// When it was spawned.
     pub started: Instant,
@@ -88,15 +96,29 @@ impl Instance {
         } else {
             None
         };
+        // A proxied service's instance gets a socket of its own; herd's copy closes once the
+        // instance has it, so the socket dies with the instance and a connect to it is refused.
+        let private = if shared.private_sockets() {
+            Some(crate::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?)
+        } else {
+            None
+        };
         let mut child = spawn::spawn(Launch {
             spec,
             slot,
-            listener: shared.listener.as_ref(),
+            listener: private.as_ref().map(|b| &b.fd).or(shared.listener.as_ref()),
             port: own_port.or(shared.port()),
             ready_pipe: ready_tx,
             extra_env: &shared.extra_env,
         })?;
         let pid = child.id().expect("a just-spawned child has a pid");
+        // Where this instance alone is reached: its own port or its private socket.
+        let port = own_port.or(private.as_ref().map(|b| b.addr.port()));
+        let inode = match &private {
+            Some(b) => Some(b.inode),
+            None => shared.listener.as_ref().map(|_| shared.socket_inode),
+        };
+        drop(private);
 
         if let Some(out) = child.stdout.take() {
             tasks.spawn(pump(out, shared.clone(), slot, Stream::Out));
@@ -115,16 +137,17 @@ impl Instance {
 
         let tx = reports.clone();
         let timeout = spec.ready.timeout;
-        let inode = shared.listener.as_ref().map(|_| shared.socket_inode);
         let mode = spec.ready.mode.clone();
         let readiness = tasks.spawn(async move {
-            let outcome = match (mode, ready_rx, own_port, inode) {
+            // A socket herd bound always accepts a connection: there, `listen` readiness is the
+            // instance accepting on it, seen from /proc.
+            let outcome = match (mode, ready_rx, port, inode) {
                 (_, Some(rx), _, _) => readiness::notified(rx, timeout).await,
                 (ReadyMode::Http { path }, _, Some(port), _) => {
                     readiness::http_ok(port, &path, timeout).await
                 }
-                (_, _, Some(port), _) => readiness::connects(port, timeout).await,
-                (_, _, None, Some(inode)) => readiness::accepting(pid, inode, timeout).await,
+                (_, _, _, Some(inode)) => readiness::accepting(pid, inode, timeout).await,
+                (_, _, Some(port), None) => readiness::connects(port, timeout).await,
                 _ => Ok(()),
             };
             let report = match outcome {
@@ -137,7 +160,7 @@ impl Instance {
         Ok(Self {
             generation,
             pid,
-            port: own_port,
+            port,
             started: Instant::now(),
             ready: false,
             cpu_sample: None,

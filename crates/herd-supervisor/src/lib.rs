@@ -1,9 +1,14 @@
-//! Cluster mode: runs each service of a `herd.toml` as N instances behind one shared socket.
+//! Cluster mode: runs each service of a `herd.toml` as N instances behind one listen address.
 //!
-//! [`Supervisor::start`] binds every service's `listen` address once (so errors surface before
-//! anything is spawned), then starts one actor per instance slot (`slot.rs`). Instances receive
-//! the socket as fd 3 by systemd socket activation (`spawn.rs`), so they all accept from one
-//! kernel queue and connections wait there while instances come and go. Crashes restart with
+//! [`bind_all`] binds every service's `listen` address once (so errors surface before anything
+//! is spawned), then [`Supervisor::start`] starts one actor per instance slot (`slot.rs`). By
+//! default herd's gateway serves the address ([`Listening::Proxied`]) and each instance gets a
+//! private loopback socket of its own as fd 3 (systemd socket activation, `spawn.rs`), bound
+//! anew for every process, whose address joins the service's endpoints once the instance is
+//! ready. With `passthrough = true` ([`Listening::Shared`]) the `listen` socket itself is every
+//! instance's fd 3: they all accept from one kernel queue and connections wait there while
+//! instances come and go. A stopping instance first leaves the endpoints, then herd waits until
+//! no request it forwarded there awaits an answer, then sends SIGTERM. Crashes restart with
 //! backoff (`backoff.rs`), reloads replace slot by slot (`service.rs`), output flows through the
 //! [`LogHub`] (`logs.rs`). Shutdown cancels one token; every slot stops its processes (SIGTERM,
 //! then SIGKILL after `kill_timeout`) and [`Supervisor::shutdown`] returns once all are reaped.
@@ -44,6 +49,28 @@ pub struct Bound {
     fd: OwnedFd,
     addr: SocketAddr,
     inode: u64,
+}
+
+impl Bound {
+    /// The bound address (the port chosen when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The socket, for herd's own accept loop.
+    pub fn into_listener(self) -> TcpListener {
+        TcpListener::from(self.fd)
+    }
+}
+
+/// How a service's `listen` address reaches its instances.
+pub enum Listening {
+    /// The service has no `listen` address.
+    None,
+    /// The socket itself is every instance's fd 3 (`passthrough = true`).
+    Shared(Bound),
+    /// herd serves this address and forwards to each instance's private socket.
+    Proxied(SocketAddr),
 }
 
 /// Binds `addr` as a shared listening socket.
@@ -104,12 +131,12 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts every service of `config` on the sockets from [`bind_all`]. `extra_env` gives
+    /// Starts every service of `config` (`sockets` in the same order). `extra_env` gives
     /// variables herd adds to a service's instances (the sidecar API's `DAPR_HTTP_PORT`, …),
     /// kept across reloads.
     pub fn start(
         config: &Config,
-        sockets: Vec<Option<Bound>>,
+        sockets: Vec<Listening>,
         logs: LogHub,
         extra_env: &dyn Fn(&str) -> Vec<(String, String)>,
     ) -> Self {
@@ -119,10 +146,10 @@ impl Supervisor {
             .iter()
             .zip(sockets)
             .map(|(spec, socket)| {
-                let address = socket.as_ref().map(|b| b.addr);
-                let (fd, inode) = match socket {
-                    Some(b) => (Some(b.fd), b.inode),
-                    None => (None, 0),
+                let (fd, inode, address) = match socket {
+                    Listening::Shared(b) => (Some(b.fd), b.inode, Some(b.addr)),
+                    Listening::Proxied(addr) => (None, 0, Some(addr)),
+                    Listening::None => (None, 0, None),
                 };
                 let shared = Arc::new(shared::Shared::new(
                     spec.name.clone(),

@@ -1,5 +1,6 @@
 //! Readiness detection: accepting on the shared socket or on the instance's own port, a healthy
-//! HTTP answer, or an explicit `READY=1`.
+//! HTTP answer, or an explicit `READY=1`; and the other way round, [`drained`]: nothing herd
+//! forwarded to a stopping instance is still unanswered.
 //!
 //! On a shared socket, `listen` mode polls `/proc` (see `procfs.rs`); with a port of its own the
 //! instance is probed directly, by TCP connect or by `GET <path>`. Polls start fast and widen
@@ -58,6 +59,16 @@ where
 pub async fn accepting(pid: u32, inode: u64, limit: Duration) -> Result<(), String> {
     poll(limit, "not accepting on the shared socket", || async move {
         procfs::is_accepting(pid, inode)
+    })
+    .await
+}
+
+/// Waits until no request herd sent to `port` on loopback awaits its response head, up to
+/// `limit`. The instance has left its service's endpoints already, so the count only falls.
+pub async fn drained(port: u16, limit: Duration) -> Result<(), String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    poll(limit, "requests still unanswered", || async move {
+        herd_upstream::in_flight(addr) == 0
     })
     .await
 }

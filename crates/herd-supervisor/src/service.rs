@@ -68,6 +68,12 @@ impl Service {
 
     fn check_compatible(&self, spec: &ServiceSpec) -> Result<(), String> {
         let current = self.spec();
+        if spec.passthrough != current.passthrough && spec.listen.is_some() {
+            return Err(format!(
+                "passthrough changed to {}; a reload keeps how the socket is served, restart herd to switch",
+                spec.passthrough
+            ));
+        }
         if spec.listen != current.listen {
             return Err(format!(
                 "listen changed from {:?} to {:?}; a reload keeps the socket, restart herd to move it",

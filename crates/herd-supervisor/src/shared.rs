@@ -20,11 +20,11 @@ pub type Endpoints = watch::Receiver<Arc<Vec<SocketAddr>>>;
 pub struct Shared {
     /// Service name.
     pub name: String,
-    /// The shared listening socket (duplicated above fd 4), if the service listens.
+    /// The shared listening socket (duplicated above fd 4), if the service passes it through.
     pub listener: Option<OwnedFd>,
     /// Inode of the listening socket, for accept detection.
     pub socket_inode: u64,
-    /// The bound shared address.
+    /// The service's bound `listen` address (shared or served by herd).
     pub address: Option<SocketAddr>,
     /// Where output goes.
     pub logs: LogHub,
@@ -57,9 +57,14 @@ impl Shared {
         }
     }
 
-    /// The port of the shared socket.
+    /// The port of the `listen` address.
     pub fn port(&self) -> Option<u16> {
         self.address.map(|a| a.port())
+    }
+
+    /// Whether each instance gets a private socket bound by herd (a proxied `listen`).
+    pub fn private_sockets(&self) -> bool {
+        self.address.is_some() && self.listener.is_none()
     }
 
     /// A receiver of the service's ready endpoints.
@@ -89,7 +94,11 @@ impl Shared {
         metrics::gauge!("herd_service_ready_instances", "service" => self.name.clone())
             .set(ready_count as f64);
         metrics::gauge!("herd_service_instances", "service" => self.name.clone()).set(slots as f64);
-        if let Some(addr) = self.address.filter(|_| any_ready) {
+        // A shared socket stands for every instance; a proxied address is herd's own front.
+        if let Some(addr) = self
+            .address
+            .filter(|_| any_ready && self.listener.is_some())
+        {
             ready.push(addr);
         }
         self.endpoints.send_if_modified(|current| {

@@ -150,6 +150,8 @@ impl SlotHandle {
 struct Retiring {
     instance: Instance,
     reply: Option<(ReplaceReply, Replaced)>,
+    /// Waiting for its requests to be answered before SIGTERM.
+    draining: bool,
 }
 
 struct Slot {
@@ -308,12 +310,60 @@ impl Slot {
         }
     }
 
-    /// Sends SIGTERM and arms the SIGKILL timer.
+    /// Stops `instance`. One with an address of its own has left the endpoints (published
+    /// here, before anything else); it gets SIGTERM once no request herd forwarded to it awaits
+    /// an answer (at most `kill_timeout` later, see [`Slot::on_drained`]). Others get SIGTERM
+    /// now. SIGKILL follows `kill_timeout` after SIGTERM.
     fn retire(&mut self, instance: Instance, reply: Option<(ReplaceReply, Replaced)>) {
-        instance.signal(Signal::SIGTERM);
-        self.timers
-            .insert(Timer::Kill(instance.generation), self.spec.kill_timeout);
-        self.retiring.push(Retiring { instance, reply });
+        let generation = instance.generation;
+        let draining = match instance.port {
+            Some(port) => {
+                self.publish();
+                let reports = self.reports.clone();
+                let limit = self.spec.kill_timeout;
+                self.tasks.spawn(async move {
+                    // A timeout still ends in SIGTERM: the requests left get the app's goodbye.
+                    let _ = crate::readiness::drained(port, limit).await;
+                    let _ = reports.send(Report::Drained { generation }).await;
+                });
+                true
+            }
+            None => false,
+        };
+        self.retiring.push(Retiring {
+            instance,
+            reply,
+            draining,
+        });
+        if !draining {
+            self.terminate(generation);
+        }
+    }
+
+    /// Sends SIGTERM to the retiring instance of `generation` and arms its SIGKILL timer.
+    fn terminate(&mut self, generation: u64) {
+        if let Some(r) = self
+            .retiring
+            .iter_mut()
+            .find(|r| r.instance.generation == generation)
+        {
+            r.draining = false;
+            r.instance.signal(Signal::SIGTERM);
+            self.timers
+                .insert(Timer::Kill(generation), self.spec.kill_timeout);
+        }
+    }
+
+    /// Nothing herd forwarded to a retiring instance awaits an answer: SIGTERM, unless it
+    /// exited meanwhile or was already signalled.
+    fn on_drained(&mut self, generation: u64) {
+        let waiting = self
+            .retiring
+            .iter()
+            .any(|r| r.instance.generation == generation && r.draining);
+        if waiting {
+            self.terminate(generation);
+        }
     }
 
     async fn stop_all(&mut self, why: &str) {
@@ -327,6 +377,7 @@ impl Slot {
             self.retiring.push(Retiring {
                 instance: cand,
                 reply: None,
+                draining: false,
             });
         }
         if let Some(cur) = self.current.take() {
@@ -386,6 +437,7 @@ impl Slot {
             Report::Ready { generation } => self.on_ready(generation).await,
             Report::NotReady { generation, reason } => self.on_not_ready(generation, reason).await,
             Report::Exited { generation, how } => self.on_exit(generation, how).await,
+            Report::Drained { generation } => self.on_drained(generation),
         }
     }
 
@@ -456,6 +508,7 @@ impl Slot {
             self.retiring.push(Retiring {
                 instance: cand,
                 reply: None,
+                draining: false,
             });
         }
     }

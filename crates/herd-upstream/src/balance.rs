@@ -121,12 +121,14 @@ impl Pool {
             .filter(|a| !exclude.contains(a))
             .map(|a| {
                 let stats = map.entry(*a).or_insert_with(|| {
-                    Arc::new(EndpointStats::new(
+                    let stats = Arc::new(EndpointStats::new(
                         self.breaker.as_ref(),
                         &self.name,
                         *a,
                         self.ejector.as_ref(),
-                    ))
+                    ));
+                    crate::drain::register(*a, &stats);
+                    stats
                 });
                 (*a, stats.clone())
             })

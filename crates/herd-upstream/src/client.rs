@@ -15,10 +15,17 @@
 //! connect timeout, `TCP_NODELAY`, a 60 s idle timeout (checked when a connection is taken, and
 //! for the oldest one when a connection is put back), and a request that met an idle connection
 //! the endpoint had just closed (hyper hands it back unsent) goes out on another connection.
+//!
+//! When the request did go out on a reused connection and the endpoint closed it before sending
+//! a single byte back (each connection counts the bytes it read), the answer is
+//! [`Error::Unanswered`]: the endpoint closed a connection it saw as idle (a keep-alive timeout,
+//! a graceful stop) as the request arrived, so it never read it, and a caller may send it to
+//! another endpoint whatever its method. A fresh connection gets no such benefit of the doubt.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -30,6 +37,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// What a request sent to an endpoint carries: a body streamed from the client (cut off at the
@@ -44,9 +52,15 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// addresses that left the pools do not accumulate.
 const KEEP_ADDRESSES: usize = 64;
 
+/// A connection to an endpoint: hyper's sender, and the count of bytes read from the socket.
+struct Conn {
+    tx: SendRequest<UpBody>,
+    read: Arc<AtomicU64>,
+}
+
 /// A connection waiting for its next request.
 struct Idle {
-    tx: SendRequest<UpBody>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -73,12 +87,21 @@ pub enum Error {
     Connect(std::io::Error),
     /// The connection failed while sending or receiving, or the request body failed.
     Http(hyper::Error),
+    /// The request went out on a reused connection that the endpoint closed before any byte of
+    /// a response: it closed what it saw as an idle connection, so it never read the request.
+    Unanswered(hyper::Error),
 }
 
 impl Error {
     /// Whether connecting failed (so the endpoint never saw the request).
     pub fn is_connect(&self) -> bool {
         matches!(self, Error::Connect(_))
+    }
+
+    /// Whether the request met a reused connection the endpoint closed without answering (so
+    /// the endpoint did not process it).
+    pub fn is_unanswered(&self) -> bool {
+        matches!(self, Error::Unanswered(_))
     }
 }
 
@@ -87,6 +110,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Connect(e) => write!(f, "connect failed: {e}"),
             Error::Http(e) => write!(f, "{e}"),
+            Error::Unanswered(e) => write!(f, "kept-alive connection closed unanswered: {e}"),
         }
     }
 }
@@ -95,7 +119,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Connect(e) => Some(e),
-            Error::Http(e) => Some(e),
+            Error::Http(e) | Error::Unanswered(e) => Some(e),
         }
     }
 }
@@ -139,14 +163,15 @@ impl Client {
         mut req: Request<UpBody>,
     ) -> Result<Response<Body>, Error> {
         loop {
-            let (mut tx, reused) = match self.checkout(addr) {
-                Some(tx) => (tx, true),
+            let (mut conn, reused) = match self.checkout(addr) {
+                Some(conn) => (conn, true),
                 None => (self.connect(addr).await?, false),
             };
-            match tx.try_send_request(req).await {
+            let read_before = conn.read.load(Ordering::Relaxed);
+            match conn.tx.try_send_request(req).await {
                 Ok(resp) => {
                     let back = Checkin {
-                        tx,
+                        conn,
                         addr,
                         shared: self.shared.clone(),
                     };
@@ -159,7 +184,15 @@ impl Client {
                     // The idle connection was closed before the request went out: nothing
                     // reached the endpoint, so it goes out on another connection.
                     Some(unsent) if reused => req = unsent,
-                    _ => return Err(Error::Http(e.into_error())),
+                    _ => {
+                        let e = e.into_error();
+                        let silent = conn.read.load(Ordering::Relaxed) == read_before;
+                        return Err(if reused && silent && closed(&e) {
+                            Error::Unanswered(e)
+                        } else {
+                            Error::Http(e)
+                        });
+                    }
                 },
             }
         }
@@ -167,20 +200,25 @@ impl Client {
 
     /// The newest idle connection to `addr` that can take a request now; older ones past the
     /// idle timeout, and closed ones, met on the way are dropped.
-    fn checkout(&self, addr: SocketAddr) -> Option<SendRequest<UpBody>> {
+    fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
         let mut idle = self.shared.idle.lock().expect("idle connections poisoned");
         let stack = idle.get_mut(&addr)?;
         while let Some(c) = stack.pop_back() {
-            if c.tx.is_ready() && c.since.elapsed() < IDLE_TIMEOUT {
-                return Some(c.tx);
+            if c.conn.tx.is_ready() && c.since.elapsed() < IDLE_TIMEOUT {
+                return Some(c.conn);
             }
         }
         None
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<UpBody>, Error> {
+    async fn connect(&self, addr: SocketAddr) -> Result<Conn, Error> {
         let stream = within(CONNECT_TIMEOUT, "connect", TcpStream::connect(addr)).await?;
         let _ = stream.set_nodelay(true);
+        let read = Arc::new(AtomicU64::new(0));
+        let stream = Counted {
+            inner: stream,
+            read: read.clone(),
+        };
         if let Some((connector, name)) = &self.shared.tls {
             let stream = within(
                 CONNECT_TIMEOUT,
@@ -188,9 +226,11 @@ impl Client {
                 connector.connect(name.clone(), stream),
             )
             .await?;
-            return self.handshake(addr, stream).await;
+            let tx = self.handshake(addr, stream).await?;
+            return Ok(Conn { tx, read });
         }
-        self.handshake(addr, stream).await
+        let tx = self.handshake(addr, stream).await?;
+        Ok(Conn { tx, read })
     }
 
     async fn handshake<S>(&self, addr: SocketAddr, stream: S) -> Result<SendRequest<UpBody>, Error>
@@ -230,28 +270,101 @@ async fn within<T>(
     }
 }
 
+/// Whether `e` says the connection was closed under the request (end of stream or a reset),
+/// rather than that the response was malformed or the request body failed.
+fn closed(e: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    e.is_incomplete_message()
+        || e.source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                )
+            })
+}
+
+/// A socket that counts the bytes read from it, so a failed request can tell whether the
+/// endpoint sent anything back.
+struct Counted<S> {
+    inner: S,
+    read: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// A connection to put back once its response has been read.
 struct Checkin {
-    tx: SendRequest<UpBody>,
+    conn: Conn,
     addr: SocketAddr,
     shared: Arc<Shared>,
 }
 
 impl Checkin {
     fn put_back(self) {
-        if self.tx.is_ready() {
-            self.shared.push(self.addr, self.tx);
-        } else if !self.tx.is_closed() {
+        if self.conn.tx.is_ready() {
+            self.shared.push(self.addr, self.conn);
+        } else if !self.conn.tx.is_closed() {
             // The connection's task has not yet seen the end of the response (it runs on
             // another worker): wait for it in a task of its own, as it may take a moment.
             let Checkin {
-                mut tx,
+                mut conn,
                 addr,
                 shared,
             } = self;
             tokio::spawn(async move {
-                if std::future::poll_fn(|cx| tx.poll_ready(cx)).await.is_ok() {
-                    shared.push(addr, tx);
+                if std::future::poll_fn(|cx| conn.tx.poll_ready(cx))
+                    .await
+                    .is_ok()
+                {
+                    shared.push(addr, conn);
                 }
             });
         }
@@ -259,7 +372,7 @@ impl Checkin {
 }
 
 impl Shared {
-    fn push(&self, addr: SocketAddr, tx: SendRequest<UpBody>) {
+    fn push(&self, addr: SocketAddr, conn: Conn) {
         let since = Instant::now();
         let mut idle = self.idle.lock().expect("idle connections poisoned");
         if idle.len() > KEEP_ADDRESSES && !idle.contains_key(&addr) {
@@ -274,7 +387,7 @@ impl Shared {
         {
             stack.pop_front();
         }
-        stack.push_back(Idle { tx, since });
+        stack.push_back(Idle { conn, since });
     }
 }
 
@@ -343,118 +456,4 @@ impl Drop for Body {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use http_body_util::BodyExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    use super::*;
-
-    /// An HTTP/1.1 server answering every request with `status` and `body`; counts connections.
-    async fn server(status: u16, body: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                let svc = hyper::service::service_fn(move |_req| async move {
-                    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-                    *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                    Ok::<_, std::convert::Infallible>(r)
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc),
-                );
-            }
-        });
-        (addr, accepted)
-    }
-
-    fn get() -> Request<UpBody> {
-        let mut r = Request::new(Either::Right(Full::default()));
-        r.headers_mut()
-            .insert(http::header::HOST, "test".parse().unwrap());
-        r
-    }
-
-    async fn text(r: Response<Body>) -> String {
-        let b = r.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8(b.to_vec()).unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_read_response_hands_its_connection_back() {
-        let (addr, accepted) = server(200, "hello").await;
-        let client = Client::new();
-        for _ in 0..5 {
-            assert_eq!(text(client.send(addr, get()).await.unwrap()).await, "hello");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn a_bodyless_answer_hands_its_connection_back_when_dropped() {
-        let (addr, accepted) = server(204, "").await;
-        let client = Client::new();
-        for _ in 0..3 {
-            let r = client.send(addr, get()).await.unwrap();
-            assert_eq!(r.status(), 204);
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn a_body_dropped_unread_takes_its_connection_along() {
-        let (addr, accepted) = server(200, "unread").await;
-        let client = Client::new();
-        drop(client.send(addr, get()).await.unwrap());
-        assert_eq!(
-            text(client.send(addr, get()).await.unwrap()).await,
-            "unread"
-        );
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn a_connection_the_endpoint_closed_while_idle_is_replaced() {
-        // Answers one request per connection, then closes it without saying so.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = s.read(&mut buf).await.unwrap();
-                    head.extend_from_slice(&buf[..n]);
-                }
-                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await
-                    .unwrap();
-            }
-        });
-        let client = Client::new();
-        for _ in 0..3 {
-            assert_eq!(text(client.send(addr, get()).await.unwrap()).await, "ok");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn a_refused_connection_is_a_connect_error() {
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let e = Client::new().send(addr, get()).await.unwrap_err();
-        assert!(e.is_connect(), "{e}");
-    }
-}
+mod tests;

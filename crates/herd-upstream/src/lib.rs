@@ -12,7 +12,9 @@
 //! that run an app. Endpoints placed in regions form priority levels (`priority.rs`); every
 //! endpoint has a circuit breaker (none in a pool over one shared socket) and, when configured,
 //! outlier ejection (`outlier.rs`). [`Client`] sends the chosen endpoint the request, with
-//! [`strip_hop_by_hop`] and [`idempotent`] saying what is passed on and what may be sent again.
+//! [`strip_hop_by_hop`] and [`idempotent`] saying what is passed on and what may be sent again;
+//! [`in_flight`] sums an address's requests over every pool (`drain.rs`), so an instance is
+//! signalled to stop only once herd is waiting on nothing from it.
 //! `tls.rs` builds the rustls configurations from PEM files: the gateway's HTTPS listeners and
 //! both sides of mutual TLS between herds.
 //!
@@ -23,6 +25,7 @@
 mod balance;
 mod client;
 mod decisions;
+mod drain;
 mod endpoint;
 mod hop;
 mod outlier;
@@ -38,6 +41,7 @@ use tokio::sync::watch;
 pub use balance::{NoEndpoint, Pool};
 pub use client::{Body as ClientBody, Client, Error as ClientError, UpBody};
 pub use decisions::{Change, Decisions, Skip};
+pub use drain::in_flight;
 pub use endpoint::Pick;
 pub use hop::{idempotent, strip_hop_by_hop};
 pub use outlier::Attempt;

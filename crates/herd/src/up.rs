@@ -5,7 +5,8 @@
 //! is the list of steps, each a function or method here: validate (with `sidecar.rs`
 //! configuring every component) → data directory → refuse a second herd → bind every listen
 //! address → control socket and pid file → metrics recorder and log thread → sidecar API →
-//! supervisor → delivery to subscribers → gateway → background tasks (`up/background.rs`).
+//! supervisor → delivery to subscribers → gateway (with the fronts of proxied services' `listen`
+//! addresses) → background tasks (`up/background.rs`).
 //! [`Running::stop`] is the way down. `-d` (`up/detach.rs`) re-executes herd in its own session
 //! with output to `<data_dir>/herd.log` and returns once the control socket answers.
 
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use herd_config::ConfigErrors;
-use herd_supervisor::{LogHub, Supervisor};
+use herd_supervisor::{Listening, LogHub, Supervisor};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -56,10 +57,11 @@ pub async fn run(config_path: &Path, resources: &[PathBuf]) -> anyhow::Result<Ex
     let metrics = herd_telemetry::install();
     let (logs, log_thread) = start_logs(&config)?;
     let mut api = Api::start(&config, sockets.api, components)?;
-    let supervisor = start_supervisor(&config, sockets.services, logs, &api);
+    let (listening, fronts) = split_fronts(&config, sockets.services);
+    let supervisor = start_supervisor(&config, listening, logs, &api);
     api.start_delivery(&config, &supervisor);
     log_services(&supervisor);
-    let gateway = start_gateway(&config, sockets.gateway, &supervisor, &api)?;
+    let gateway = start_gateway(&config, sockets.gateway, fronts, &supervisor, &api)?;
     let background = Background::start(
         config_path,
         started,
@@ -107,7 +109,7 @@ async fn another_herd_runs(config: &herd_config::Config) -> bool {
 /// Every listen address of the config, bound before anything starts: a taken port fails
 /// start-up with every such error listed, and leaves nothing behind.
 struct Sockets {
-    /// The services' shared sockets, one per service (`None` for a service without `listen`).
+    /// The services' `listen` sockets, one per service (`None` for a service without one).
     services: Vec<Option<herd_supervisor::Bound>>,
     /// The gateway's listeners.
     gateway: Vec<herd_gateway::Bound>,
@@ -256,10 +258,37 @@ impl Api {
     }
 }
 
-/// The supervisor, starting every instance on its shared socket with the API's variables.
-fn start_supervisor(
+/// Each service's bound `listen` socket goes to its instances (`passthrough = true`) or to the
+/// gateway, which serves it as the service's front.
+fn split_fronts(
     config: &herd_config::Config,
     sockets: Vec<Option<herd_supervisor::Bound>>,
+) -> (Vec<Listening>, Vec<herd_gateway::Front>) {
+    let mut fronts = Vec::new();
+    let listening = config
+        .services
+        .iter()
+        .zip(sockets)
+        .map(|(spec, socket)| match socket {
+            None => Listening::None,
+            Some(b) if spec.passthrough => Listening::Shared(b),
+            Some(b) => {
+                let addr = b.addr();
+                fronts.push(herd_gateway::Front::new(
+                    spec.name.clone(),
+                    b.into_listener(),
+                ));
+                Listening::Proxied(addr)
+            }
+        })
+        .collect();
+    (listening, fronts)
+}
+
+/// The supervisor, starting every instance with the API's variables.
+fn start_supervisor(
+    config: &herd_config::Config,
+    sockets: Vec<Listening>,
     logs: LogHub,
     api: &Api,
 ) -> Arc<Supervisor> {
@@ -285,10 +314,12 @@ fn log_services(supervisor: &Supervisor) {
     }
 }
 
-/// The gateway, over the supervisor's services; invocation gets the same view of them.
+/// The gateway, over the supervisor's services, serving the proxied services' `listen`
+/// addresses too; invocation gets the same view of the services.
 fn start_gateway(
     config: &herd_config::Config,
     sockets: Vec<herd_gateway::Bound>,
+    fronts: Vec<herd_gateway::Front>,
     supervisor: &Arc<Supervisor>,
     api: &Api,
 ) -> std::io::Result<Arc<herd_gateway::Gateway>> {
@@ -301,7 +332,8 @@ fn start_gateway(
             // instance. One instance's crash says nothing about the others and a retry on the
             // same address reaches a live one, so a breaker there would turn one crash into an
             // outage of the whole service: such pools have none.
-            let breaker = spec.own_port.then(|| spec.breaker.clone());
+            let shared = spec.passthrough && !spec.own_port;
+            let breaker = (!shared).then(|| spec.breaker.clone());
             Some((s.endpoints(), spec.balance, breaker))
         })
     };
@@ -309,7 +341,7 @@ fn start_gateway(
         invoker.attach(source.clone());
     }
     Ok(Arc::new(herd_gateway::Gateway::start(
-        config, sockets, source,
+        config, sockets, fronts, source,
     )?))
 }
 

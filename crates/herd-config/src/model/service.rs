@@ -30,8 +30,11 @@ pub struct ServiceSpec {
     pub command: Vec<String>,
     /// Number of instances (slots); `"max"` has already been turned into the core count.
     pub instances: usize,
-    /// The shared listening address, if the service has one.
+    /// The address the service is reached at, if it has one.
     pub listen: Option<SocketAddr>,
+    /// `listen` is handed to the instances as a shared socket (fd 3) rather than proxied by herd
+    /// to a private socket per instance.
+    pub passthrough: bool,
     /// Each instance binds a port of its own, allocated by herd (`port = "auto"`).
     pub own_port: bool,
     /// How the gateway balances over the instances.
@@ -106,7 +109,7 @@ pub enum ReadyMode {
     /// The instance accepts on the shared socket (seen in `/proc`), or on its own port. Services
     /// with neither are ready as soon as they are spawned.
     Listen,
-    /// `GET path` on the instance's own port answers 2xx.
+    /// `GET path` on the instance's own port (or private socket) answers 2xx.
     Http {
         /// The health path.
         path: String,

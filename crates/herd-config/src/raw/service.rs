@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::RawBreaker;
 
-/// One `[[service]]`: a program run as N instances behind one shared listening socket.
+/// One `[[service]]`: a program run as N instances behind one listening address.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawService {
@@ -21,9 +21,18 @@ pub struct RawService {
     pub command: RawCommand,
     /// How many instances to run: a number, or `"max"` for one per CPU core. Default: 1.
     pub instances: Option<RawInstances>,
-    /// The one address all instances share, e.g. `"127.0.0.1:8000"`. herd binds it and passes the
-    /// socket to every instance as fd 3 (systemd socket activation). Port 0 picks a free port.
+    /// The one address the service is reached at, e.g. `"127.0.0.1:8000"`; port 0 picks a free
+    /// port. herd accepts on it and forwards each HTTP request over kept-alive connections to a
+    /// ready instance; every instance gets a private loopback listening socket of its own as fd 3
+    /// (systemd socket activation), so apps written for a shared socket run unchanged. Reloads and
+    /// crashes lose no request: a stopping instance leaves the rotation and finishes its requests
+    /// before it gets SIGTERM, and a request it never answered is sent to another instance.
     pub listen: Option<String>,
+    /// `true`: pass the `listen` socket itself to every instance as fd 3 (all accept from one
+    /// kernel queue) instead of proxying. No proxy cost and any TCP protocol, but herd is out of
+    /// the path: a request on a kept-alive connection that an instance closes while stopping or
+    /// crashing fails at the client. Default: `false`.
+    pub passthrough: Option<bool>,
     /// How the gateway balances over this service's instances (see `[[upstream]]`).
     pub balance: Option<String>,
     /// Circuit breaker per instance, for the gateway (see `[[upstream]]`).

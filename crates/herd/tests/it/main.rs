@@ -17,6 +17,7 @@ mod lifecycle;
 mod limits;
 mod node;
 mod pubsub;
+mod reload;
 mod resiliency;
 mod sdk;
 mod sdk_pubsub;
