@@ -22,6 +22,7 @@
 # Usage: bash bench/grpc.sh
 #   env: ROUNDS=3 DURATION=4 CONNS="1 16 64" GOAL_VS_HTTP=0.9 REDIS_HOST=127.0.0.1 REDIS_PORT=6379 HERD_CPU=1
 #        LOAD_CPU=0 HERD_REV CARGO_TARGET_DIR HERD_BENCH_CACHE (see build_herd in bench/lib.sh)
+#        HERD_BIN=<path>: measure that herd binary instead of building one
 # Exit: 0 when every contender ran and answered correctly, 1 otherwise.
 set -euo pipefail
 
@@ -48,7 +49,11 @@ if ! command -v redis-benchmark >/dev/null || ! command -v redis-cli >/dev/null;
 fi
 rcli() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }
 rcli ping 2>/dev/null | grep -q PONG || die "no Redis answers at $REDIS_HOST:$REDIS_PORT"
-build_herd herd || { cat "$WORK/cargo.log"; die "cargo build failed"; }
+if [ -n "${HERD_BIN:-}" ]; then
+  HERD=$HERD_BIN   # a binary built elsewhere (e.g. a debug build when a release build is too slow)
+else
+  build_herd herd || { cat "$WORK/cargo.log"; die "cargo build failed"; }
+fi
 
 declare -A FAILED=()
 
@@ -138,7 +143,9 @@ run() { # kind conns
       [ "$kind" = redis-set ] && cmd=(SET "$KEY_DIRECT" "$VALUE")
       taskset -c "$LOAD_CPU" redis-benchmark -h "$REDIS_HOST" -p "$REDIS_PORT" -c "$c" -P 1 \
         -n $((c < 16 ? 40000 : 200000)) --csv "${cmd[@]}" >"$out" 2>&1 || { FAILED[$kind]="redis-benchmark failed"; return 0; }
-      awk -F'","' 'NR == 2 { gsub(/"/, ""); print $2, $3 }' "$out"
+      # CSV "test","rps","avg_latency_ms",...: counted from the end, as the test name (the
+      # command) may itself hold "," in the JSON value.
+      awk -F'","' 'NR == 2 { print $(NF - 6), $(NF - 5) }' "$out"
       return 0 ;;
   esac
   op=get; [[ $kind == *-set ]] && op=save

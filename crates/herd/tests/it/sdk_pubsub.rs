@@ -7,7 +7,9 @@
 //! each published message reached the right handler exactly once with its data and the
 //! CloudEvent attributes and headers the SDK exposes, that a handler answering RETRY gets the
 //! message again, and that one answering DROP sends it to the dead-letter topic, whose
-//! subscriber gets it once. Without `node` and `npm` on `PATH` the test reports itself skipped.
+//! subscriber gets it once. The same program runs once more in gRPC mode (its `DaprServer` an
+//! `AppCallback` server under `app_protocol = "grpc"`). Without `node` and `npm` on `PATH` the
+//! tests report themselves skipped.
 
 use std::collections::BTreeMap;
 use std::path::Path;
