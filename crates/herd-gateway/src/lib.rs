@@ -13,6 +13,11 @@
 //! enter rotation when ready and leave it before they are stopped. Routes and pools form one
 //! generation behind an `ArcSwap`; [`Gateway::reload`] builds the next and swaps it in without
 //! touching connections. Shutdown stops accepting and lets open connections finish.
+//!
+//! Before a request is routed, heads HTTP says a server must refuse are answered here (no or
+//! two `Host`, `CONNECT`, transfer codings herd does not implement; `herd_upstream::inbound`),
+//! and connections that have not sent their first request are bounded in time and number
+//! (`pending.rs`).
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +25,7 @@ mod access;
 mod answer;
 mod dns;
 mod health;
+mod pending;
 mod proxy;
 mod route;
 mod trace;
@@ -241,6 +247,10 @@ impl Gateway {
         let (proxy, generation) = build(config, &service, &tasks, &stop.child_token())?;
         let current = Arc::new(ArcSwap::from_pointee(proxy));
         let limits = config.gateway.limits;
+        let pending = Arc::new(pending::Pending::new(
+            limits.max_pending_connections,
+            limits.header_read_timeout,
+        ));
         for b in listeners {
             let (name, addr) = b.address();
             tracing::info!("gateway listener {name} on {addr}");
@@ -251,6 +261,7 @@ impl Gateway {
                 b.tls.map(tokio_rustls::TlsAcceptor::from),
                 current.clone(),
                 limits,
+                pending.clone(),
                 stop.clone(),
                 tasks.clone(),
             ));
@@ -278,12 +289,16 @@ impl Gateway {
             new.max_header_count,
             new.max_header_bytes,
             new.header_read_timeout,
+            new.max_pending_connections,
         ) != (
             old.max_header_count,
             old.max_header_bytes,
             old.header_read_timeout,
+            old.max_pending_connections,
         ) {
-            return Err("gateway header limits changed; restart herd to apply them".into());
+            return Err(
+                "gateway header or connection limits changed; restart herd to apply them".into(),
+            );
         }
         let checks = self.stop.child_token();
         let (proxy, generation) =
@@ -317,6 +332,7 @@ async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     current: Arc<ArcSwap<proxy::Proxy>>,
     limits: Limits,
+    pending: Arc<pending::Pending>,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -348,9 +364,15 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let current = current.clone();
         let peer = Arc::new(proxy::Peer::new(name.clone(), peer, tls.is_some()));
-        // Each request takes the routes current when it arrives, so a reload applies to the
-        // next request even on a connection that stays open.
-        let svc = service_fn(move |req| current.load_full().handle(peer.clone(), req));
+        let slot = pending.admit();
+        let (registry, first) = (pending.clone(), slot.clone());
+        let svc = service_fn(move |req| {
+            registry.served(&first);
+            // Each request takes the routes current when it arrives, so a reload applies to
+            // the next request even on a connection that stays open.
+            current.load_full().handle(peer.clone(), req)
+        });
+        let waiting = pending.clone();
         match &tls {
             None => {
                 let conn = builder
@@ -358,8 +380,12 @@ async fn serve(
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tasks.spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("gateway connection ended: {e}");
+                    tokio::select! {
+                        biased;
+                        ended = conn => if let Err(e) = ended {
+                            tracing::debug!("gateway connection ended: {e}");
+                        },
+                        () = waiting.expired(&slot) => {}
                     }
                 });
             }
@@ -369,7 +395,7 @@ async fn serve(
                     tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
-                tasks.spawn(async move {
+                let served = async move {
                     let stream = match handshake.await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => return tracing::debug!("TLS handshake failed: {e}"),
@@ -380,6 +406,13 @@ async fn serve(
                         .into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!("gateway connection ended: {e}");
+                    }
+                };
+                tasks.spawn(async move {
+                    tokio::select! {
+                        biased;
+                        () = served => {}
+                        () = waiting.expired(&slot) => {}
                     }
                 });
             }

@@ -20,9 +20,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use herd_config::Target;
 use herd_telemetry::traceparent::TRACEPARENT;
+use herd_upstream::inbound::{Fault, head_fault};
 use herd_upstream::{Attempt, Client, NoEndpoint, Pool, idempotent, strip_hop_by_hop};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use tower::retry::budget::Budget;
@@ -78,7 +79,7 @@ pub struct Proxy {
 
 /// The request target sent upstream: origin-form (`/path?query`), as an HTTP/1.1 server
 /// expects it from a client that is not talking to a proxy. HTTP/2 requests carry an absolute
-/// URI. `CONNECT` takes the endpoint's authority instead, per attempt.
+/// URI. (`CONNECT` never gets here: it is refused with 405.)
 fn origin_form(uri: &Uri) -> Uri {
     match uri.path_and_query() {
         Some(_) if uri.scheme().is_none() && uri.authority().is_none() => uri.clone(),
@@ -99,6 +100,19 @@ fn endpoint_host(addr: SocketAddr) -> HeaderValue {
         addr.to_string()
     };
     HeaderValue::from_str(&host).expect("an address is a valid header value")
+}
+
+/// Finishes herd's answer to a refused head (`inbound.rs`): `Allow` on a 405, and the
+/// connection closed after it.
+fn refused(response: &mut Response<DownBody>, version: Version) {
+    let allow = response.status() == StatusCode::METHOD_NOT_ALLOWED;
+    let h = response.headers_mut();
+    if allow {
+        h.insert(header::ALLOW, Fault::ALLOW);
+    }
+    if let Some(close) = Fault::close(version) {
+        h.insert(header::CONNECTION, close);
+    }
 }
 
 impl Proxy {
@@ -154,9 +168,17 @@ impl Proxy {
         });
         // Built only when someone reads it: formatting a JSON line costs as much as proxying.
         let access_log = access::enabled().then(|| (req.method().clone(), req.uri().clone()));
+        let version = req.version();
         let mut outcome = Outcome::default();
-        let mut response = self.forward(&peer, req, &trace, &mut outcome).await;
+        let fault = head_fault(req.version(), req.method(), req.headers());
+        let mut response = match fault {
+            None => self.forward(&peer, req, &trace, &mut outcome).await,
+            Some(f) => answer(f.status, f.reason, None, &trace),
+        };
         strip_hop_by_hop(response.headers_mut());
+        if fault.is_some() {
+            refused(&mut response, version);
+        }
         response
             .headers_mut()
             .insert(X_REQUEST_ID, trace.request_id().clone());
@@ -312,12 +334,7 @@ impl Proxy {
                 None => Either::Right(Full::default()),
             });
             *up.method_mut() = parts.method.clone();
-            *up.uri_mut() = if parts.method == Method::CONNECT {
-                Uri::from_maybe_shared(Bytes::from(pick.addr.to_string()))
-                    .expect("an address is an authority")
-            } else {
-                target.clone()
-            };
+            *up.uri_mut() = target.clone();
             // A request that may go out again keeps its headers for the next attempt.
             *up.headers_mut() = if replayable {
                 parts.headers.clone()

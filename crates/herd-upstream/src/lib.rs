@@ -13,7 +13,8 @@
 //! endpoint has a circuit breaker (none in a pool over one shared socket) and, when configured,
 //! outlier ejection (`outlier.rs`). [`Client`] sends the chosen endpoint the request, with
 //! [`strip_hop_by_hop`] and [`idempotent`] saying what is passed on and what may be sent again.
-//! `tls.rs` builds the rustls configurations from PEM files: the gateway's HTTPS listeners and
+//! [`inbound::head_fault`] says which request heads herd refuses on its listeners (no or two
+//! `Host`, `CONNECT`, transfer codings it does not implement). `tls.rs` builds the rustls configurations from PEM files: the gateway's HTTPS listeners and
 //! both sides of mutual TLS between herds.
 //!
 //! The series recorded here keep their `herd_gateway_` names (`/metrics` names are public):
@@ -25,6 +26,7 @@ mod client;
 mod decisions;
 mod endpoint;
 mod hop;
+pub mod inbound;
 mod outlier;
 mod priority;
 pub mod tls;
