@@ -255,10 +255,13 @@ impl Gateway {
             let (name, addr) = b.address();
             tracing::info!("gateway listener {name} on {addr}");
             let listener = TcpListener::from_std(b.listener)?;
-            tasks.spawn(serve(
+            let socket = Socket {
                 listener,
-                name.into(),
-                b.tls.map(tokio_rustls::TlsAcceptor::from),
+                name: name.into(),
+                tls: b.tls.map(tokio_rustls::TlsAcceptor::from),
+            };
+            tasks.spawn(serve(
+                socket,
                 current.clone(),
                 limits,
                 pending.clone(),
@@ -325,11 +328,20 @@ impl Gateway {
     }
 }
 
-/// Accepts on one listener until `stop`, then drains its connections.
-async fn serve(
+/// A listener as it is served: its socket, its name, and TLS when it has it.
+struct Socket {
     listener: TcpListener,
     name: Arc<str>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Accepts on one listener until `stop`, then drains its connections.
+async fn serve(
+    Socket {
+        listener,
+        name,
+        tls,
+    }: Socket,
     current: Arc<ArcSwap<proxy::Proxy>>,
     limits: Limits,
     pending: Arc<pending::Pending>,

@@ -1,5 +1,7 @@
 //! Forwarding one request: route, choose an endpoint, pass it on with trace context, answer.
 //!
+//! A head HTTP says to refuse (no or two `Host`, `CONNECT`, an unimplemented transfer coding;
+//! `herd_upstream::inbound`) is answered before routing and its connection closed.
 //! Hop-by-hop headers are removed both ways; `x-request-id`, `traceparent`, `x-forwarded-for`
 //! and `x-forwarded-proto` are set upstream. A request without a body is sent as an empty body,
 //! so when an endpoint refuses the connection (an instance that just stopped), it is sent again
@@ -20,16 +22,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use herd_config::Target;
 use herd_telemetry::traceparent::TRACEPARENT;
-use herd_upstream::inbound::{Fault, head_fault};
+use herd_upstream::inbound::head_fault;
 use herd_upstream::{Attempt, Client, NoEndpoint, Pool, idempotent, strip_hop_by_hop};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use tower::retry::budget::Budget;
 
 use crate::access::{self, Outcome, RouteMetrics};
-use crate::answer::{DownBody, answer, client_body_fault, no_endpoint};
+use crate::answer::{DownBody, answer, client_body_fault, no_endpoint, refused};
 use crate::route::RouteTable;
 use crate::trace::{self, TraceContext, X_REQUEST_ID};
 
@@ -100,19 +102,6 @@ fn endpoint_host(addr: SocketAddr) -> HeaderValue {
         addr.to_string()
     };
     HeaderValue::from_str(&host).expect("an address is a valid header value")
-}
-
-/// Finishes herd's answer to a refused head (`inbound.rs`): `Allow` on a 405, and the
-/// connection closed after it.
-fn refused(response: &mut Response<DownBody>, version: Version) {
-    let allow = response.status() == StatusCode::METHOD_NOT_ALLOWED;
-    let h = response.headers_mut();
-    if allow {
-        h.insert(header::ALLOW, Fault::ALLOW);
-    }
-    if let Some(close) = Fault::close(version) {
-        h.insert(header::CONNECTION, close);
-    }
 }
 
 impl Proxy {
