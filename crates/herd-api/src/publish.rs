@@ -156,7 +156,7 @@ pub async fn publish(
     let started = Instant::now();
     check_topic(&topic, &name)?;
     let (_, broker) = broker(&shared, &name, &app.0)?;
-    let metadata = query_metadata(&query);
+    let metadata = query_metadata(&query)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -219,7 +219,11 @@ pub async fn bulk(
     check_topic(&topic, &name)?;
     let (_, broker) = broker(&shared, &name, &app.0)?;
     let entries: Vec<BulkEntry> = parse_body(&body)?;
-    let shared_metadata = query_metadata(&query);
+    let shared_metadata = query_metadata(&query)?;
+    // Checked before any entry is published, so a refused request publishes nothing.
+    for entry in &entries {
+        crate::limits::metadata(entry.metadata.iter().map(|(k, v)| (k.as_str(), v.len())))?;
+    }
     let policy = shared.policies.component_outbound(&app.0, &name);
     let mut failed = Vec::new();
     for entry in entries {

@@ -169,6 +169,7 @@ fn parts(
         .iter()
         .map(|(k, v)| (k.clone(), text(v)))
         .collect();
+    crate::limits::metadata(metadata.iter().map(|(k, v)| (k.as_str(), v.len())))?;
     let guard = Guard {
         etag: item.etag.as_ref().map(text).filter(|e| !e.is_empty()),
         concurrency: concurrency(item.options.concurrency.as_deref())?,
@@ -199,11 +200,13 @@ fn delete_op(component: &Component, app: &str, item: Item) -> Result<DeleteOp, A
 }
 
 /// The request-level metadata of the query string, as item metadata values.
-fn query_values(query: &HashMap<String, String>) -> HashMap<String, serde_json::Value> {
-    crate::query_metadata(query)
+fn query_values(
+    query: &HashMap<String, String>,
+) -> Result<HashMap<String, serde_json::Value>, ApiError> {
+    Ok(crate::query_metadata(query)?
         .into_iter()
         .map(|(k, v)| (k, v.into()))
-        .collect()
+        .collect())
 }
 
 /// `POST|PUT /v1.0/state/{store}`: saves an array of items, all or none. `metadata.<name>`
@@ -219,7 +222,7 @@ pub async fn save(
     let started = Instant::now();
     let (component, store) = store(&shared, &name, &app.0, "ERR_STATE_SAVE")?;
     let items: Vec<Item> = parse_body(&body)?;
-    let shared_metadata = query_values(&query);
+    let shared_metadata = query_values(&query)?;
     let ops = items
         .into_iter()
         .map(|mut item| {
@@ -357,7 +360,7 @@ pub async fn delete(
         key: key.clone(),
         value: None,
         etag: etag.map(Into::into),
-        metadata: query_values(&query),
+        metadata: query_values(&query)?,
         options: Options {
             concurrency: query.get("concurrency").cloned(),
             consistency: query.get("consistency").cloned(),

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod api_limits;
 mod badinput;
 mod cluster;
 mod config;
