@@ -399,6 +399,7 @@ async fn serve(
                         },
                         () = waiting.expired(&slot) => {}
                     }
+                    waiting.closed(&slot);
                 });
             }
             Some(acceptor) => {
@@ -426,6 +427,7 @@ async fn serve(
                         () = served => {}
                         () = waiting.expired(&slot) => {}
                     }
+                    waiting.closed(&slot);
                 });
             }
         }

@@ -95,6 +95,12 @@ impl Pending {
         self.forget(slot);
     }
 
+    /// The connection of `slot` ended (the client closed it, or it was closed here): it no
+    /// longer waits, whether or not a request came.
+    pub fn closed(&self, slot: &Slot) {
+        self.served(slot);
+    }
+
     fn forget(&self, slot: &Slot) {
         let count = {
             let mut waiting = self.waiting.lock().expect("pending poisoned");
@@ -160,6 +166,14 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!waiting.is_finished(), "a served connection never expires");
         waiting.abort();
+    }
+
+    #[test]
+    fn a_connection_closed_without_a_request_no_longer_counts() {
+        let pending = Pending::new(10, Duration::from_secs(1));
+        let slot = pending.admit();
+        pending.closed(&slot);
+        assert_eq!(pending.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]
