@@ -294,13 +294,22 @@ fn connections_that_send_nothing_are_closed_at_the_header_read_timeout() {
     let mut buf = [0u8; 12];
     late.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"HTTP/1.1 200");
-    assert!(idle.iter().all(|s| !closed(s)), "closed before the timeout");
+    // A connection seen closed at T was closed at or before T: seeing one closed before the
+    // timeout passed since the first connect proves it was cut short.
+    let mut first_seen_closed = None;
     wait_for(
         "every idle connection closed",
-        Duration::from_secs(10),
-        || idle.iter().all(closed).then_some(()),
+        Duration::from_secs(15),
+        || {
+            let n = idle.iter().filter(|s| closed(s)).count();
+            if n > 0 && first_seen_closed.is_none() {
+                first_seen_closed = Some(Instant::now());
+            }
+            (n == idle.len()).then_some(())
+        },
     );
-    assert!(opened.elapsed() >= Duration::from_millis(1900));
+    let first = first_seen_closed.expect("closed") - opened;
+    assert!(first >= Duration::from_secs(2), "closed after {first:?}");
     assert_eq!(
         metric(
             admin,
