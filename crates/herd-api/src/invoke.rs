@@ -457,7 +457,10 @@ pub(crate) fn rewrite_app_id_header(mut req: Request) -> Request {
         return req;
     }
     let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    if let Ok(uri) = Uri::try_from(format!("{PREFIX}{app}/method{pq}")) {
+    // Escaped, so that a value that is no app id (`../x`) stays one path segment and is
+    // refused as an app id rather than read as a different path.
+    let escaped = crate::limits::escape(app);
+    if let Ok(uri) = Uri::try_from(format!("{PREFIX}{escaped}/method{pq}")) {
         *req.uri_mut() = uri;
     }
     req
@@ -505,6 +508,9 @@ async fn handle(
         )
         .into_response();
     };
+    if let Err(e) = crate::limits::app_id(&app) {
+        return e.into_response();
+    }
     let (head, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, invoker.max_body).await {
         Ok(b) => b,

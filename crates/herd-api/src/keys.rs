@@ -3,7 +3,8 @@
 //! With the component metadata `keyPrefix` = `appid` (the default) the stored key is
 //! `<app-id>||<key>`, so apps sharing a store do not see each other's keys; `name` uses the
 //! component name, `none` stores the key as it is, and any other value is used as a fixed
-//! prefix. Keys may not contain `||` (Dapr refuses them too).
+//! prefix. Keys may not contain `||` (Dapr refuses them too), nor be longer than
+//! [`MAX_KEY`](crate::limits::MAX_KEY) bytes.
 
 use crate::error::ApiError;
 
@@ -36,6 +37,7 @@ impl KeyPrefix {
         if key.is_empty() {
             return Err(ApiError::malformed("key is empty"));
         }
+        crate::limits::key(key)?;
         if key.contains("||") {
             return Err(ApiError::malformed(format!(
                 "input key {key:?} can't contain '||'"

@@ -19,7 +19,8 @@
 //! service invocation (`policies.app(caller, id)`).
 //!
 //! Every request but `/v1.0/healthz` must carry `dapr-api-token` when a token is configured;
-//! bodies larger than `[api] max_body` get 413. Every request but the health checks runs in a
+//! bodies larger than `[api] max_body` get 413, names, keys and metadata past their limits 400
+//! (`limits.rs`), both as Dapr JSON like every other error. Every request but the health checks runs in a
 //! SERVER span (`traced`), so its log lines carry the trace id.
 
 #![forbid(unsafe_code)]
@@ -31,6 +32,7 @@ mod error;
 pub mod grpc;
 pub mod invoke;
 mod keys;
+mod limits;
 mod lock;
 pub mod mesh;
 mod meta;
@@ -95,14 +97,17 @@ pub struct Listener {
     pub app_id: String,
 }
 
-/// The `metadata.<name>` query parameters of a request, by name (Dapr's request metadata).
+/// The `metadata.<name>` query parameters of a request, by name (Dapr's request metadata),
+/// within the metadata limits (`limits.rs`).
 pub(crate) fn query_metadata(
     query: &std::collections::HashMap<String, String>,
-) -> std::collections::HashMap<String, String> {
-    query
+) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    let metadata: std::collections::HashMap<String, String> = query
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix("metadata.")?.to_string(), v.clone())))
-        .collect()
+        .collect();
+    limits::metadata(metadata.iter().map(|(k, v)| (k.as_str(), v.len())))?;
+    Ok(metadata)
 }
 
 /// Parses a JSON body, mapping failures to Dapr's 400.
@@ -238,11 +243,14 @@ fn router(shared: Arc<Shared>, max_body: usize) -> Router {
             "/v1.0-alpha1/publish/bulk/{pubsub}/{topic}",
             post(publish::bulk),
         )
+        .route_layer(middleware::from_fn(limits::path_params))
         .route_layer(middleware::from_fn(recent::record))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(max_body, limits::dapr_json))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
         .layer(middleware::from_fn(traced))
+        .layer(middleware::from_fn(limits::refuse_head))
         .with_state(shared)
 }
 

@@ -157,7 +157,7 @@ pub async fn publish(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    let metadata = query_metadata(&query);
+    let metadata = query_metadata(&query)?;
     publish_event(
         &shared,
         &app.0,
@@ -279,7 +279,7 @@ pub async fn bulk(
         &name,
         &topic,
         entries,
-        &query_metadata(&query),
+        &query_metadata(&query)?,
     )
     .await?;
     let failed: Vec<_> = failed
@@ -306,6 +306,10 @@ pub(crate) async fn publish_bulk(
 ) -> Result<Vec<(String, String)>, ApiError> {
     check_topic(topic, name)?;
     let (_, broker) = broker(shared, name, app)?;
+    // Checked before any entry is published, so a refused request publishes nothing.
+    for entry in &entries {
+        crate::limits::metadata(entry.metadata.iter().map(|(k, v)| (k.as_str(), v.len())))?;
+    }
     let policy = shared.policies.component_outbound(app, name);
     let mut failed = Vec::new();
     for entry in entries {

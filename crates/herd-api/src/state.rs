@@ -98,7 +98,7 @@ pub async fn save(
 ) -> Result<StatusCode, ApiError> {
     ops::store(&shared, &name, &app.0, "ERR_STATE_SAVE")?;
     let items: Vec<WireItem> = parse_body(&body)?;
-    let shared_metadata = crate::query_metadata(&query);
+    let shared_metadata = crate::query_metadata(&query)?;
     let items = items
         .into_iter()
         .map(|item| {
@@ -191,7 +191,7 @@ pub async fn delete(
         key,
         value: None,
         etag,
-        metadata: crate::query_metadata(&query),
+        metadata: crate::query_metadata(&query)?,
         concurrency: query.get("concurrency").cloned(),
         consistency: query.get("consistency").cloned(),
     };

@@ -181,7 +181,16 @@ pub(crate) fn check(
             raw.header_read_timeout.as_deref(),
             d.header_read_timeout,
         ),
+        max_pending_connections: raw
+            .max_pending_connections
+            .unwrap_or(d.max_pending_connections),
     };
+    if spec.limits.max_pending_connections == 0 {
+        c.err(&at.key("max_pending_connections"), "must be at least 1");
+    }
+    if spec.limits.header_read_timeout.is_zero() {
+        c.err(&at.key("header_read_timeout"), "must be longer than zero");
+    }
     if !(1..=10_000).contains(&spec.limits.max_header_count) {
         c.err(&at.key("max_header_count"), "must be between 1 and 10000");
     }

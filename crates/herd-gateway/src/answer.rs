@@ -1,12 +1,13 @@
 //! herd's own answers, when the gateway answers a request itself rather than an endpoint: a
 //! short JSON body naming the error, the upstream and the request id (404 no route, 413 body too
 //! large, 429 rate limited, 503 no endpoint or at the concurrency limit, 502 upstream failure,
-//! 504 timeout); and which send failures are the client's fault rather than the endpoint's.
+//! 504 timeout, and the 400/405/501 to a refused head, which closes the connection); and which send failures are the client's fault rather than the endpoint's.
 
 use bytes::Bytes;
+use herd_upstream::inbound::Fault;
 use herd_upstream::{ClientBody, NoEndpoint, Pool};
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::{Response, StatusCode, Version};
 use http_body_util::{Either, Full, LengthLimitError};
 
 use crate::trace::{TraceContext, X_REQUEST_ID};
@@ -68,6 +69,19 @@ pub fn answer(
     r.headers_mut()
         .insert(X_REQUEST_ID, trace.request_id().clone());
     r
+}
+
+/// Finishes herd's answer to a refused head (`inbound.rs`): `Allow` on a 405, and the
+/// connection closed after it.
+pub fn refused(response: &mut Response<DownBody>, version: Version) {
+    let allow = response.status() == StatusCode::METHOD_NOT_ALLOWED;
+    let h = response.headers_mut();
+    if allow {
+        h.insert(header::ALLOW, Fault::ALLOW);
+    }
+    if let Some(close) = Fault::close(version) {
+        h.insert(header::CONNECTION, close);
+    }
 }
 
 /// The answer when no endpoint can take the request.

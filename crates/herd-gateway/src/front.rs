@@ -76,12 +76,21 @@ pub(crate) fn start(
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     tracing::debug!("service {name}: herd forwards {addr} to its instances");
+    let socket = crate::Socket {
+        listener: tokio::net::TcpListener::from_std(listener)?,
+        name: format!("service {name}").into(),
+        tls: None,
+    };
+    // Connections that never send a request are bounded here as on the gateway's listeners.
+    let pending = Arc::new(crate::pending::Pending::new(
+        limits.max_pending_connections,
+        limits.header_read_timeout,
+    ));
     tasks.spawn(crate::serve(
-        tokio::net::TcpListener::from_std(listener)?,
-        format!("service {name}").into(),
-        None,
+        socket,
         Arc::new(ArcSwap::from_pointee(proxy)),
         limits,
+        pending,
         stop.clone(),
         tasks.clone(),
     ));

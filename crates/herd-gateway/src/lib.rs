@@ -16,6 +16,11 @@
 //!
 //! The same request path serves the `listen` address of every service that is not a
 //! passthrough one (`front.rs`): one catch-all route to the service's ready instances.
+//!
+//! Before a request is routed, heads HTTP says a server must refuse are answered here (no or
+//! two `Host`, `CONNECT`, transfer codings herd does not implement; `herd_upstream::inbound`),
+//! and connections that have not sent their first request are bounded in time and number
+//! (`pending.rs`).
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +29,7 @@ mod answer;
 mod dns;
 mod front;
 mod health;
+mod pending;
 mod proxy;
 mod route;
 mod trace;
@@ -248,6 +254,10 @@ impl Gateway {
         let (proxy, generation) = build(config, &service, &tasks, &stop.child_token())?;
         let current = Arc::new(ArcSwap::from_pointee(proxy));
         let limits = config.gateway.limits;
+        let pending = Arc::new(pending::Pending::new(
+            limits.max_pending_connections,
+            limits.header_read_timeout,
+        ));
         for f in fronts {
             front::start(f, &service, limits, &stop, &tasks)?;
         }
@@ -255,12 +265,16 @@ impl Gateway {
             let (name, addr) = b.address();
             tracing::info!("gateway listener {name} on {addr}");
             let listener = TcpListener::from_std(b.listener)?;
-            tasks.spawn(serve(
+            let socket = Socket {
                 listener,
-                name.into(),
-                b.tls.map(tokio_rustls::TlsAcceptor::from),
+                name: name.into(),
+                tls: b.tls.map(tokio_rustls::TlsAcceptor::from),
+            };
+            tasks.spawn(serve(
+                socket,
                 current.clone(),
                 limits,
+                pending.clone(),
                 stop.clone(),
                 tasks.clone(),
             ));
@@ -288,12 +302,16 @@ impl Gateway {
             new.max_header_count,
             new.max_header_bytes,
             new.header_read_timeout,
+            new.max_pending_connections,
         ) != (
             old.max_header_count,
             old.max_header_bytes,
             old.header_read_timeout,
+            old.max_pending_connections,
         ) {
-            return Err("gateway header limits changed; restart herd to apply them".into());
+            return Err(
+                "gateway header or connection limits changed; restart herd to apply them".into(),
+            );
         }
         let checks = self.stop.child_token();
         let (proxy, generation) =
@@ -320,13 +338,23 @@ impl Gateway {
     }
 }
 
-/// Accepts on one listener until `stop`, then drains its connections.
-async fn serve(
+/// A listener as it is served: its socket, its name, and TLS when it has it.
+struct Socket {
     listener: TcpListener,
     name: Arc<str>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Accepts on one listener until `stop`, then drains its connections.
+async fn serve(
+    Socket {
+        listener,
+        name,
+        tls,
+    }: Socket,
     current: Arc<ArcSwap<proxy::Proxy>>,
     limits: Limits,
+    pending: Arc<pending::Pending>,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -358,9 +386,15 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let current = current.clone();
         let peer = Arc::new(proxy::Peer::new(name.clone(), peer, tls.is_some()));
-        // Each request takes the routes current when it arrives, so a reload applies to the
-        // next request even on a connection that stays open.
-        let svc = service_fn(move |req| current.load_full().handle(peer.clone(), req));
+        let slot = pending.admit();
+        let (registry, first) = (pending.clone(), slot.clone());
+        let svc = service_fn(move |req| {
+            registry.served(&first);
+            // Each request takes the routes current when it arrives, so a reload applies to
+            // the next request even on a connection that stays open.
+            current.load_full().handle(peer.clone(), req)
+        });
+        let waiting = pending.clone();
         match &tls {
             None => {
                 let conn = builder
@@ -368,9 +402,14 @@ async fn serve(
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tasks.spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("gateway connection ended: {e}");
+                    tokio::select! {
+                        biased;
+                        ended = conn => if let Err(e) = ended {
+                            tracing::debug!("gateway connection ended: {e}");
+                        },
+                        () = waiting.expired(&slot) => {}
                     }
+                    waiting.closed(&slot);
                 });
             }
             Some(acceptor) => {
@@ -379,7 +418,7 @@ async fn serve(
                     tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
-                tasks.spawn(async move {
+                let served = async move {
                     let stream = match handshake.await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => return tracing::debug!("TLS handshake failed: {e}"),
@@ -391,6 +430,14 @@ async fn serve(
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!("gateway connection ended: {e}");
                     }
+                };
+                tasks.spawn(async move {
+                    tokio::select! {
+                        biased;
+                        () = served => {}
+                        () = waiting.expired(&slot) => {}
+                    }
+                    waiting.closed(&slot);
                 });
             }
         }

@@ -1,5 +1,7 @@
 //! Forwarding one request: route, choose an endpoint, pass it on with trace context, answer.
 //!
+//! A head HTTP says to refuse (no or two `Host`, `CONNECT`, an unimplemented transfer coding;
+//! `herd_upstream::inbound`) is answered before routing and its connection closed.
 //! Hop-by-hop headers are removed both ways; `x-request-id`, `traceparent`, `x-forwarded-for`
 //! and `x-forwarded-proto` are set upstream. A request without a body is sent as an empty body,
 //! so when an endpoint refuses the connection (an instance that just stopped), it is sent again
@@ -23,15 +25,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use herd_config::Target;
 use herd_telemetry::traceparent::TRACEPARENT;
+use herd_upstream::inbound::head_fault;
 use herd_upstream::{Attempt, Client, NoEndpoint, Pool, idempotent, strip_hop_by_hop};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use tower::retry::budget::Budget;
 
 use crate::access::{self, Outcome, RouteMetrics};
-use crate::answer::{DownBody, answer, client_body_fault, no_endpoint};
+use crate::answer::{DownBody, answer, client_body_fault, no_endpoint, refused};
 use crate::route::RouteTable;
 use crate::trace::{self, TraceContext, X_REQUEST_ID};
 
@@ -83,7 +86,7 @@ pub struct Proxy {
 
 /// The request target sent upstream: origin-form (`/path?query`), as an HTTP/1.1 server
 /// expects it from a client that is not talking to a proxy. HTTP/2 requests carry an absolute
-/// URI. `CONNECT` takes the endpoint's authority instead, per attempt.
+/// URI. (`CONNECT` never gets here: it is refused with 405.)
 fn origin_form(uri: &Uri) -> Uri {
     match uri.path_and_query() {
         Some(_) if uri.scheme().is_none() && uri.authority().is_none() => uri.clone(),
@@ -173,9 +176,17 @@ impl Proxy {
         // Built only when someone reads it: formatting a JSON line costs as much as proxying.
         let access_log = (self.access_lines && access::enabled())
             .then(|| (req.method().clone(), req.uri().clone()));
+        let version = req.version();
         let mut outcome = Outcome::default();
-        let mut response = self.forward(&peer, req, &trace, &mut outcome).await;
+        let fault = head_fault(req.version(), req.method(), req.headers());
+        let mut response = match fault {
+            None => self.forward(&peer, req, &trace, &mut outcome).await,
+            Some(f) => answer(f.status, f.reason, None, &trace),
+        };
         strip_hop_by_hop(response.headers_mut());
+        if fault.is_some() {
+            refused(&mut response, version);
+        }
         response
             .headers_mut()
             .insert(X_REQUEST_ID, trace.request_id().clone());
@@ -331,12 +342,7 @@ impl Proxy {
                 None => Either::Right(Full::default()),
             });
             *up.method_mut() = parts.method.clone();
-            *up.uri_mut() = if parts.method == Method::CONNECT {
-                Uri::from_maybe_shared(Bytes::from(pick.addr.to_string()))
-                    .expect("an address is an authority")
-            } else {
-                target.clone()
-            };
+            *up.uri_mut() = target.clone();
             // A request that may go out again keeps its headers for the next attempt.
             *up.headers_mut() = if replayable {
                 parts.headers.clone()

@@ -15,7 +15,9 @@
 //! [`strip_hop_by_hop`] and [`idempotent`] saying what is passed on and what may be sent again;
 //! [`in_flight`] sums an address's requests over every pool (`drain.rs`), so an instance is
 //! signalled to stop only once herd is waiting on nothing from it.
-//! `tls.rs` builds the rustls configurations from PEM files: the gateway's HTTPS listeners and
+//! [`inbound::head_fault`] says which request heads herd refuses on its listeners (no or two
+//! `Host`, `CONNECT`, transfer codings it does not implement). `tls.rs` builds the rustls
+//! configurations from PEM files: the gateway's HTTPS listeners and
 //! both sides of mutual TLS between herds.
 //!
 //! The series recorded here keep their `herd_gateway_` names (`/metrics` names are public):
@@ -28,6 +30,7 @@ mod decisions;
 mod drain;
 mod endpoint;
 mod hop;
+pub mod inbound;
 mod outlier;
 mod priority;
 pub mod tls;

@@ -136,6 +136,7 @@ fn observe(store: &str, op: &'static str, started: Instant, ok: bool) {
 
 /// The stored key and the conditions an item asks for: what saves and deletes share.
 fn parts(component: &Component, app: &str, item: &Item) -> Result<(String, Guard), ApiError> {
+    crate::limits::metadata(item.metadata.iter().map(|(k, v)| (k.as_str(), v.len())))?;
     let guard = Guard {
         etag: item.etag.clone().filter(|e| !e.is_empty()),
         concurrency: concurrency(item.concurrency.as_deref())?,

@@ -72,8 +72,11 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest request body in bytes (413 above).
     pub max_body_bytes: u64,
-    /// Deadline for a request's head.
+    /// Deadline for a request's head; for a connection's first request it runs from the
+    /// connection's accept, so it also covers a client that sends nothing.
     pub header_read_timeout: Duration,
+    /// Most connections without a complete first request; past it the oldest is closed.
+    pub max_pending_connections: usize,
 }
 
 impl Default for Limits {
@@ -83,6 +86,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1000 * 1000,
             header_read_timeout: Duration::from_secs(10),
+            max_pending_connections: 1024,
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct RawGateway {
     /// How long a client may take to send a request's head before the connection is closed
     /// (slowloris). Default: `"10s"`.
     pub header_read_timeout: Option<String>,
+    /// Most connections that have not yet sent a complete first request; past it the one
+    /// waiting longest is closed (slowloris). Default: 1024.
+    pub max_pending_connections: Option<usize>,
 }
 
 /// `[[gateway.listener]]`.

@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+mod api_limits;
+mod badinput;
 mod cluster;
 mod config;
 mod control;

@@ -1,0 +1,245 @@
+//! Sizes the sidecar API accepts, and what it answers to requests it refuses before any
+//! handler runs.
+//!
+//! Names and keys arrive from apps and end up in stores, broker subjects, metric labels and log
+//! lines, so each has a bound (README, "Sidecar API limits"); past it the answer is a 400 with
+//! Dapr's `{errorCode, message}` and nothing is stored or sent:
+//!
+//! | what                                   | limit                                 | code                    |
+//! |----------------------------------------|---------------------------------------|-------------------------|
+//! | state key, lock resource id            | 1024 bytes                            | `ERR_MALFORMED_REQUEST` |
+//! | component name (state store, pub/sub)  | 128 bytes                             | `ERR_MALFORMED_REQUEST` |
+//! | topic                                  | 255 bytes                             | `ERR_MALFORMED_REQUEST` |
+//! | metadata (query `metadata.*` or body)  | 64 entries, names 256 B, values 4 KiB | `ERR_MALFORMED_REQUEST` |
+//! | invoked app id                         | 64 bytes of `A-Z a-z 0-9 - _`         | `ERR_DIRECT_INVOKE`     |
+//!
+//! Route parameters are checked by one layer after routing ([`path_params`]); keys where they
+//! are prefixed (`keys.rs`), metadata where it is read. [`refuse_head`] answers heads HTTP
+//! says to refuse (`herd_upstream::inbound`) as Dapr errors, and [`dapr_json`] turns the
+//! framework's plain-text 400 and 413 answers (a body over `[api] max_body`, an unreadable query)
+//! into Dapr JSON, leaving the answers of invoked apps alone.
+
+use axum::extract::{RawPathParams, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use herd_upstream::inbound::{Fault, head_fault};
+
+use crate::error::ApiError;
+
+/// Longest state key or lock resource id, in bytes.
+pub const MAX_KEY: usize = 1024;
+/// Longest component name, in bytes.
+pub const MAX_NAME: usize = 128;
+/// Longest topic, in bytes.
+pub const MAX_TOPIC: usize = 255;
+/// Longest app id, in bytes.
+pub const MAX_APP_ID: usize = 64;
+/// Most metadata entries of a request or item.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// Longest metadata name, in bytes.
+pub const MAX_METADATA_NAME: usize = 256;
+/// Longest metadata value, in bytes.
+pub const MAX_METADATA_VALUE: usize = 4096;
+
+/// The start of `s` for an error message: at most 64 bytes, cut at a character boundary.
+fn shown(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((end, _)) if end < s.len() => format!("{}…", &s[..end]),
+        _ => s.to_string(),
+    }
+}
+
+fn too_long(what: &str, value: &str, max: usize) -> ApiError {
+    ApiError::malformed(format!(
+        "{what} {:?} is {} bytes long; at most {max} are accepted",
+        shown(value),
+        value.len()
+    ))
+}
+
+/// A state key or lock resource id.
+pub fn key(key: &str) -> Result<(), ApiError> {
+    if key.len() > MAX_KEY {
+        return Err(too_long("key", key, MAX_KEY));
+    }
+    Ok(())
+}
+
+/// The metadata of a request or an item, as (name, value length) pairs.
+pub fn metadata<'a>(
+    entries: impl ExactSizeIterator<Item = (&'a str, usize)>,
+) -> Result<(), ApiError> {
+    if entries.len() > MAX_METADATA_ENTRIES {
+        return Err(ApiError::malformed(format!(
+            "{} metadata entries; at most {MAX_METADATA_ENTRIES} are accepted",
+            entries.len()
+        )));
+    }
+    for (name, value) in entries {
+        if name.len() > MAX_METADATA_NAME {
+            return Err(too_long("metadata name", name, MAX_METADATA_NAME));
+        }
+        if value > MAX_METADATA_VALUE {
+            return Err(ApiError::malformed(format!(
+                "metadata {:?} is {value} bytes long; at most {MAX_METADATA_VALUE} are accepted",
+                shown(name)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An app id to invoke: letters, digits, `-` and `_`, as herd's service names; anything else
+/// (e.g. `%2e%2e%2fx`) names no app and is a 400 rather than a failed call.
+pub fn app_id(id: &str) -> Result<(), ApiError> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_APP_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "ERR_DIRECT_INVOKE",
+        format!(
+            "invalid app id {:?}: use 1 to {MAX_APP_ID} letters, digits, '-' and '_'",
+            shown(id)
+        ),
+    ))
+}
+
+/// `text` with every byte but letters, digits, `-`, `_` and `.` percent-encoded: an app id
+/// from the `dapr-app-id` header as one path segment.
+pub fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+            escaped.push(char::from(b));
+        } else {
+            escaped.push('%');
+            escaped.push_str(&format!("{b:02X}"));
+        }
+    }
+    escaped
+}
+
+/// Checks the route's parameters: component names, topic and key.
+pub async fn path_params(params: RawPathParams, request: Request, next: Next) -> Response {
+    for (name, value) in &params {
+        let checked = match name {
+            "store" | "pubsub" if value.len() > MAX_NAME => {
+                Err(too_long("component name", value, MAX_NAME))
+            }
+            "topic" if value.len() > MAX_TOPIC => Err(too_long("topic", value, MAX_TOPIC)),
+            "key" => key(value),
+            _ => Ok(()),
+        };
+        if let Err(e) = checked {
+            return e.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Answers a head herd refuses (no or two `Host`, `CONNECT`, an unimplemented transfer
+/// coding) with a Dapr error, and closes an HTTP/1 connection after it.
+pub async fn refuse_head(request: Request, next: Next) -> Response {
+    let Some(fault) = head_fault(request.version(), request.method(), request.headers()) else {
+        return next.run(request).await;
+    };
+    let code = match fault.status {
+        StatusCode::NOT_IMPLEMENTED => "ERR_API_UNIMPLEMENTED",
+        _ => "ERR_BAD_REQUEST",
+    };
+    let mut r = ApiError::new(fault.status, code, fault.reason).into_response();
+    if fault.status == StatusCode::METHOD_NOT_ALLOWED {
+        r.headers_mut().insert(header::ALLOW, Fault::ALLOW);
+    }
+    if let Some(close) = Fault::close(request.version()) {
+        r.headers_mut().insert(header::CONNECTION, close);
+    }
+    r
+}
+
+/// Turns the framework's plain-text 400 and 413 answers into Dapr JSON; invocations are left
+/// alone, as their answers are the invoked app's.
+pub async fn dapr_json(State(max_body): State<usize>, request: Request, next: Next) -> Response {
+    let invocation = request.uri().path().starts_with(crate::invoke::PREFIX);
+    let response = next.run(request).await;
+    let status = response.status();
+    if invocation || !matches!(status.as_u16(), 400 | 413) || is_json(&response) {
+        return response;
+    }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            status,
+            "ERR_BODY_TOO_LARGE",
+            format!("request body too large: at most {max_body} bytes are accepted"),
+        )
+        .into_response();
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    ApiError::malformed(String::from_utf8_lossy(&text).into_owned()).into_response()
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v == HeaderValue::from_static("application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_ids_are_names() {
+        assert!(app_id("orders").is_ok());
+        assert!(app_id("order-service_2").is_ok());
+        for bad in ["", "%2e%2e%2fx", "../x", "a b", "a/b", &"x".repeat(65)] {
+            let e = app_id(bad).unwrap_err();
+            assert_eq!(
+                (e.status, e.code),
+                (StatusCode::BAD_REQUEST, "ERR_DIRECT_INVOKE")
+            );
+        }
+    }
+
+    #[test]
+    fn header_app_ids_become_one_segment() {
+        assert_eq!(escape("orders.prod"), "orders.prod");
+        assert_eq!(escape("../x y"), "..%2Fx%20y");
+    }
+
+    #[test]
+    fn keys_and_metadata_are_bounded() {
+        assert!(key(&"k".repeat(MAX_KEY)).is_ok());
+        let e = key(&"k".repeat(100_000)).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(
+            e.message.len() < 200,
+            "the message quotes only the key's start"
+        );
+        let entries = |n: usize, name: &'static str, value: usize| {
+            metadata(std::iter::repeat_n((name, value), n))
+        };
+        assert!(entries(MAX_METADATA_ENTRIES, "ttlInSeconds", 10).is_ok());
+        assert!(entries(MAX_METADATA_ENTRIES + 1, "a", 1).is_err());
+        assert!(entries(1, "a", MAX_METADATA_VALUE + 1).is_err());
+        let long_name: &'static str = Box::leak("n".repeat(MAX_METADATA_NAME + 1).into_boxed_str());
+        assert!(entries(1, long_name, 1).is_err());
+    }
+
+    #[test]
+    fn messages_quote_a_bounded_start() {
+        assert_eq!(shown("abc"), "abc");
+        let long = "é".repeat(100);
+        assert_eq!(shown(&long).chars().count(), 65);
+    }
+}
