@@ -369,7 +369,8 @@ async fn deliver(
     let _in_flight = InFlight::start(&sub, &app.service);
     let event: serde_json::Value = serde_json::from_slice(delivery.data()).unwrap_or_default();
     let body = delivery.data().clone();
-    let Some(path) = path_for(&sub, &event) else {
+    // For a gRPC app the default route is always there, possibly empty (daprd's catch-all rule).
+    let Some(path) = path_for(&sub, &event).or(app.grpc.is_some().then_some("")) else {
         // As daprd: an event no rule matches, without a default route, is not delivered; it
         // goes to the dead-letter topic when there is one, else it is acknowledged.
         let outcome = match &sub.dead_letter_topic {

@@ -104,7 +104,7 @@ async fn discover(app: &mut App, stop: &CancellationToken) -> Vec<SubscriptionSp
     }
     answer
         .into_iter()
-        .filter_map(|p| programmatic(&app.service, p))
+        .filter_map(|p| programmatic(&app.service, p, app.grpc.is_some()))
         .collect()
 }
 
@@ -145,7 +145,7 @@ async fn ask_grpc(
 /// One entry of the answer as a subscription. Like daprd, `routes.default` wins over `route`,
 /// and a subscription may have rules only: an event matching none of them is not delivered
 /// (see `path_for`). An entry with neither is skipped, as daprd has nowhere to send it.
-fn programmatic(service: &str, p: Programmatic) -> Option<SubscriptionSpec> {
+fn programmatic(service: &str, p: Programmatic, grpc: bool) -> Option<SubscriptionSpec> {
     let routes = p.routes.unwrap_or_default();
     let rules: Vec<(String, String)> = routes
         .rules
@@ -168,7 +168,9 @@ fn programmatic(service: &str, p: Programmatic) -> Option<SubscriptionSpec> {
         .or(p.route)
         .filter(|r| !r.is_empty())
         .unwrap_or_default();
-    if route.is_empty() && rules.is_empty() {
+    // A gRPC app's default route may be empty: daprd then calls OnTopicEvent with an empty path,
+    // which is the SDKs' catch-all handler (see `deliver`).
+    if route.is_empty() && rules.is_empty() && !grpc {
         tracing::warn!(
             "{service}: subscription to {}/{} has no route and no rules; skipped",
             p.pubsubname,
@@ -250,7 +252,7 @@ mod tests {
     fn entries(json: &str) -> Vec<SubscriptionSpec> {
         let list: Vec<Programmatic> = serde_json::from_str(json).unwrap();
         list.into_iter()
-            .filter_map(|p| programmatic("svc", p))
+            .filter_map(|p| programmatic("svc", p, false))
             .collect()
     }
 

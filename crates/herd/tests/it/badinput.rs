@@ -366,7 +366,7 @@ fn a_zero_pending_cap_is_a_config_error_with_line_and_key() {
     let file = herd.config().display().to_string();
     assert!(
         err.contains(&format!(
-            "{file}:2: gateway.max_pending_connections: must be at least 1"
+            "{file}:2:1: gateway.max_pending_connections: must be at least 1"
         )),
         "{err}"
     );
