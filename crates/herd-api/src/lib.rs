@@ -28,6 +28,8 @@ mod cloudevent;
 pub mod components;
 pub mod delivery;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod invoke;
 mod keys;
 mod lock;

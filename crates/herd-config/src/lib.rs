@@ -16,6 +16,8 @@
 mod api;
 mod check;
 mod dapr;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gateway;
 mod mesh;
 pub mod metadata;

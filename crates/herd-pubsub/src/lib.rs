@@ -17,6 +17,8 @@
 mod broker;
 mod embedded;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod nats;
 mod rabbitmq;
 mod redis_streams;

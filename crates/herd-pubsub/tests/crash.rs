@@ -45,7 +45,9 @@ async fn check(dir: &Path, n: usize, image: &Image) -> bool {
     let path = dir.join(format!("image-{n}.redb"));
     std::fs::write(&path, &image.bytes).unwrap();
     let log = Log::default();
-    let opened = async { open(&path) }.with_subscriber(log.subscriber()).await;
+    let opened = async { open(&path) }
+        .with_subscriber(log.subscriber())
+        .await;
     let damage = image.damage;
     let broker = match opened {
         Ok(b) => b,
@@ -138,6 +140,10 @@ async fn a_crash_during_the_last_publish_loses_nothing_acknowledged() {
     for (n, image) in images.iter().enumerate() {
         check(dir.path(), n, image).await;
         let panics = crash::take_panics();
-        assert!(panics.is_empty(), "{:?}: panicked: {panics:?}", image.damage);
+        assert!(
+            panics.is_empty(),
+            "{:?}: panicked: {panics:?}",
+            image.damage
+        );
     }
 }

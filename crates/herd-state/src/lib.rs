@@ -17,6 +17,8 @@
 
 mod embedded;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod postgres;
 mod redis;
 mod rules;

@@ -105,7 +105,11 @@ async fn a_crash_during_the_last_commit_loses_nothing_acknowledged() {
             opened += 1;
         }
         let panics = crash::take_panics();
-        assert!(panics.is_empty(), "{:?}: panicked: {panics:?}", image.damage);
+        assert!(
+            panics.is_empty(),
+            "{:?}: panicked: {panics:?}",
+            image.damage
+        );
     }
     eprintln!("{} images, {opened} opened", images.len());
 }

@@ -67,7 +67,9 @@ fn expected_length(header: &[u8; 32], len: u64) -> Option<u64> {
         return None;
     }
     let field = |at: usize| -> Option<u64> {
-        Some(u64::from(u32::from_le_bytes(header.get(at..at + 4)?.try_into().ok()?)))
+        Some(u64::from(u32::from_le_bytes(
+            header.get(at..at + 4)?.try_into().ok()?,
+        )))
     };
     let (page, region_header, region_max) = (field(12)?, field(16)?, field(20)?);
     let (full, trailing) = (field(24)?, field(28)?);
@@ -90,7 +92,11 @@ fn expected_length(header: &[u8; 32], len: u64) -> Option<u64> {
 /// the repair see the interrupted commit's pages as not written and fall back. Only a file that
 /// needs recovery is touched, and only by appending.
 fn restore_length(path: &Path) {
-    let Ok(mut file) = std::fs::OpenOptions::new().read(true).write(true).open(path) else {
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    else {
         return;
     };
     let mut header = [0u8; 32];
@@ -179,7 +185,13 @@ mod tests {
         let mut h = [0u8; 32];
         h[..9].copy_from_slice(&MAGIC);
         h[9] = god;
-        for (at, v) in [(12, 4096u32), (16, 1), (20, 256), (24, full), (28, trailing)] {
+        for (at, v) in [
+            (12, 4096u32),
+            (16, 1),
+            (20, 256),
+            (24, full),
+            (28, trailing),
+        ] {
             h[at..at + 4].copy_from_slice(&v.to_le_bytes());
         }
         h

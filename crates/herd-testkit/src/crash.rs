@@ -142,7 +142,11 @@ struct LogWriter(Log);
 
 impl std::io::Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.0.lock().expect("log poisoned").extend_from_slice(buf);
+        self.0
+            .0
+            .lock()
+            .expect("log poisoned")
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -162,7 +166,10 @@ pub fn record_panics() {
     ONCE.get_or_init(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            panics.lock().expect("panics poisoned").push(info.to_string());
+            panics
+                .lock()
+                .expect("panics poisoned")
+                .push(info.to_string());
             default(info);
         }));
     });

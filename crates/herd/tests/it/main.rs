@@ -8,6 +8,7 @@ mod config;
 mod control;
 mod dashboard;
 mod durability;
+mod fuzz_corpus;
 mod gateway;
 mod invoke;
 mod lifecycle;
