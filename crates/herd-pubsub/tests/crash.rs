@@ -24,7 +24,7 @@ const EARLIER: usize = 10;
 /// Of those, acknowledged by group `seen`.
 const ACKED: usize = 3;
 /// Offsets sampled in the last commit's region.
-const BUDGET: usize = 120;
+const BUDGET: usize = 80;
 const REPAIRED: &str = "not closed cleanly; repaired";
 
 fn body(i: usize) -> String {

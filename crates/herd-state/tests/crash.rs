@@ -20,7 +20,7 @@ use tracing::instrument::WithSubscriber;
 /// Records committed before the one under test.
 const EARLIER: usize = 12;
 /// Offsets sampled in the last commit's region.
-const BUDGET: usize = 150;
+const BUDGET: usize = 100;
 /// What the repair warning says.
 const REPAIRED: &str = "not closed cleanly; repaired";
 

@@ -9,8 +9,6 @@
 #![forbid(unsafe_code)]
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redb::Database;
@@ -23,25 +21,28 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Creates `path`'s directory if needed and opens (or creates) the database.
 ///
-/// A file that was not closed cleanly (herd was killed, the machine lost power) is repaired by
-/// redb on open: the last commit is kept only if every page it wrote checks out against its
-/// checksum, else the one before it becomes current again. Acknowledged writes were fsynced, so
-/// only a commit nobody was told about can be dropped. The repair is reported once, as a warning
-/// and `herd_storage_repairs_total{file}`.
+/// Every open verifies the checksum of every page the last commit references (redb's
+/// integrity check): a file damaged since it was written is refused with an error naming it,
+/// never trusted (a plain open could serve a changed value, or panic on a changed page). It
+/// reads the whole file once; see `bench/RESULTS.md` (F2) for what that costs.
+///
+/// A file that was not closed cleanly (herd was killed, the machine lost power) is repaired on
+/// the way: the last commit is kept only if every page it wrote checks out, else the one before
+/// it becomes current again. Acknowledged writes were fsynced, so only a commit nobody was told
+/// about can be dropped. The repair is reported once, as a warning and
+/// `herd_storage_repairs_total{file}`.
 pub fn create(path: &Path) -> Result<Database, String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    restore_length(path);
-    let repaired = Arc::new(AtomicBool::new(false));
-    let seen = repaired.clone();
+    let unclean = restore_length(path);
     let db = Database::builder()
         .set_cache_size(CACHE_BYTES)
-        .set_repair_callback(move |_| seen.store(true, Ordering::Relaxed))
+        .set_check_integrity_on_open(true)
         .create(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    if repaired.load(Ordering::Relaxed) {
+    if unclean {
         let file = path
             .file_name()
             .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
@@ -60,10 +61,15 @@ pub fn create(path: &Path) -> Result<Database, String> {
 const MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 const RECOVERY_REQUIRED: u8 = 2;
 
+/// Whether `header` is redb's and marked "recovery required": the file was not closed cleanly.
+fn unclean(header: &[u8; 32]) -> bool {
+    header[..9] == MAGIC && header[9] & RECOVERY_REQUIRED != 0
+}
+
 /// The length the header of an interrupted file says it has, if that is longer than `len` by
 /// a plausible growth (a damaged header claiming terabytes is left to redb to refuse).
 fn expected_length(header: &[u8; 32], len: u64) -> Option<u64> {
-    if header[..9] != MAGIC || header[9] & RECOVERY_REQUIRED == 0 {
+    if !unclean(header) {
         return None;
     }
     let field = |at: usize| -> Option<u64> {
@@ -91,32 +97,30 @@ fn expected_length(header: &[u8; 32], len: u64) -> Option<u64> {
 /// back to the commit before. Giving the file back the length its header names, as zeros, lets
 /// the repair see the interrupted commit's pages as not written and fall back. Only a file that
 /// needs recovery is touched, and only by appending.
-fn restore_length(path: &Path) {
-    let Ok(mut file) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-    else {
-        return;
+/// Returns whether the file was not closed cleanly.
+fn restore_length(path: &Path) -> bool {
+    let Ok(mut file) = std::fs::OpenOptions::new().read(true).write(true).open(path) else {
+        return false;
     };
     let mut header = [0u8; 32];
     let Ok(len) = file.metadata().map(|m| m.len()) else {
-        return;
+        return false;
     };
     if std::io::Read::read_exact(&mut file, &mut header).is_err() {
-        return;
+        return false;
     }
-    let Some(expected) = expected_length(&header, len) else {
-        return;
-    };
-    tracing::warn!(
-        "{}: {len} bytes where its header says {expected}: the end of an interrupted commit \
-         was lost; extending it with zeros so the repair falls back to the last complete commit",
-        path.display()
-    );
-    if let Err(e) = file.set_len(expected).and_then(|()| file.sync_all()) {
-        tracing::warn!("{}: cannot extend: {e}", path.display());
+    if let Some(expected) = expected_length(&header, len) {
+        tracing::warn!(
+            "{}: {len} bytes where its header says {expected}: the end of an interrupted \
+             commit was lost; extending it with zeros so the repair falls back to the last \
+             complete commit",
+            path.display()
+        );
+        if let Err(e) = file.set_len(expected).and_then(|()| file.sync_all()) {
+            tracing::warn!("{}: cannot extend: {e}", path.display());
+        }
     }
+    unclean(&header)
 }
 
 /// Starts the writer thread `name`: it waits for a job, takes every job queued behind it (up to
