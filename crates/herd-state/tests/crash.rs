@@ -14,7 +14,7 @@
 use std::path::Path;
 
 use herd_state::{Embedded, Guard, SetOp, StateStore, WriteOp};
-use herd_testkit::crash::{self, Damage, Image, Log};
+use herd_testkit::crash::{self, Image, Log};
 use tracing::instrument::WithSubscriber;
 
 /// Records committed before the one under test.

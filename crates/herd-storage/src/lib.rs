@@ -97,9 +97,14 @@ fn expected_length(header: &[u8; 32], len: u64) -> Option<u64> {
 /// back to the commit before. Giving the file back the length its header names, as zeros, lets
 /// the repair see the interrupted commit's pages as not written and fall back. Only a file that
 /// needs recovery is touched, and only by appending.
+///
 /// Returns whether the file was not closed cleanly.
 fn restore_length(path: &Path) -> bool {
-    let Ok(mut file) = std::fs::OpenOptions::new().read(true).write(true).open(path) else {
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    else {
         return false;
     };
     let mut header = [0u8; 32];
