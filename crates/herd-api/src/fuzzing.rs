@@ -263,7 +263,8 @@ pub fn cloudevent(data: &[u8]) {
     };
     let event: serde_json::Value = serde_json::from_slice(&bytes).expect("the envelope is JSON");
     let event = event.as_object().expect("the envelope is an object");
-    assert_eq!(event["specversion"], "1.0");
+    // A caller's own CloudEvent keeps its attributes (as in Dapr), `specversion` included.
+    assert!(event.contains_key("specversion"));
     for key in ["id", "source", "type", "topic", "pubsubname"] {
         assert!(event.contains_key(key), "{key} missing");
     }

@@ -199,6 +199,32 @@ pub(crate) async fn traced(request: Request, next: Next) -> Response {
     response
 }
 
+/// What axum itself answers (a path segment that is not UTF-8, a body over the limit, a method a
+/// route does not take) is plain text; the Dapr API answers every error as `{errorCode,
+/// message}`. Invocation passes the called app's own answers through untouched.
+async fn dapr_errors(request: Request, next: Next) -> Response {
+    let invoke = request.uri().path().starts_with("/v1.0/invoke/");
+    let response = next.run(request).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if invoke || json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "ERR_METHOD_NOT_ALLOWED",
+        StatusCode::PAYLOAD_TOO_LARGE => "ERR_BODY_TOO_LARGE",
+        s if s.is_server_error() => "ERR_INTERNAL",
+        _ => "ERR_MALFORMED_REQUEST",
+    };
+    ApiError::new(status, code, String::from_utf8_lossy(&text)).into_response()
+}
+
 async fn not_found(request: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -237,6 +263,7 @@ fn router(shared: Arc<Shared>, max_body: usize) -> Router {
         .route_layer(middleware::from_fn(recent::record))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(dapr_errors))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
         .layer(middleware::from_fn(traced))
         .with_state(shared)

@@ -12,7 +12,8 @@ use crate::{ConfigErrors, Source, SubscriptionSpec};
 
 fn check_errors(errors: &ConfigErrors, file: &Path, text: &str) {
     assert!(!errors.0.is_empty(), "a refusal names at least one problem");
-    let lines = text.lines().count() + 1;
+    // Lines as YAML counts them: a lone CR ends one too.
+    let lines = text.replace("\r\n", "\n").matches(['\n', '\r']).count() + 1;
     for e in &errors.0 {
         assert_eq!(e.file, file, "{e}");
         if let Some(line) = e.line {
