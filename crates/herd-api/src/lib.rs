@@ -213,7 +213,8 @@ async fn dapr_errors(request: Request, next: Next) -> Response {
     if invoke || json || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
         .await
         .unwrap_or_default();
     let code = match status {
@@ -222,7 +223,14 @@ async fn dapr_errors(request: Request, next: Next) -> Response {
         s if s.is_server_error() => "ERR_INTERNAL",
         _ => "ERR_MALFORMED_REQUEST",
     };
-    ApiError::new(status, code, String::from_utf8_lossy(&text)).into_response()
+    let mut answer = ApiError::new(status, code, String::from_utf8_lossy(&text)).into_response();
+    // Keep what else axum said (`Allow` on a 405).
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_LENGTH && !answer.headers().contains_key(name) {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
 }
 
 async fn not_found(request: Request) -> ApiError {
