@@ -24,7 +24,7 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Every open verifies the checksum of every page the last commit references (redb's
 /// integrity check): a file damaged since it was written is refused with an error naming it,
 /// never trusted (a plain open could serve a changed value, or panic on a changed page). It
-/// reads the whole file once; see `bench/RESULTS.md` (F2) for what that costs.
+/// reads the whole file once per start (its cost on a large store is not measured yet).
 ///
 /// A file that was not closed cleanly (herd was killed, the machine lost power) is repaired on
 /// the way: the last commit is kept only if every page it wrote checks out, else the one before
