@@ -29,6 +29,8 @@ mod cloudevent;
 pub mod components;
 pub mod delivery;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod invoke;
 mod keys;

@@ -164,34 +164,49 @@ pub async fn refuse_head(request: Request, next: Next) -> Response {
     r
 }
 
-/// Turns the framework's plain-text 400 and 413 answers into Dapr JSON; invocations are left
-/// alone, as their answers are the invoked app's.
+/// What axum itself answers (a path segment that is not UTF-8, a body over the limit, a method a
+/// route does not take) is plain text; the Dapr API answers every error as `{errorCode,
+/// message}`. Invocations are left alone, as their answers are the invoked app's.
 pub async fn dapr_json(State(max_body): State<usize>, request: Request, next: Next) -> Response {
     let invocation = request.uri().path().starts_with(crate::invoke::PREFIX);
     let response = next.run(request).await;
     let status = response.status();
-    if invocation || !matches!(status.as_u16(), 400 | 413) || is_json(&response) {
+    if invocation || !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
         return response;
     }
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
+    let (parts, body) = response.into_parts();
+    let mut answer = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
             status,
             "ERR_BODY_TOO_LARGE",
             format!("request body too large: at most {max_body} bytes are accepted"),
         )
-        .into_response();
+    } else {
+        let text = axum::body::to_bytes(body, 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let code = match status {
+            StatusCode::METHOD_NOT_ALLOWED => "ERR_METHOD_NOT_ALLOWED",
+            s if s.is_server_error() => "ERR_INTERNAL",
+            _ => "ERR_MALFORMED_REQUEST",
+        };
+        ApiError::new(status, code, String::from_utf8_lossy(&text).into_owned())
     }
-    let text = axum::body::to_bytes(response.into_body(), 4096)
-        .await
-        .unwrap_or_default();
-    ApiError::malformed(String::from_utf8_lossy(&text).into_owned()).into_response()
+    .into_response();
+    // Keep what else axum said (`Allow` on a 405).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_LENGTH && !answer.headers().contains_key(name) {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
 }
 
 fn is_json(response: &Response) -> bool {
     response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v == HeaderValue::from_static("application/json"))
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
 }
 
 #[cfg(test)]

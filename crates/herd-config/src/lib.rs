@@ -17,6 +17,8 @@
 mod api;
 mod check;
 mod dapr;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gateway;
 mod lenient;
 mod mesh;

@@ -17,6 +17,8 @@
 mod broker;
 mod embedded;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "rabbitmq")]

@@ -23,6 +23,8 @@
 
 mod breaker;
 mod future;
+#[doc(hidden)]
+pub mod fuzzing;
 mod policies;
 mod policy;
 mod rate_limit;

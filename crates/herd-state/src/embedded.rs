@@ -150,6 +150,19 @@ impl Embedded {
         .await
     }
 
+    /// Up to `max` stored keys, in order (expired ones included).
+    pub(crate) async fn keys(&self, max: usize) -> Result<Vec<String>, StateError> {
+        self.read(move |table, _| {
+            table
+                .iter()
+                .map_err(internal)?
+                .take(max)
+                .map(|e| e.map(|(k, _)| k.value().to_string()).map_err(internal))
+                .collect()
+        })
+        .await
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&redb::ReadOnlyTable<&str, &[u8]>, u64) -> Result<T, StateError> + Send + 'static,

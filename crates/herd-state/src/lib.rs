@@ -18,6 +18,8 @@
 
 mod embedded;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]

@@ -22,6 +22,8 @@ pub use sampler::Sampler;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 
 pub mod context;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logs;
 pub mod otlp;
 pub mod traceparent;

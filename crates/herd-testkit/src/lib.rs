@@ -20,9 +20,14 @@
 //! drop(lost); // timed out: it may or may not have taken effect
 //! history.check(&Register::new(0)).assert_linearizable();
 //! ```
+//!
+//! [`crash`] makes the images of a file that a crash during a commit can leave (torn, truncated,
+//! flipped), for the embedded stores' crash tests, with helpers to capture their log lines and
+//! every panic.
 
 #![forbid(unsafe_code)]
 
+pub mod crash;
 pub mod history;
 pub mod linearize;
 pub mod register;

@@ -11,6 +11,7 @@ mod control;
 mod dashboard;
 mod deploy;
 mod durability;
+mod fuzz_corpus;
 mod gateway;
 mod grpc;
 mod hosts;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 /// Where the Rust files are, relative to the repository root.
-const SOURCE_DIRS: &[&str] = &["crates", "examples", "bench"];
+const SOURCE_DIRS: &[&str] = &["crates", "examples", "bench", "fuzz"];
 
 /// The client crates of the external backends, as Rust code names them.
 const CLIENT_CRATES: &[&str] = &[
