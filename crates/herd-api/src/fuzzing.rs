@@ -80,6 +80,7 @@ fn harness() -> &'static Harness {
                 outbox_ready: Default::default(),
                 policies: Arc::new(policies),
                 invoker: Arc::new(Invoker::new(vec![APP.into()], None, MAX_BODY)),
+                extended: Default::default(),
             });
             crate::router(shared, MAX_BODY).layer(axum::Extension(AppId(APP.into())))
         });

@@ -20,7 +20,7 @@
 //! into Dapr JSON, leaving the answers of invoked apps alone.
 
 use axum::extract::{RawPathParams, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use herd_upstream::inbound::{Fault, head_fault};
