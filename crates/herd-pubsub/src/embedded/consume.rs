@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use super::Wake;
 use super::commit::{Claimed, Job};
-use super::{Wake, submit};
 use crate::broker::{ConsumeOptions, Consumer, Delivery, Nack};
 use crate::error::PubSubError;
 
@@ -148,16 +148,34 @@ struct EmbeddedDelivery {
 }
 
 impl EmbeddedDelivery {
+    /// Queues the ack or nack, frees the delivery's place in the window, then waits for the
+    /// commit.
+    ///
+    /// The place is freed once the job is queued rather than once it is committed: the writer
+    /// applies jobs in the order they were queued, so this settle lands before any claim the
+    /// freed place leads to, and the consumer claims its next message in the same writer batch
+    /// as this ack instead of one commit later.
     async fn settle(self: Box<Self>, retry: Option<Duration>) -> Result<(), PubSubError> {
-        let this = *self;
-        submit(&this.jobs, |reply| Job::Settle {
-            topic: this.topic.clone(),
-            group: this.group.clone(),
-            seq: this.seq,
+        let EmbeddedDelivery {
+            jobs,
+            topic,
+            group,
+            seq,
+            _permit: permit,
+            ..
+        } = *self;
+        let stopped = || PubSubError::Unavailable("pub/sub writer stopped".into());
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Settle {
+            topic,
+            group,
+            seq,
             retry,
             reply,
-        })
-        .await
+        };
+        jobs.send(job).await.map_err(|_| stopped())?;
+        drop(permit);
+        answer.await.map_err(|_| stopped())?
     }
 }
 
