@@ -25,9 +25,21 @@
 //! broker, due when the breaker lets a trial through). Once a policy's retries are used up the
 //! message goes to the dead-letter topic at once, or without one back to the broker as above.
 //! Without a policy a delivery is one POST, and the broker's redelivery is the retry.
+//!
+//! A subscription with Dapr's `bulkSubscribe` gets its messages in batches instead
+//! (`delivery/bulk.rs`): one POST of Dapr's bulk envelope, one status per entry, each entry then
+//! settled as above (`delivery/settle.rs`).
+//!
+//! Back-pressure: the consumer hands out at most `max_in_flight` deliveries that are not yet
+//! settled (for a bulk subscription at least one batch), so an app that stops answering holds
+//! that many messages in herd and no more; the rest wait in the broker, and the service's other
+//! subscriptions go on.
 
+mod bulk;
 mod discovery;
+mod event;
 mod post;
+mod settle;
 mod span;
 
 use std::net::SocketAddr;
@@ -37,7 +49,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herd_config::SubscriptionSpec;
-use herd_pubsub::{ConsumeOptions, Delivery, Message, Nack, PubSub};
+use herd_pubsub::{ConsumeOptions, Delivery, PubSub};
 use herd_resilience::{Outcome, Policies, Policy, RunError};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -189,7 +201,10 @@ async fn run_subscription(
         }
     };
     let options = ConsumeOptions {
-        max_in_flight: sub.max_in_flight,
+        // A bulk subscription needs room for a whole batch.
+        max_in_flight: sub
+            .max_in_flight
+            .max(sub.bulk.map_or(0, |b| b.max_messages)),
         ack_timeout: DELIVERY_TIMEOUT + Duration::from_secs(5),
     };
     let mut consumer = loop {
@@ -216,6 +231,23 @@ async fn run_subscription(
     // Listed (with nothing in flight) before its first delivery.
     InFlight::gauge(&sub, &app.service).set(0.0);
     let sub = Arc::new(sub);
+    // A bulk subscription's deliveries go to its batcher, which spawns one task per batch.
+    let batches = sub.bulk.map(|settings| {
+        let (tx, rx) = tokio::sync::mpsc::channel(settings.max_messages as usize);
+        tracker.spawn(bulk::batcher(
+            bulk::Batching {
+                app: app.clone(),
+                sub: sub.clone(),
+                broker: broker.clone(),
+                policy: policy.clone(),
+                settings,
+                stop: stop.clone(),
+                tracker: tracker.clone(),
+            },
+            rx,
+        ));
+        tx
+    });
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return,
@@ -228,6 +260,13 @@ async fn run_subscription(
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Some(Ok(delivery)) if batches.is_some() => {
+                let batches = batches.as_ref().expect("a bulk subscription");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    sent = batches.send(delivery) => if sent.is_err() { return },
                 }
             }
             Some(Ok(delivery)) => {
@@ -272,30 +311,26 @@ fn verdict(status: http::StatusCode, body: &[u8]) -> Verdict {
         .and_then(|s| s.status)
     {
         None => Verdict::Ack,
-        Some(s) => match s.to_ascii_uppercase().as_str() {
-            "SUCCESS" | "" => Verdict::Ack,
-            "DROP" => Verdict::Drop,
-            _ => Verdict::Retry,
-        },
+        Some(s) => status_verdict(&s, Verdict::Ack),
     }
 }
 
-/// The path for an event: the first rule matching its type, else the default route.
-fn path_for<'a>(sub: &'a SubscriptionSpec, event: &serde_json::Value) -> &'a str {
-    let kind = event.get("type").and_then(|t| t.as_str());
+/// An answer's `status`: SUCCESS acknowledges, DROP drops, RETRY retries; `empty` for `""`.
+fn status_verdict(status: &str, empty: Verdict) -> Verdict {
+    match status.to_ascii_uppercase().as_str() {
+        "SUCCESS" => Verdict::Ack,
+        "" => empty,
+        "DROP" => Verdict::Drop,
+        _ => Verdict::Retry,
+    }
+}
+
+/// The path for an event of type `kind`: the first rule matching it, else the default route.
+fn path_for<'a>(sub: &'a SubscriptionSpec, kind: Option<&str>) -> &'a str {
     sub.rules
         .iter()
         .find(|(t, _)| Some(t.as_str()) == kind)
         .map_or(sub.route.as_str(), |(_, p)| p.as_str())
-}
-
-/// Backoff before redelivery `attempt + 1`: exponential from 100 ms, capped at 10 s, full
-/// jitter.
-fn backoff(attempt: u32) -> Duration {
-    let cap = Duration::from_millis(100)
-        .saturating_mul(1 << attempt.saturating_sub(1).min(7))
-        .min(Duration::from_secs(10));
-    cap.mul_f64(fastrand::f64())
 }
 
 /// Shutting down: the message is left to the broker's redelivery.
@@ -316,18 +351,19 @@ async fn attempt(
     app: &App,
     sub: &SubscriptionSpec,
     policy: &Policy,
-    event: &serde_json::Value,
+    head: &event::EventHead,
     body: &Bytes,
     stop: &CancellationToken,
 ) -> Option<(Verdict, Option<Duration>)> {
-    let path = path_for(sub, event);
+    let path = path_for(sub, head.kind.as_deref());
     let run = policy.run(
         |_| {
             let mut app = app.clone();
             let body = body.clone();
             async move {
                 let addr = app.endpoint(stop).await.ok_or(Stopping)?;
-                Ok(post::post(&app, addr, path, &sub.pubsub, event, body).await)
+                let traceparent = head.traceparent.as_deref();
+                Ok(post::post(&app, addr, path, &sub.pubsub, traceparent, body).await)
             }
         },
         delivery_outcome,
@@ -344,51 +380,27 @@ async fn attempt(
     }
 }
 
+/// One message: POSTed under the policy, then settled by the app's verdict.
 async fn deliver(
     app: App,
     sub: Arc<SubscriptionSpec>,
     broker: Arc<dyn PubSub>,
     policy: Arc<Policy>,
     delivery: Box<dyn Delivery>,
+    head: event::EventHead,
     stop: CancellationToken,
 ) {
-    let _in_flight = InFlight::start(&sub, &app.service);
-    let event: serde_json::Value = serde_json::from_slice(delivery.data()).unwrap_or_default();
+    let _in_flight = InFlight::start(&sub, &app.service, 1);
     let body = delivery.data().clone();
-    let Some((verdict, refused)) = attempt(&app, &sub, &policy, &event, &body, &stop).await else {
+    let Some((verdict, refused)) = attempt(&app, &sub, &policy, &head, &body, &stop).await else {
         return; // shutting down: the broker redelivers
     };
-    // The policy's retries were used up (not refused by its breaker): dead-letter now when the
-    // subscription has a topic for it.
-    let exhausted = refused.is_none() && policy.retry().is_some();
-    let outcome = match verdict {
-        Verdict::Ack => delivery.ack().await.map(|()| "success"),
-        Verdict::Retry if exhausted && sub.dead_letter_topic.is_some() => {
-            dead_letter(&app, &sub, &broker, delivery, verdict).await
-        }
-        Verdict::Retry if delivery.attempt() < sub.max_deliveries => {
-            let delay = refused.unwrap_or_else(|| backoff(delivery.attempt()));
-            delivery.nack(Nack::Retry(delay)).await.map(|()| "retry")
-        }
-        Verdict::Retry | Verdict::Drop => dead_letter(&app, &sub, &broker, delivery, verdict).await,
-    };
-    let outcome = outcome.unwrap_or_else(|e| {
-        tracing::warn!("{}: settling a message of {}: {e}", app.service, sub.topic);
-        "error"
-    });
-    metrics::counter!(
-        "herd_pubsub_deliveries_total",
-        "pubsub" => sub.pubsub.clone(),
-        "topic" => sub.topic.clone(),
-        "app" => app.service.clone(),
-        "outcome" => outcome
-    )
-    .increment(1);
+    settle::settle(&app, &sub, &broker, &policy, delivery, verdict, refused).await;
 }
 
-/// A delivery counted in `herd_pubsub_in_flight` from its start until it is dropped, however
-/// it ends.
-struct InFlight(metrics::Gauge);
+/// Deliveries counted in `herd_pubsub_in_flight` from their start until dropped, however they
+/// end.
+struct InFlight(metrics::Gauge, f64);
 
 impl InFlight {
     fn gauge(sub: &SubscriptionSpec, app: &str) -> metrics::Gauge {
@@ -400,55 +412,16 @@ impl InFlight {
         )
     }
 
-    fn start(sub: &SubscriptionSpec, app: &str) -> Self {
+    fn start(sub: &SubscriptionSpec, app: &str, n: usize) -> Self {
         let gauge = Self::gauge(sub, app);
-        gauge.increment(1.0);
-        Self(gauge)
+        gauge.increment(n as f64);
+        Self(gauge, n as f64)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}
-
-/// Moves a message the app dropped or kept failing to the dead-letter topic (or drops it).
-async fn dead_letter(
-    app: &App,
-    sub: &SubscriptionSpec,
-    broker: &Arc<dyn PubSub>,
-    delivery: Box<dyn Delivery>,
-    verdict: Verdict,
-) -> Result<&'static str, herd_pubsub::PubSubError> {
-    let why = match verdict {
-        Verdict::Drop => "dropped by the app",
-        _ => "failed too often",
-    };
-    match &sub.dead_letter_topic {
-        Some(topic) => {
-            let message = Message {
-                data: delivery.data().clone(),
-                id: None,
-                ttl: None,
-                metadata: Default::default(),
-            };
-            // Publish first: if herd dies in between, the message is redelivered, not lost.
-            broker.publish(topic, message).await?;
-            delivery.ack().await?;
-            Ok("dead_lettered")
-        }
-        None => {
-            tracing::warn!(
-                "{}: message on {}/{} {why} after {} attempt(s); no dead-letter topic, dropped",
-                app.service,
-                sub.pubsub,
-                sub.topic,
-                delivery.attempt()
-            );
-            delivery.ack().await?;
-            Ok("dropped")
-        }
+        self.0.decrement(self.1);
     }
 }
 

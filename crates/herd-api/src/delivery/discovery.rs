@@ -45,6 +45,17 @@ struct Programmatic {
     route: Option<String>,
     routes: Option<Routes>,
     dead_letter_topic: Option<String>,
+    bulk_subscribe: Option<Bulk>,
+}
+
+/// A programmatic subscription's `bulkSubscribe`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Bulk {
+    #[serde(default)]
+    enabled: bool,
+    max_messages_count: Option<u32>,
+    max_await_duration_ms: Option<u64>,
 }
 
 /// A programmatic subscription's `routes`.
@@ -112,6 +123,13 @@ async fn discover(app: &mut App, stop: &CancellationToken) -> Vec<SubscriptionSp
                 max_in_flight: 16,
                 in_order: false,
                 max_deliveries: 10,
+                bulk: p.bulk_subscribe.and_then(|b| {
+                    herd_config::BulkSubscribe::from_dapr(
+                        b.enabled,
+                        b.max_messages_count,
+                        b.max_await_duration_ms,
+                    )
+                }),
             })
         })
         .collect()
