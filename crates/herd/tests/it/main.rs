@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backpressure;
 mod cluster;
 mod config;
 mod control;

@@ -4,7 +4,8 @@
 // JSON line {path, id, type, subject, attributes, data, instance, traceparent} is appended to
 // $EVENTS_DIR/<service>-<instance>.jsonl, and the answer follows the event's data.action:
 // "fail" -> 500, "drop" -> {"status":"DROP"}, "retry-once" -> {"status":"RETRY"} the first time
-// this instance sees the event id, "slow" -> answers after 300 ms; anything else -> 200.
+// this instance sees the event id, "slow" -> answers after 300 ms, "hang" -> never answers;
+// anything else -> 200.
 "use strict";
 const http = require("http");
 const fs = require("fs");
@@ -15,6 +16,7 @@ const file = path.join(
   `${process.env.HERD_SERVICE}-${process.env.HERD_INSTANCE}.jsonl`,
 );
 const seen = new Set();
+let hung = 0; // requests never answered ("hang")
 
 const server = http.createServer((req, res) => {
   let body = "";
@@ -61,9 +63,14 @@ const server = http.createServer((req, res) => {
       return reply(200, { status: "RETRY" });
     }
     if (action === "slow") return setTimeout(() => reply(200), 300);
+    if (action === "hang") return void hung++;
     reply(200);
   });
 });
 
 server.listen(Number(process.env.PORT), "127.0.0.1");
-process.on("SIGTERM", () => server.close(() => process.exit(0)));
+// Requests left hanging would keep close() waiting for ever: then exit once it stopped listening.
+process.on("SIGTERM", () => {
+  server.close(() => process.exit(0));
+  if (hung > 0) setTimeout(() => process.exit(0), 100);
+});
