@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod backpressure;
+mod bulk;
 mod cluster;
 mod config;
 mod control;

@@ -19,7 +19,12 @@ fn subscriber_js() -> PathBuf {
 }
 
 /// A `port = "auto"` subscriber service writing its deliveries under `events`.
-fn subscriber(name: &str, instances: usize, events: &Path, subscriptions: &Value) -> String {
+pub(crate) fn subscriber(
+    name: &str,
+    instances: usize,
+    events: &Path,
+    subscriptions: &Value,
+) -> String {
     let subs = subscriptions
         .to_string()
         .replace('\\', "\\\\")
@@ -32,7 +37,7 @@ fn subscriber(name: &str, instances: usize, events: &Path, subscriptions: &Value
 }
 
 /// Every delivery recorded so far, for services whose name starts with `service`.
-fn events(dir: &Path, service: &str) -> Vec<Value> {
+pub(crate) fn events(dir: &Path, service: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -45,7 +50,7 @@ fn events(dir: &Path, service: &str) -> Vec<Value> {
     out
 }
 
-fn publish(api: &Api, topic: &str, body: &Value, content_type: &str) {
+pub(crate) fn publish(api: &Api, topic: &str, body: &Value, content_type: &str) {
     let r = crate::state::call_at(
         api.addr,
         "POST",
