@@ -91,10 +91,10 @@ say "publisher: $(cat "$DIR/pub.out"); delivered ${unique:-0}"
 wait_gone "$VG_PID" 120 || true
 forget_pid "$VG_PID"
 
-total=$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+total=$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print t}' || true)
 say "callgrind: $OUT; program total $total Ir, $(awk -v t="$total" -v n="$TOTAL" 'BEGIN{printf "%.0f", t / n}') Ir per message"
 echo
 say "inclusive cost of the top functions (Ir, % of total, Ir per message):"
-callgrind_annotate --inclusive=yes --threshold=99 "$OUT" 2>/dev/null |
-  awk -v n="$TOTAL" '/^ *[0-9,]+ \(/ { c = $1; gsub(",", "", c); printf "%14s %8s %10.0f  %s\n", $1, $2, c / n, substr($0, index($0, $3)) }' |
-  head -"${TOP:-60}"
+callgrind_annotate --inclusive=yes --threshold=99 "$OUT" 2>/dev/null >"$OUT.inclusive" || true
+awk -v n="$TOTAL" '/^ *[0-9,]+ \(/ && k++ < top { c = $1; gsub(",", "", c); printf "%14s %8s %10.0f  %s\n", $1, $2, c / n, substr($0, index($0, $3)) }' \
+  top="${TOP:-60}" "$OUT.inclusive"
