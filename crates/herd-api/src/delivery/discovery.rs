@@ -45,6 +45,17 @@ struct Programmatic {
     route: Option<String>,
     routes: Option<Routes>,
     dead_letter_topic: Option<String>,
+    bulk_subscribe: Option<Bulk>,
+}
+
+/// A programmatic subscription's `bulkSubscribe`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Bulk {
+    #[serde(default)]
+    enabled: bool,
+    max_messages_count: Option<u32>,
+    max_await_duration_ms: Option<u64>,
 }
 
 /// A programmatic subscription's `routes`.
@@ -137,6 +148,13 @@ async fn ask_grpc(
                         .collect(),
                 }),
                 dead_letter_topic: Some(s.dead_letter_topic),
+                // Read so the subscription says what the app asked for; a gRPC app's
+                // subscription is delivered one message at a time (see `run_subscription`).
+                bulk_subscribe: s.bulk_subscribe.map(|b| Bulk {
+                    enabled: b.enabled,
+                    max_messages_count: u32::try_from(b.max_messages_count).ok(),
+                    max_await_duration_ms: u64::try_from(b.max_await_duration_ms).ok(),
+                }),
             }
         })
         .collect())
@@ -186,6 +204,13 @@ fn programmatic(service: &str, p: Programmatic) -> Option<SubscriptionSpec> {
         max_in_flight: 16,
         in_order: false,
         max_deliveries: 10,
+        bulk: p.bulk_subscribe.and_then(|b| {
+            herd_config::BulkSubscribe::from_dapr(
+                b.enabled,
+                b.max_messages_count,
+                b.max_await_duration_ms,
+            )
+        }),
     })
 }
 
@@ -287,5 +312,26 @@ mod tests {
         assert_eq!(both[0].route, "/new");
         let nothing = entries(r#"[{"pubsubname":"p","topic":"t"}]"#);
         assert!(nothing.is_empty());
+    }
+
+    #[test]
+    fn bulk_subscribe_is_read_with_daprs_defaults() {
+        let subs = entries(
+            r#"[{"pubsubname":"p","topic":"a","route":"/a","bulkSubscribe":{"enabled":true,"maxMessagesCount":5}},
+                {"pubsubname":"p","topic":"b","route":"/b","bulkSubscribe":{"enabled":false,"maxMessagesCount":5}},
+                {"pubsubname":"p","topic":"c","routes":{"rules":[{"match":"event.type == \"x\"","path":"/x"}]},
+                 "bulkSubscribe":{"enabled":true,"maxAwaitDurationMs":20}}]"#,
+        );
+        let bulk = subs[0].bulk.expect("enabled");
+        assert_eq!(bulk.max_messages, 5);
+        assert_eq!(bulk.max_await, Duration::from_millis(1000));
+        assert_eq!(subs[1].bulk, None);
+        // Rules only and bulk together.
+        assert_eq!(subs[2].route, "");
+        let bulk = subs[2].bulk.expect("enabled");
+        assert_eq!(
+            (bulk.max_messages, bulk.max_await),
+            (100, Duration::from_millis(20))
+        );
     }
 }

@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+mod backpressure;
+mod bulk;
 mod cluster;
 mod config;
 mod control;
