@@ -349,13 +349,14 @@ fn status_verdict(status: &str, empty: Verdict) -> Verdict {
 }
 
 /// The path for an event of type `kind`: the first rule matching it, else the default route;
-/// `None` when it matches no rule and the subscription has no default route (rules only).
+/// `None` when it matches no rule and the subscription has no default route (rules only). A
+/// subscription with neither rules nor a route (only a gRPC app's) takes every event on `""`.
 fn path_for<'a>(sub: &'a SubscriptionSpec, kind: Option<&str>) -> Option<&'a str> {
     sub.rules
         .iter()
         .find(|(t, _)| Some(t.as_str()) == kind)
         .map(|(_, p)| p.as_str())
-        .or_else(|| Some(sub.route.as_str()).filter(|r| !r.is_empty()))
+        .or_else(|| (!sub.route.is_empty() || sub.rules.is_empty()).then_some(sub.route.as_str()))
 }
 
 /// Shutting down: the message is left to the broker's redelivery.

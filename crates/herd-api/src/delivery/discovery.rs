@@ -115,7 +115,7 @@ async fn discover(app: &mut App, stop: &CancellationToken) -> Vec<SubscriptionSp
     }
     answer
         .into_iter()
-        .filter_map(|p| programmatic(&app.service, p))
+        .filter_map(|p| programmatic(&app.service, p, app.grpc.is_some()))
         .collect()
 }
 
@@ -162,8 +162,10 @@ async fn ask_grpc(
 
 /// One entry of the answer as a subscription. Like daprd, `routes.default` wins over `route`,
 /// and a subscription may have rules only: an event matching none of them is not delivered
-/// (see `path_for`). An entry with neither is skipped, as daprd has nowhere to send it.
-fn programmatic(service: &str, p: Programmatic) -> Option<SubscriptionSpec> {
+/// (see `path_for`). An entry with neither is skipped for an HTTP app, as daprd has nowhere to
+/// send it; a gRPC app gets its events on the empty path then, as daprd gives it a default
+/// route of `""` when it names none.
+fn programmatic(service: &str, p: Programmatic, grpc: bool) -> Option<SubscriptionSpec> {
     let routes = p.routes.unwrap_or_default();
     let rules: Vec<(String, String)> = routes
         .rules
@@ -186,7 +188,7 @@ fn programmatic(service: &str, p: Programmatic) -> Option<SubscriptionSpec> {
         .or(p.route)
         .filter(|r| !r.is_empty())
         .unwrap_or_default();
-    if route.is_empty() && rules.is_empty() {
+    if route.is_empty() && rules.is_empty() && !grpc {
         tracing::warn!(
             "{service}: subscription to {}/{} has no route and no rules; skipped",
             p.pubsubname,
@@ -275,7 +277,7 @@ mod tests {
     fn entries(json: &str) -> Vec<SubscriptionSpec> {
         let list: Vec<Programmatic> = serde_json::from_str(json).unwrap();
         list.into_iter()
-            .filter_map(|p| programmatic("svc", p))
+            .filter_map(|p| programmatic("svc", p, false))
             .collect()
     }
 
@@ -312,6 +314,10 @@ mod tests {
         assert_eq!(both[0].route, "/new");
         let nothing = entries(r#"[{"pubsubname":"p","topic":"t"}]"#);
         assert!(nothing.is_empty());
+        // A gRPC app that names no route gets its events on the empty path, as from daprd.
+        let p: Programmatic = serde_json::from_str(r#"{"pubsubname":"p","topic":"t"}"#).unwrap();
+        let grpc = programmatic("svc", p, true).expect("kept for a gRPC app");
+        assert_eq!((grpc.route.as_str(), grpc.rules.len()), ("", 0));
     }
 
     #[test]

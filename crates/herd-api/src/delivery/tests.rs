@@ -45,6 +45,12 @@ fn rules_pick_the_path_by_event_type() {
     );
     assert_eq!(path_for(&rules_only, Some("order.paid")), None);
     assert_eq!(path_for(&rules_only, None), None);
+    // A gRPC app's subscription without any route: everything on the empty path, as daprd.
+    let no_routes = SubscriptionSpec {
+        rules: vec![],
+        ..rules_only
+    };
+    assert_eq!(path_for(&no_routes, Some("order.paid")), Some(""));
 }
 
 #[test]
