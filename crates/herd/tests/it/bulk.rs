@@ -1,7 +1,8 @@
 //! Dapr's bulk subscribe end to end on the embedded log: a programmatic `bulkSubscribe`
 //! subscription gets its messages in batches of Dapr's envelope, routed per entry by the rules,
 //! and the app's per-entry statuses settle each message: SUCCESS acknowledges, RETRY delivers
-//! it again, DROP sends it to the dead-letter topic.
+//! it again, DROP sends it to the dead-letter topic. With rules only, an entry no rule matches
+//! is not sent but dead-lettered.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -104,4 +105,63 @@ fn bulk_subscriptions_get_batches_and_per_entry_statuses_settle_them() {
         .filter(|n| numbers(&got).iter().filter(|m| *m == n).count() > 1)
         .collect();
     assert_eq!(twice, [7], "{got:?}");
+}
+
+#[test]
+fn bulk_entries_no_rule_matches_are_dead_lettered_not_sent() {
+    if !node_available() {
+        return eprintln!("skipped: node is not on PATH");
+    }
+    let events_dir = tempfile::tempdir().unwrap();
+    let dir = events_dir.path();
+    // Rules only: no default route, so an entry of another type has nowhere to go.
+    let programmatic = json!([{
+        "pubsubname": "pubsub",
+        "topic": "picky",
+        "routes": {"rules": [{"match": "event.type == \"special\"", "path": "/special"}]},
+        "deadLetterTopic": "dead",
+        "bulkSubscribe": {"enabled": true, "maxMessagesCount": 10, "maxAwaitDurationMs": 300}
+    }]);
+    let config = format!(
+        "{}{}[[subscription]]\nservice = \"morgue\"\npubsub = \"pubsub\"\ntopic = \"dead\"\nroute = \"/dead\"\n",
+        subscriber("bulky", 1, dir, &programmatic),
+        subscriber("morgue", 1, dir, &json!([])),
+    );
+    let api = Api::start("bulk-rules", &config);
+    wait_for(
+        "the subscriptions to start",
+        Duration::from_secs(60),
+        || {
+            let meta = api.call("GET", "/v1.0/metadata", "").json();
+            (meta["subscriptions"].as_array()?.len() >= 2).then_some(())
+        },
+    );
+    for n in 0..10u64 {
+        if n % 2 == 0 {
+            let ce = json!({"specversion": "1.0", "id": format!("ce-{n}"), "source": "test", "type": "special", "data": {"n": n}});
+            publish(&api, "picky", &ce, "application/cloudevents+json");
+        } else {
+            publish(&api, "picky", &json!({"n": n}), "application/json");
+        }
+    }
+    let numbers = |evs: &[Value]| -> BTreeSet<u64> {
+        evs.iter().filter_map(|e| e["data"]["n"].as_u64()).collect()
+    };
+    wait_for(
+        "the matching entries delivered, the others dead-lettered",
+        Duration::from_secs(60),
+        || {
+            let got = numbers(&events(dir, "bulky"));
+            let dead = numbers(&events(dir, "morgue"));
+            (got.len() == 5 && dead.len() == 5).then_some(())
+        },
+    );
+    let got = events(dir, "bulky");
+    assert_eq!(numbers(&got), BTreeSet::from([0, 2, 4, 6, 8]), "{got:?}");
+    for e in &got {
+        assert!(e["bulk"].as_u64().is_some(), "a bulk delivery: {e}");
+        assert_eq!(e["path"], "/special", "{e}");
+    }
+    let dead = events(dir, "morgue");
+    assert_eq!(numbers(&dead), BTreeSet::from([1, 3, 5, 7, 9]), "{dead:?}");
 }
