@@ -14,7 +14,8 @@
 //              delivery (a CloudEvent whose `data` is the message), answered 200 after it is
 //              counted. With RECORD_FILE it also appends "<run> <seq>\n" to that file (one write(2)
 //              per delivery, before the answer, so a kill -9 of the app loses no answered
-//              delivery) — R4's record.
+//              delivery) — R4's record. A bulk delivery (Dapr's bulk envelope) counts every
+//              entry and answers {"statuses": [{entryId, status: "SUCCESS"}, ...]}.
 //   sub-amqp   RabbitMQ consumer: QUEUE, prefetch SUB_IN_FLIGHT, manual acks (after counting).
 //   sub-nats   JetStream consumer: STREAM / durable CONSUMER (created by `setup-nats`), pull
 //              consume with max_messages SUB_IN_FLIGHT, explicit acks (after counting).
@@ -130,6 +131,18 @@ function subHttp() {
       }
       let event = null;
       try { event = JSON.parse(Buffer.concat(chunks).toString()); } catch (e) { event = null; }
+      if (event && event.type === "com.dapr.event.sent.bulk" && Array.isArray(event.entries)) {
+        // A bulk delivery: every entry counted, each answered SUCCESS.
+        const statuses = event.entries.map((entry) => {
+          const msg = entry.event && entry.event.data;
+          if (recordFd !== null && msg && msg.run !== undefined) fs.writeSync(recordFd, `${msg.run} ${msg.seq}\n`);
+          count(msg);
+          return { entryId: entry.entryId, status: "SUCCESS" };
+        });
+        res.setHeader("content-type", "application/json");
+        res.end(JSON.stringify({ statuses }));
+        return;
+      }
       const msg = event && event.data;
       if (recordFd !== null && msg && msg.run !== undefined) fs.writeSync(recordFd, `${msg.run} ${msg.seq}\n`);
       count(msg);

@@ -8,6 +8,9 @@
 #                   POST /v1.0/publish/pubsub/<topic> (keep-alive), a declarative [[subscription]]
 #                   (max_in_flight = SUB_IN_FLIGHT) delivers each CloudEvent by HTTP POST to the
 #                   subscriber app (bench/pubsub-app.js sub-http, a `port = "auto"` service)
+#   herd-bulk       the same with Dapr's bulk subscribe: the [[subscription]] has bulk_subscribe
+#                   (max_messages_count BULK_MAX, max_await_duration_ms BULK_AWAIT_MS), and the app
+#                   gets batches of Dapr's bulk envelope, answering a status per entry
 #   rabbitmq        RabbitMQ used directly (amqplib): a durable queue (x-queue-type
 #                   RABBIT_QUEUE_TYPE, classic by default), persistent messages, publisher confirms
 #                   (64 unconfirmed at once), a consumer with prefetch SUB_IN_FLIGHT and manual acks
@@ -18,6 +21,14 @@
 #   herd-rabbitmq   herd end to end with `pubsub.rabbitmq` on the same RabbitMQ (same queue type)
 #   herd-jetstream  herd end to end with `pubsub.jetstream` on the same NATS server
 #                   (HERD_BACKENDS=0 drops the last two)
+#
+# The fair race (PIN_BROKERS=1, the default): herd runs on one CPU (HERD_CPU), so for the P4
+# figures the broker gets that same CPU: before each run the script sets the CPU affinity of
+# every thread of the broker's server process (RabbitMQ's beam.smp, nats-server) with `taskset -a
+# -p` to HERD_CPU, and restores the affinity it found on exit. Each broker contender also runs
+# unpinned (`rabbitmq-free`, `nats-free`, and `herd-rabbitmq-free`, `herd-jetstream-free` with the
+# backends: the broker may use every CPU), and the unpinned ratios are printed beside the pinned.
+# With the herd backends pinned, herd and its broker share HERD_CPU.
 #
 # Every message is {run, seq, t, pad} JSON of MSG_BYTES bytes, t = send time (CLOCK_MONOTONIC, µs).
 # The subscriber counts every seq (unique, duplicates) and the end-to-end latency (receive − t).
@@ -33,10 +44,10 @@
 #
 # Usage: bash bench/pubsub.sh
 #   env: ROUNDS=5 DURATION=5 WARMUP_DURATION=2 IN_FLIGHT=64 SUB_IN_FLIGHT=64 MSG_BYTES=1024
-#        DRAIN_TIMEOUT=20 HERD_BACKENDS=1 RABBIT_QUEUE_TYPE=classic
+#        DRAIN_TIMEOUT=20 HERD_BACKENDS=1 RABBIT_QUEUE_TYPE=classic BULK=1 BULK_MAX=32 BULK_AWAIT_MS=10
 #        AMQP_URL=amqp://guest:guest@127.0.0.1:5672 NATS_URL=nats://127.0.0.1:4222
 #        AMQPLIB_VERSION=2.3.1 NATS_JS_VERSION=2.29.3 GOAL_NATS=1.0 GOAL_RABBIT=2
-#        HERD_CPU=1 LOAD_CPU=0 HERD_REV=<commit> CARGO_TARGET_DIR HERD_BENCH_CACHE=/tmp/herd-bench
+#        HERD_CPU=1 LOAD_CPU=0 PIN_BROKERS=1 HERD_REV=<commit> CARGO_TARGET_DIR HERD_BENCH_CACHE=/tmp/herd-bench
 # Exit: 0 when every contender ran and delivered every acknowledged message (goals met or not),
 #       1 otherwise.
 set -euo pipefail
@@ -59,6 +70,10 @@ AMQPLIB_VERSION=${AMQPLIB_VERSION:-2.3.1}
 NATS_JS_VERSION=${NATS_JS_VERSION:-2.29.3}
 GOAL_NATS=${GOAL_NATS:-1.0}
 GOAL_RABBIT=${GOAL_RABBIT:-2}
+PIN_BROKERS=${PIN_BROKERS:-1}
+BULK=${BULK:-1}
+BULK_MAX=${BULK_MAX:-32}
+BULK_AWAIT_MS=${BULK_AWAIT_MS:-10}
 if [ "$(nproc)" -ge 2 ]; then HERD_CPU=${HERD_CPU:-1}; LOAD_CPU=${LOAD_CPU:-0}
 else HERD_CPU=${HERD_CPU:-0}; LOAD_CPU=${LOAD_CPU:-0}; fi
 CLI_CPU=$LOAD_CPU
@@ -82,13 +97,23 @@ export NODE_PATH="$NPM_DIR/node_modules"
 app() { on_cpu "$LOAD_CPU" node "$APP" "$@"; }
 
 declare -A FAILED=()
-CONTENDERS=(herd rabbitmq nats)
+CONTENDERS=(herd)
+[ "$BULK" = 1 ] && CONTENDERS+=(herd_bulk)
+CONTENDERS+=(rabbitmq nats)
 [ "$HERD_BACKENDS" = 1 ] && CONTENDERS+=(herd_rabbitmq herd_jetstream)
-declare -A NAME=([herd]=herd [rabbitmq]=rabbitmq [nats]=nats [herd_rabbitmq]=herd-rabbitmq [herd_jetstream]=herd-jetstream)
+declare -A NAME=([herd]=herd [herd_bulk]=herd-bulk [rabbitmq]=rabbitmq [nats]=nats [herd_rabbitmq]=herd-rabbitmq [herd_jetstream]=herd-jetstream)
+# Unpinned twins (`<contender>_free`): the same run with the broker on every CPU.
+if [ "$PIN_BROKERS" = 1 ]; then
+  for c in "${CONTENDERS[@]}"; do
+    { [ "$c" = herd ] || [ "$c" = herd_bulk ]; } && continue
+    CONTENDERS+=("${c}_free"); NAME[${c}_free]="${NAME[$c]}-free"
+  done
+fi
+base_of() { echo "${1%_free}"; }
 
 if ! build_herd herd || [ ! -x "$HERD" ]; then
   cat "$WORK/cargo.log"
-  for c in herd herd_rabbitmq herd_jetstream; do FAILED[$c]="cargo build failed"; done
+  for c in herd herd_bulk herd_rabbitmq herd_jetstream; do FAILED[$c]="cargo build failed"; done
 fi
 
 # --- names on the shared brokers -----------------------------------------------------------------
@@ -96,6 +121,7 @@ PEER_QUEUE="$RUN_ID-rmq"                   # rabbitmq: a queue on the default ex
 PEER_STREAM="$RUN_ID-js"                   # nats: stream and subject
 PEER_CONSUMER="p4sub"
 EMB_TOPIC="$RUN_ID-emb"                    # herd: embedded topic
+BULK_TOPIC="$RUN_ID-bulk"                  # herd-bulk: embedded topic, bulk subscription
 HRMQ_TOPIC="$RUN_ID-hrmq"                  # herd-rabbitmq: exchange <topic>, queue p4sub-<topic>
 HJS_TOPIC="$RUN_ID-hjs"                    # herd-jetstream: stream <topic>, consumer p4sub__<topic>
 SERVICE=p4sub
@@ -139,7 +165,25 @@ per_msg_us() { awk -v t="$1" -v u="$TICK_US" -v n="$2" 'BEGIN{ if (n > 0) printf
 # The brokers' server processes, for their CPU time only (they are system services, never signalled).
 RABBIT_PID=$(pgrep -o -x beam.smp || true)
 NATS_PID=$(pgrep -o -x nats-server || true)
-broker_pid() { case $1 in rabbitmq | herd_rabbitmq) echo "$RABBIT_PID" ;; nats | herd_jetstream) echo "$NATS_PID" ;; *) echo "" ;; esac; }
+broker_pid() { case $(base_of "$1") in rabbitmq | herd_rabbitmq) echo "$RABBIT_PID" ;; nats | herd_jetstream) echo "$NATS_PID" ;; *) echo "" ;; esac; }
+
+# Broker CPU affinity: HERD_CPU for a pinned run, every CPU for a `_free` one; restored on exit.
+ALL_CPUS="0-$(($(nproc) - 1))"
+declare -A AFFINITY_WAS=()
+for p in $RABBIT_PID $NATS_PID; do AFFINITY_WAS[$p]=$(affinity_of "$p"); done
+set_broker_cpus() { # cpus
+  local p
+  for p in $RABBIT_PID $NATS_PID; do taskset -a -cp "$1" "$p" >/dev/null 2>&1 || say "cannot set the CPU affinity of pid $p"; done
+}
+restore_broker_cpus() {
+  local p
+  for p in "${!AFFINITY_WAS[@]}"; do [ -n "${AFFINITY_WAS[$p]}" ] && taskset -a -cp "${AFFINITY_WAS[$p]}" "$p" >/dev/null 2>&1; done
+  return 0
+}
+[ "$PIN_BROKERS" = 1 ] && CLEANUP_HOOKS+=(restore_broker_cpus)
+broker_cpus_for() { # contender -> the brokers' CPUs during its run
+  if [ "$PIN_BROKERS" = 1 ] && [[ $1 != *_free ]]; then echo "$HERD_CPU"; else echo "$ALL_CPUS"; fi
+}
 
 # --- herd ------------------------------------------------------------------------------------------
 API_PORT="" HERD_STATS="" HERD_DIR=""
@@ -171,6 +215,18 @@ topic = "$EMB_TOPIC"
 route = "/p4"
 max_in_flight = $SUB_IN_FLIGHT
 EOF
+    if [ "$BULK" = 1 ]; then
+      cat <<EOF
+
+[[subscription]]
+service = "$SERVICE"
+pubsub = "pubsub"
+topic = "$BULK_TOPIC"
+route = "/p4"
+max_in_flight = $SUB_IN_FLIGHT
+bulk_subscribe = { enabled = true, max_messages_count = $BULK_MAX, max_await_duration_ms = $BULK_AWAIT_MS }
+EOF
+    fi
     if [ "$HERD_BACKENDS" = 1 ]; then
       cat <<EOF
 
@@ -202,7 +258,8 @@ EOF
   } >"$HERD_CFG"
   herd_up "$HERD_CFG" "$HERD_CPU" HERD_LOG=warn || return 1
   local want=1 i code subs=0
-  [ "$HERD_BACKENDS" = 1 ] && want=3
+  [ "$HERD_BACKENDS" = 1 ] && want=$((want + 2))
+  [ "$BULK" = 1 ] && want=$((want + 1))
   for ((i = 0; i < 300; i++)); do
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$API_PORT/v1.0/healthz/outbound" 2>/dev/null || true)
     subs=$(curl -s --max-time 1 "http://127.0.0.1:$API_PORT/v1.0/metadata" 2>/dev/null | grep -o '"pubsubname"' | wc -l || true)
@@ -242,8 +299,9 @@ start_nats() {
 
 # pub_env contender: the publisher's target settings
 pub_env() {
-  case $1 in
+  case $(base_of "$1") in
     herd) echo "TARGET=herd API_PORT=$API_PORT PUBSUB=pubsub TOPIC=$EMB_TOPIC" ;;
+    herd_bulk) echo "TARGET=herd API_PORT=$API_PORT PUBSUB=pubsub TOPIC=$BULK_TOPIC" ;;
     herd_rabbitmq) echo "TARGET=herd API_PORT=$API_PORT PUBSUB=rabbit TOPIC=$HRMQ_TOPIC" ;;
     herd_jetstream) echo "TARGET=herd API_PORT=$API_PORT PUBSUB=jetstream TOPIC=$HJS_TOPIC" ;;
     rabbitmq) echo "TARGET=amqp QUEUE=$PEER_QUEUE" ;;
@@ -255,7 +313,8 @@ pub_env() {
 run_one() {
   local c=$1 dur=$2 tag=$3 run port out pid bpid before after t0 b0 hp=() f0 pub_pid
   run="$RUN_ID-$c-$tag"; run=${run//[^A-Za-z0-9-]/-}
-  port=${STATS_PORT[$c]}; out="$WORK/$c.$tag.pub"
+  port=${STATS_PORT[$(base_of "$c")]}; out="$WORK/$c.$tag.pub"
+  set_broker_cpus "$(broker_cpus_for "$c")"
   bpid=$(broker_pid "$c")
   hp=(); [[ $c == herd* ]] && hp=("$HERD_PID")
   t0=$(cpu_ticks "${hp[@]}"); b0=0; [ -n "$bpid" ] && b0=$(cpu_ticks "$bpid")
@@ -314,7 +373,7 @@ run_one() {
 # --- start -----------------------------------------------------------------------------------------
 say "herd P4 pub/sub benchmark — $(date -u)"
 say "nproc=$(nproc); node $(node --version); amqplib $AMQPLIB_VERSION; nats.js $NATS_JS_VERSION; RabbitMQ $(timeout 10 rabbitmqctl version 2>/dev/null || echo '?') at $AMQP_URL (server pid ${RABBIT_PID:-?}); $(nats-server --version 2>/dev/null || echo 'nats-server ?') at $NATS_URL (pid ${NATS_PID:-?}); herd $("$HERD" --version 2>/dev/null | awk '{print $2}' || true) at commit $(herd_rev_desc)"
-say "CPU budget: herd (tokio runtime sized from its affinity: 1 worker; the embedded log's writer thread inherits it) pinned to CPU $HERD_CPU; the load (publisher, one Node process) and the subscriber (herd's subscriber app / the peers' consumer, one Node process each) pinned to CPU $LOAD_CPU; RabbitMQ and NATS are shared system services, not pinned (either CPU; their CPU time per message is printed)"
+say "CPU budget: herd (tokio runtime sized from its affinity: 1 worker; the embedded log's writer thread inherits it) pinned to CPU $HERD_CPU; the load (publisher, one Node process) and the subscriber (herd's subscriber app / the peers' consumer, one Node process each) pinned to CPU $LOAD_CPU; RabbitMQ and NATS (shared system services) $([ "$PIN_BROKERS" = 1 ] && echo "pinned to CPU $HERD_CPU (every thread, taskset -a -p) for the P4 figures, and on every CPU ($ALL_CPUS) in the *-free runs; their affinity before the run (RabbitMQ ${AFFINITY_WAS[$RABBIT_PID]:-?}, NATS ${AFFINITY_WAS[$NATS_PID]:-?}) is restored on exit" || echo "not pinned (either CPU)"); their CPU time per message is printed"
 say "load: $IN_FLIGHT publishes in flight (each awaits its ack: herd's 204 / RabbitMQ's confirm / JetStream's PubAck), $MSG_BYTES-byte JSON messages, ${DURATION}s per run (warm-up ${WARMUP_DURATION}s), then drained; subscriber side $SUB_IN_FLIGHT in flight (herd max_in_flight / RabbitMQ prefetch / JetStream max_ack_pending + pull batch); 1 warm-up round + $ROUNDS rounds, order rotating"
 say "durability: herd embedded fsyncs before each 204 (group commit); RabbitMQ durable $RABBIT_QUEUE_TYPE queue, persistent messages, confirms after its own fsync; JetStream file storage with the server's default sync (not per message)"
 say "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -322,20 +381,23 @@ say "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 HERD_PID=""
 if [ -z "${FAILED[herd]:-}" ]; then
   if start_herd >"$WORK/herd.start" 2>&1; then
-    STATS_PORT[herd]=$HERD_STATS STATS_PORT[herd_rabbitmq]=$HERD_STATS STATS_PORT[herd_jetstream]=$HERD_STATS
+    STATS_PORT[herd]=$HERD_STATS STATS_PORT[herd_bulk]=$HERD_STATS STATS_PORT[herd_rabbitmq]=$HERD_STATS STATS_PORT[herd_jetstream]=$HERD_STATS
     dev=$(df "$HERD_DIR/.herd" | awk 'NR == 2 {print $1}'); dev=${dev#/dev/}
     if awk -v d="$dev" '$3 == d && NF >= 19 { f = 1 } END { exit !f }' /proc/diskstats; then DISK=$dev; fi
     say "herd: pid $HERD_PID, API on 127.0.0.1:$API_PORT, affinity cpu$(affinity_of "$HERD_PID"); threads: $(cat /proc/"$HERD_PID"/task/*/comm 2>/dev/null | sort | uniq -c | awk '{printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1}' || true)"
     say "herd: data dir on $(df -T "$HERD_DIR/.herd" | awk 'NR == 2 {print $2 " " $1}'); flushes counted on ${DISK:-no device}; subscriber app pid(s) $(children_of "$HERD_PID" | tr '\n' ' ')"
   else
     cat "$WORK/herd.start"
-    for c in herd herd_rabbitmq herd_jetstream; do FAILED[$c]="did not start: $(tail -3 "$WORK/herd.start" | tr '\n' ' ')"; done
+    for c in herd herd_bulk herd_rabbitmq herd_jetstream; do FAILED[$c]="did not start: $(tail -3 "$WORK/herd.start" | tr '\n' ' ')"; done
   fi
 fi
 for c in rabbitmq nats; do
   "start_$c" >"$WORK/$c.start" 2>&1 || FAILED[$c]="did not start: $(tail -3 "$WORK/$c.start" | tr '\n' ' ')"
 done
-for c in "${CONTENDERS[@]}"; do [ -n "${FAILED[$c]:-}" ] && say "${NAME[$c]}: FAILED: ${FAILED[$c]}"; done
+for c in "${CONTENDERS[@]}"; do
+  b=$(base_of "$c"); [ "$b" != "$c" ] && [ -n "${FAILED[$b]:-}" ] && FAILED[$c]=${FAILED[$b]}
+  [ -n "${FAILED[$c]:-}" ] && say "${NAME[$c]}: FAILED: ${FAILED[$c]}"
+done
 
 # --- rounds ------------------------------------------------------------------------------------------
 declare -A DRAIN=() BACKLOG=() RATE=() P50=() P99=() ACKR=() ACKP99=() HUS=() BUS=() FLUSH=() MSGS=() LOST=() DUPS=() PFAIL=()
@@ -380,7 +442,7 @@ for c in "${CONTENDERS[@]}"; do
 done
 med() { local v=() x; for x in "$@"; do [ "$x" = n/a ] || v+=("$x"); done; if [ ${#v[@]} -eq 0 ]; then echo n/a; else median "${v[@]}"; fi; }
 declare -A M_DRAIN=() M_BACKLOG=() M_RATE=() M_P50=() M_P99=() M_ACKR=() M_ACKP99=() M_HUS=() M_BUS=() M_FLUSH=()
-for c in herd rabbitmq nats herd_rabbitmq herd_jetstream; do
+for c in "${CONTENDERS[@]}"; do
   if [ -n "${FAILED[$c]:-}" ] || [ -z "${RATE[$c]:-}" ]; then
     M_RATE[$c]=n/a M_P50[$c]=n/a M_P99[$c]=n/a M_ACKR[$c]=n/a M_ACKP99[$c]=n/a M_DRAIN[$c]=n/a M_BACKLOG[$c]=n/a M_HUS[$c]=n/a M_BUS[$c]=n/a M_FLUSH[$c]=n/a; continue
   fi
@@ -390,7 +452,7 @@ for c in herd rabbitmq nats herd_rabbitmq herd_jetstream; do
 done
 
 echo
-say "medians over $ROUNDS rounds (CPU budget: herd on CPU $HERD_CPU, publisher + subscriber on CPU $LOAD_CPU, brokers unpinned); msgs/s = delivered / (last delivery − first send); p50/p99 end to end (send → subscriber); backlog = acknowledged but not yet delivered when the publisher stopped; drain msgs/s = delivery rate of that backlog with no publishing (n/a: backlog ≤ 4 × in flight); messages: delivered, all measured rounds"
+say "medians over $ROUNDS rounds (CPU budget: herd on CPU $HERD_CPU, publisher + subscriber on CPU $LOAD_CPU, brokers $([ "$PIN_BROKERS" = 1 ] && echo "on CPU $HERD_CPU, in the *-free runs on every CPU" || echo unpinned)); msgs/s = delivered / (last delivery − first send); p50/p99 end to end (send → subscriber); backlog = acknowledged but not yet delivered when the publisher stopped; drain msgs/s = delivery rate of that backlog with no publishing (n/a: backlog ≤ 4 × in flight); messages: delivered, all measured rounds"
 printf '| %-14s | %8s | %8s | %8s | %13s | %11s | %8s | %12s | %12s | %14s | %11s | %9s | %10s | %6s |\n' contender "msgs/s" "p50 ms" "p99 ms" "publish acks/s" "ack p99 ms" "backlog" "drain msgs/s" "herd us/msg" "broker us/msg" "flushes/msg" "messages" "duplicates" "lost"
 printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ---------------- ---------: ---------: ---------: ---------------: -------------: ---------: -------------: --------------: ----------------: -------------: -----------: ------------: -------:
 for c in "${CONTENDERS[@]}"; do
@@ -402,13 +464,28 @@ r_nats=$(ratio "${M_RATE[herd]}" "${M_RATE[nats]}")
 r_rabbit=$(ratio "${M_RATE[herd]}" "${M_RATE[rabbitmq]}")
 v_nats=$(meets "$r_nats" '>=' "$GOAL_NATS"); v_rabbit=$(meets "$r_rabbit" '>=' "$GOAL_RABBIT")
 verdict=met; [ "$v_nats" = met ] && [ "$v_rabbit" = met ] || verdict=missed
-cpu="cpu=herd:$HERD_CPU,load+subscriber:$LOAD_CPU,brokers:unpinned"
-result "P4 herd_msgs=${M_RATE[herd]} nats_msgs=${M_RATE[nats]} rabbitmq_msgs=${M_RATE[rabbitmq]} ratio_nats=$r_nats goal_nats=$GOAL_NATS $v_nats ratio_rabbitmq=$r_rabbit goal_rabbitmq=$GOAL_RABBIT $v_rabbit goal=both $verdict herd_fsync=every-ack rabbitmq_queue=$RABBIT_QUEUE_TYPE in_flight=$IN_FLIGHT bytes=$MSG_BYTES $cpu"
-result "P4-p99 herd_p99_ms=${M_P99[herd]} herd_backlog=${M_BACKLOG[herd]} herd_drain_msgs=${M_DRAIN[herd]} nats_p99_ms=${M_P99[nats]} rabbitmq_p99_ms=${M_P99[rabbitmq]} herd_p50_ms=${M_P50[herd]} nats_p50_ms=${M_P50[nats]} rabbitmq_p50_ms=${M_P50[rabbitmq]} goal=reported $cpu"
+brokers=unpinned; [ "$PIN_BROKERS" = 1 ] && brokers="$HERD_CPU"
+cpu="cpu=herd:$HERD_CPU,load+subscriber:$LOAD_CPU,brokers:$brokers"
+free=""
+if [ "$PIN_BROKERS" = 1 ]; then
+  free=" unpinned: nats_msgs=${M_RATE[nats_free]} rabbitmq_msgs=${M_RATE[rabbitmq_free]} ratio_nats=$(ratio "${M_RATE[herd]}" "${M_RATE[nats_free]}") ratio_rabbitmq=$(ratio "${M_RATE[herd]}" "${M_RATE[rabbitmq_free]}")"
+fi
+p99_goal=$(meets "${M_P99[herd]}" '<=' "${M_P99[nats]}")
+if [ "$BULK" = 1 ]; then
+  rb_nats=$(ratio "${M_RATE[herd_bulk]}" "${M_RATE[nats]}"); rb_rabbit=$(ratio "${M_RATE[herd_bulk]}" "${M_RATE[rabbitmq]}")
+  vb=met; [ "$(meets "$rb_nats" '>=' "$GOAL_NATS")" = met ] && [ "$(meets "$rb_rabbit" '>=' "$GOAL_RABBIT")" = met ] || vb=missed
+  result "P4-bulk herd_bulk_msgs=${M_RATE[herd_bulk]} ratio_nats=$rb_nats ratio_rabbitmq=$rb_rabbit goal=both $vb herd_bulk_p99_ms=${M_P99[herd_bulk]} nats_p99_ms=${M_P99[nats]} p99_goal=$(meets "${M_P99[herd_bulk]}" '<=' "${M_P99[nats]}") bulk_max=$BULK_MAX bulk_await_ms=$BULK_AWAIT_MS $cpu"
+fi
+result "P4 herd_msgs=${M_RATE[herd]} nats_msgs=${M_RATE[nats]} rabbitmq_msgs=${M_RATE[rabbitmq]} ratio_nats=$r_nats goal_nats=$GOAL_NATS $v_nats ratio_rabbitmq=$r_rabbit goal_rabbitmq=$GOAL_RABBIT $v_rabbit goal=both $verdict herd_fsync=every-ack rabbitmq_queue=$RABBIT_QUEUE_TYPE in_flight=$IN_FLIGHT bytes=$MSG_BYTES $cpu$free"
+result "P4-p99 herd_p99_ms=${M_P99[herd]} nats_p99_ms=${M_P99[nats]} goal=herd<=nats $p99_goal rabbitmq_p99_ms=${M_P99[rabbitmq]} herd_backlog=${M_BACKLOG[herd]} herd_drain_msgs=${M_DRAIN[herd]} herd_p50_ms=${M_P50[herd]} nats_p50_ms=${M_P50[nats]} rabbitmq_p50_ms=${M_P50[rabbitmq]} $cpu$([ "$PIN_BROKERS" = 1 ] && echo " unpinned: nats_p99_ms=${M_P99[nats_free]} rabbitmq_p99_ms=${M_P99[rabbitmq_free]}")"
 lost_all=0 dup_all=0; for c in "${CONTENDERS[@]}"; do lost_all=$((lost_all + ${LOST[$c]:-0})); dup_all=$((dup_all + ${DUPS[$c]:-0})); done
-result "P4-count lost=herd:${LOST[herd]:-n/a},rabbitmq:${LOST[rabbitmq]:-n/a},nats:${LOST[nats]:-n/a}$([ "$HERD_BACKENDS" = 1 ] && echo ",herd_rabbitmq:${LOST[herd_rabbitmq]:-n/a},herd_jetstream:${LOST[herd_jetstream]:-n/a}") duplicates=herd:${DUPS[herd]:-n/a},rabbitmq:${DUPS[rabbitmq]:-n/a},nats:${DUPS[nats]:-n/a}$([ "$HERD_BACKENDS" = 1 ] && echo ",herd_rabbitmq:${DUPS[herd_rabbitmq]:-n/a},herd_jetstream:${DUPS[herd_jetstream]:-n/a}") goal=0-lost $([ "$lost_all" -eq 0 ] && echo met || echo missed)"
+result "P4-count lost=herd:${LOST[herd]:-n/a}$([ "$BULK" = 1 ] && echo ",herd_bulk:${LOST[herd_bulk]:-n/a}"),rabbitmq:${LOST[rabbitmq]:-n/a},nats:${LOST[nats]:-n/a}$([ "$HERD_BACKENDS" = 1 ] && echo ",herd_rabbitmq:${LOST[herd_rabbitmq]:-n/a},herd_jetstream:${LOST[herd_jetstream]:-n/a}") duplicates=herd:${DUPS[herd]:-n/a}$([ "$BULK" = 1 ] && echo ",herd_bulk:${DUPS[herd_bulk]:-n/a}"),rabbitmq:${DUPS[rabbitmq]:-n/a},nats:${DUPS[nats]:-n/a}$([ "$HERD_BACKENDS" = 1 ] && echo ",herd_rabbitmq:${DUPS[herd_rabbitmq]:-n/a},herd_jetstream:${DUPS[herd_jetstream]:-n/a}") goal=0-lost $([ "$lost_all" -eq 0 ] && echo met || echo missed)"
 if [ "$HERD_BACKENDS" = 1 ]; then
-  result "P4-backends herd_rabbitmq_msgs=${M_RATE[herd_rabbitmq]} ratio_to_rabbitmq=$(ratio "${M_RATE[herd_rabbitmq]}" "${M_RATE[rabbitmq]}") herd_rabbitmq_p99_ms=${M_P99[herd_rabbitmq]} herd_jetstream_msgs=${M_RATE[herd_jetstream]} ratio_to_nats=$(ratio "${M_RATE[herd_jetstream]}" "${M_RATE[nats]}") herd_jetstream_p99_ms=${M_P99[herd_jetstream]} goal=reported $cpu"
+  r_hr=$(ratio "${M_RATE[herd_rabbitmq]}" "${M_RATE[rabbitmq]}"); r_hj=$(ratio "${M_RATE[herd_jetstream]}" "${M_RATE[nats]}")
+  v_b=met; [ "$(meets "$r_hr" '>=' 0.8)" = met ] && [ "$(meets "$r_hj" '>=' 0.8)" = met ] || v_b=missed
+  free=""
+  [ "$PIN_BROKERS" = 1 ] && free=" unpinned: herd_rabbitmq_msgs=${M_RATE[herd_rabbitmq_free]} ratio_to_rabbitmq=$(ratio "${M_RATE[herd_rabbitmq_free]}" "${M_RATE[rabbitmq_free]}") herd_jetstream_msgs=${M_RATE[herd_jetstream_free]} ratio_to_nats=$(ratio "${M_RATE[herd_jetstream_free]}" "${M_RATE[nats_free]}")"
+  result "P4-backends herd_rabbitmq_msgs=${M_RATE[herd_rabbitmq]} ratio_to_rabbitmq=$r_hr herd_rabbitmq_p99_ms=${M_P99[herd_rabbitmq]} rabbitmq_p99_ms=${M_P99[rabbitmq]} herd_jetstream_msgs=${M_RATE[herd_jetstream]} ratio_to_nats=$r_hj herd_jetstream_p99_ms=${M_P99[herd_jetstream]} nats_p99_ms=${M_P99[nats]} goal=0.8 $v_b $cpu$free"
 fi
 say "elapsed ${SECONDS}s"
 exit "$status"

@@ -5,9 +5,9 @@
 //! herd.toml and Dapr `Subscription` files (`delivery/discovery.rs`). Each subscription consumes
 //! its topic as the consumer group named after the service, so the service's instances share
 //! the messages and every subscribing service gets all of them. This module runs the consumers
-//! and settles each message by the app's verdict; `delivery/post.rs` is the POST itself and
+//! and settles each message by the app's verdict; `delivery/post.rs` is the POST itself,
 //! `delivery/span.rs` the CONSUMER span each delivery runs in, `delivery/settle.rs` the
-//! dead-letter topic and the delivery metrics.
+//! acknowledgement, retry or dead letter that follows a verdict and the delivery metrics.
 //!
 //! For an app with `app_protocol = "grpc"` the same happens over Dapr's `AppCallback` service
 //! (`grpc/callback.rs`): `ListTopicSubscriptions` instead of `GET /dapr/subscribe`, and
@@ -16,7 +16,8 @@
 //!
 //! A delivery is the CloudEvent POSTed to the route (the first rule whose `event.type` matches,
 //! else the default; with rules only and no match, the message is not delivered but
-//! dead-lettered or acknowledged, as daprd does) on one of the service's ready endpoints, round robin, with the headers
+//! dead-lettered or acknowledged, as daprd does) on one of the service's ready endpoints, round
+//! robin, with the headers
 //! Dapr sets (`traceparent`, and `pubsubname` naming the component, which the SDKs hand their
 //! handlers). The answer decides: 2xx with no body or `{"status":"SUCCESS"}` acknowledges;
 //! `{"status":"DROP"}` or a 404 drops (to the dead-letter topic when one is set);
@@ -32,8 +33,22 @@
 //! broker, due when the breaker lets a trial through). Once a policy's retries are used up the
 //! message goes to the dead-letter topic at once, or without one back to the broker as above.
 //! Without a policy a delivery is one POST, and the broker's redelivery is the retry.
+//!
+//! A subscription with Dapr's `bulkSubscribe` gets its messages in batches instead
+//! (`delivery/bulk.rs`): one POST of Dapr's bulk envelope, one status per entry, each entry then
+//! settled as above (`delivery/settle.rs`). An entry no rule matches, with no default route, is
+//! dead-lettered or acknowledged without being sent, as above. daprd sends a gRPC app its
+//! batches over `OnBulkTopicEventAlpha1`, which herd does not call: a bulk subscription of a
+//! gRPC app is delivered one `OnTopicEvent` per message (said once in the log).
+//!
+//! Back-pressure: the consumer hands out at most `max_in_flight` deliveries that are not yet
+//! settled (for a bulk subscription at least one batch), so an app that stops answering holds
+//! that many messages in herd and no more; the rest wait in the broker, and the service's other
+//! subscriptions go on.
 
+mod bulk;
 mod discovery;
+mod event;
 mod post;
 mod settle;
 mod span;
@@ -45,7 +60,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herd_config::{AppProtocol, SubscriptionSpec};
-use herd_pubsub::{ConsumeOptions, Delivery, Nack, PubSub};
+use herd_pubsub::{ConsumeOptions, Delivery, PubSub};
 use herd_resilience::{Outcome, Policies, Policy, RunError};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -57,7 +72,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::components::{Block, Components};
-use settle::{InFlight, count, dead_letter, why};
 
 /// The ready endpoints of a service, as the supervisor publishes them.
 pub type Endpoints = watch::Receiver<Arc<Vec<SocketAddr>>>;
@@ -173,11 +187,19 @@ async fn run_app(
 /// Waits for the subscription's broker, then consumes until `stop`.
 async fn run_subscription(
     app: App,
-    sub: SubscriptionSpec,
+    mut sub: SubscriptionSpec,
     components: Arc<Components>,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
+    if app.grpc.is_some() && sub.bulk.take().is_some() {
+        tracing::warn!(
+            "{}: subscription to {}/{}: bulk subscribe is not offered to gRPC apps (no OnBulkTopicEventAlpha1); each message is delivered with OnTopicEvent",
+            app.service,
+            sub.pubsub,
+            sub.topic
+        );
+    }
     let broker = loop {
         let component = components
             .find(&sub.pubsub, &app.service)
@@ -202,7 +224,10 @@ async fn run_subscription(
         }
     };
     let options = ConsumeOptions {
-        max_in_flight: sub.max_in_flight,
+        // A bulk subscription needs room for a whole batch.
+        max_in_flight: sub
+            .max_in_flight
+            .max(sub.bulk.map_or(0, |b| b.max_messages)),
         ack_timeout: DELIVERY_TIMEOUT + Duration::from_secs(5),
     };
     let mut consumer = loop {
@@ -229,6 +254,23 @@ async fn run_subscription(
     // Listed (with nothing in flight) before its first delivery.
     InFlight::gauge(&sub, &app.service).set(0.0);
     let sub = Arc::new(sub);
+    // A bulk subscription's deliveries go to its batcher, which spawns one task per batch.
+    let batches = sub.bulk.map(|settings| {
+        let (tx, rx) = tokio::sync::mpsc::channel(settings.max_messages as usize);
+        tracker.spawn(bulk::batcher(
+            bulk::Batching {
+                app: app.clone(),
+                sub: sub.clone(),
+                broker: broker.clone(),
+                policy: policy.clone(),
+                settings,
+                stop: stop.clone(),
+                tracker: tracker.clone(),
+            },
+            rx,
+        ));
+        tx
+    });
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return,
@@ -241,6 +283,13 @@ async fn run_subscription(
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Some(Ok(delivery)) if batches.is_some() => {
+                let batches = batches.as_ref().expect("a bulk subscription");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    sent = batches.send(delivery) => if sent.is_err() { return },
                 }
             }
             Some(Ok(delivery)) => {
@@ -285,32 +334,29 @@ fn verdict(status: http::StatusCode, body: &[u8]) -> Verdict {
         .and_then(|s| s.status)
     {
         None => Verdict::Ack,
-        Some(s) => match s.to_ascii_uppercase().as_str() {
-            "SUCCESS" | "" => Verdict::Ack,
-            "DROP" => Verdict::Drop,
-            _ => Verdict::Retry,
-        },
+        Some(s) => status_verdict(&s, Verdict::Ack),
     }
 }
 
-/// The path for an event: the first rule matching its type, else the default route; `None`
-/// when it matches no rule and the subscription has no default route (rules only).
-fn path_for<'a>(sub: &'a SubscriptionSpec, event: &serde_json::Value) -> Option<&'a str> {
-    let kind = event.get("type").and_then(|t| t.as_str());
+/// An answer's `status`: SUCCESS acknowledges, DROP drops, RETRY retries; `empty` for `""`.
+fn status_verdict(status: &str, empty: Verdict) -> Verdict {
+    match status.to_ascii_uppercase().as_str() {
+        "SUCCESS" => Verdict::Ack,
+        "" => empty,
+        "DROP" => Verdict::Drop,
+        _ => Verdict::Retry,
+    }
+}
+
+/// The path for an event of type `kind`: the first rule matching it, else the default route;
+/// `None` when it matches no rule and the subscription has no default route (rules only). A
+/// subscription with neither rules nor a route (only a gRPC app's) takes every event on `""`.
+fn path_for<'a>(sub: &'a SubscriptionSpec, kind: Option<&str>) -> Option<&'a str> {
     sub.rules
         .iter()
         .find(|(t, _)| Some(t.as_str()) == kind)
         .map(|(_, p)| p.as_str())
-        .or_else(|| Some(sub.route.as_str()).filter(|r| !r.is_empty()))
-}
-
-/// Backoff before redelivery `attempt + 1`: exponential from 100 ms, capped at 10 s, full
-/// jitter.
-fn backoff(attempt: u32) -> Duration {
-    let cap = Duration::from_millis(100)
-        .saturating_mul(1 << attempt.saturating_sub(1).min(7))
-        .min(Duration::from_secs(10));
-    cap.mul_f64(fastrand::f64())
+        .or_else(|| (!sub.route.is_empty() || sub.rules.is_empty()).then_some(sub.route.as_str()))
 }
 
 /// Shutting down: the message is left to the broker's redelivery.
@@ -325,23 +371,42 @@ fn delivery_outcome(result: &Result<Verdict, Stopping>) -> Outcome {
     }
 }
 
-/// POSTs the message under `policy` (each attempt to the next ready instance); the app's last
-/// verdict, and the delay the breaker asks for when it refused. `None` when shutting down.
+/// POSTs the message to `path` under `policy` (each attempt to the next ready instance), or
+/// calls `OnTopicEvent` for a gRPC app; the app's last verdict, and the delay the breaker asks
+/// for when it refused. `None` when shutting down.
 async fn attempt(
     app: &App,
     sub: &SubscriptionSpec,
     policy: &Policy,
-    (path, event): (&str, &serde_json::Value),
+    (path, head): (&str, &event::EventHead),
     body: &Bytes,
     stop: &CancellationToken,
 ) -> Option<(Verdict, Option<Duration>)> {
+    // OnTopicEvent carries the event's data and attributes in fields: the whole event is read,
+    // once for all attempts. An HTTP app gets the bytes as they are.
+    let event: Option<serde_json::Value> = app
+        .grpc
+        .is_some()
+        .then(|| serde_json::from_slice(body).unwrap_or_default());
     let run = policy.run(
         |_| {
             let mut app = app.clone();
             let body = body.clone();
+            let event = event.as_ref();
             async move {
                 let addr = app.endpoint(stop).await.ok_or(Stopping)?;
-                Ok(post::post(&app, addr, path, sub, event, body).await)
+                let traceparent = head.traceparent.as_deref();
+                Ok(match (&app.grpc, event) {
+                    (Some(channels), Some(event)) => {
+                        let call = post::Call {
+                            event,
+                            body: &body,
+                            traceparent,
+                        };
+                        post::over_grpc(channels, addr, path, sub, call).await
+                    }
+                    _ => post::post(&app, addr, path, &sub.pubsub, traceparent, body).await,
+                })
             }
         },
         delivery_outcome,
@@ -358,57 +423,55 @@ async fn attempt(
     }
 }
 
+/// One message: POSTed under the policy, then settled by the app's verdict.
 async fn deliver(
     app: App,
     sub: Arc<SubscriptionSpec>,
     broker: Arc<dyn PubSub>,
     policy: Arc<Policy>,
     delivery: Box<dyn Delivery>,
+    head: event::EventHead,
     stop: CancellationToken,
 ) {
-    let _in_flight = InFlight::start(&sub, &app.service);
-    let event: serde_json::Value = serde_json::from_slice(delivery.data()).unwrap_or_default();
-    let body = delivery.data().clone();
-    // For a gRPC app the default route is always there, possibly empty (daprd's catch-all rule).
-    let Some(path) = path_for(&sub, &event).or(app.grpc.is_some().then_some("")) else {
-        // As daprd: an event no rule matches, without a default route, is not delivered; it
-        // goes to the dead-letter topic when there is one, else it is acknowledged.
-        let outcome = match &sub.dead_letter_topic {
-            Some(_) => dead_letter(&app, &sub, &broker, delivery, "matched no route").await,
-            None => {
-                tracing::debug!(
-                    "{}: message on {}/{} matched no route; acknowledged without delivery",
-                    app.service,
-                    sub.pubsub,
-                    sub.topic
-                );
-                delivery.ack().await.map(|()| "unrouted")
-            }
-        };
-        count(&app, &sub, outcome);
+    let _in_flight = InFlight::start(&sub, &app.service, 1);
+    let Some(path) = path_for(&sub, head.kind.as_deref()) else {
+        // As daprd: an event no rule matches, without a default route, is not delivered.
+        settle::unrouted(&app, &sub, &broker, delivery).await;
         return;
     };
-    let Some((verdict, refused)) = attempt(&app, &sub, &policy, (path, &event), &body, &stop).await
+    let body = delivery.data().clone();
+    let Some((verdict, refused)) = attempt(&app, &sub, &policy, (path, &head), &body, &stop).await
     else {
         return; // shutting down: the broker redelivers
     };
-    // The policy's retries were used up (not refused by its breaker): dead-letter now when the
-    // subscription has a topic for it.
-    let exhausted = refused.is_none() && policy.retry().is_some();
-    let outcome = match verdict {
-        Verdict::Ack => delivery.ack().await.map(|()| "success"),
-        Verdict::Retry if exhausted && sub.dead_letter_topic.is_some() => {
-            dead_letter(&app, &sub, &broker, delivery, why(verdict)).await
-        }
-        Verdict::Retry if delivery.attempt() < sub.max_deliveries => {
-            let delay = refused.unwrap_or_else(|| backoff(delivery.attempt()));
-            delivery.nack(Nack::Retry(delay)).await.map(|()| "retry")
-        }
-        Verdict::Retry | Verdict::Drop => {
-            dead_letter(&app, &sub, &broker, delivery, why(verdict)).await
-        }
-    };
-    count(&app, &sub, outcome);
+    settle::settle(&app, &sub, &broker, &policy, delivery, verdict, refused).await;
+}
+
+/// Deliveries counted in `herd_pubsub_in_flight` from their start until dropped, however they
+/// end.
+struct InFlight(metrics::Gauge, f64);
+
+impl InFlight {
+    fn gauge(sub: &SubscriptionSpec, app: &str) -> metrics::Gauge {
+        metrics::gauge!(
+            "herd_pubsub_in_flight",
+            "pubsub" => sub.pubsub.clone(),
+            "topic" => sub.topic.clone(),
+            "app" => app.to_string()
+        )
+    }
+
+    fn start(sub: &SubscriptionSpec, app: &str, n: usize) -> Self {
+        let gauge = Self::gauge(sub, app);
+        gauge.increment(n as f64);
+        Self(gauge, n as f64)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(self.1);
+    }
 }
 
 #[cfg(test)]

@@ -177,6 +177,25 @@ pub(crate) fn subscriptions(
         if max_in_flight == 0 {
             c.err(&at.key("max_in_flight"), "must be at least 1");
         }
+        let bulk = s.bulk_subscribe.as_ref().and_then(|b| {
+            if b.max_messages_count == Some(0) {
+                c.err(
+                    &at.key("bulk_subscribe").key("max_messages_count"),
+                    "must be at least 1",
+                );
+            }
+            crate::BulkSubscribe::from_dapr(
+                b.enabled,
+                b.max_messages_count,
+                b.max_await_duration_ms,
+            )
+        });
+        if bulk.is_some() && s.in_order {
+            c.err(
+                &at.key("bulk_subscribe"),
+                "in_order delivers one message at a time; a bulk subscription cannot keep order",
+            );
+        }
         let max_deliveries = s.max_deliveries.unwrap_or(10);
         if max_deliveries == 0 {
             c.err(&at.key("max_deliveries"), "must be at least 1");
@@ -191,6 +210,7 @@ pub(crate) fn subscriptions(
             max_in_flight: if s.in_order { 1 } else { max_in_flight },
             in_order: s.in_order,
             max_deliveries,
+            bulk,
         });
     }
     out

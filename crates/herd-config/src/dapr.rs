@@ -45,6 +45,17 @@ struct Spec {
     route: Option<String>,
     routes: Option<Routes>,
     dead_letter_topic: Option<String>,
+    bulk_subscribe: Option<DaprBulk>,
+}
+
+/// A Subscription's `spec.bulkSubscribe`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DaprBulk {
+    #[serde(default)]
+    enabled: bool,
+    max_messages_count: Option<u32>,
+    max_await_duration_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +252,13 @@ fn subscription(
             max_in_flight: 16,
             in_order: false,
             max_deliveries: 10,
+            bulk: spec.bulk_subscribe.as_ref().and_then(|b| {
+                crate::BulkSubscribe::from_dapr(
+                    b.enabled,
+                    b.max_messages_count,
+                    b.max_await_duration_ms,
+                )
+            }),
         });
     }
 }

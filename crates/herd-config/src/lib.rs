@@ -36,7 +36,9 @@ use std::sync::Arc;
 
 pub use api::{DEFAULT_PUBSUB, DEFAULT_STORE};
 pub use dapr::load_resources;
-pub use model::{ApiSpec, ComponentSpec, MeshSpec, MeshTls, Origin, SubscriptionSpec};
+pub use model::{
+    ApiSpec, BulkSubscribe, ComponentSpec, MeshSpec, MeshTls, Origin, SubscriptionSpec,
+};
 pub use model::{
     AppProtocol, Backoff, Balance, BreakerConfig, Config, GatewaySpec, HealthSpec, Limits,
     ListenerSpec, LogSettings, OutlierSpec, Readiness, ReadyMode, Regions, RestartPolicy,

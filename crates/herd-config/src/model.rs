@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 pub use herd_resilience::{Backoff, BreakerConfig, Resiliency, Trip};
 
-pub use api::{ApiSpec, ComponentSpec, Origin, SubscriptionSpec};
+pub use api::{ApiSpec, BulkSubscribe, ComponentSpec, Origin, SubscriptionSpec};
 pub use gateway::{
     Balance, GatewaySpec, HealthSpec, Limits, ListenerSpec, OutlierSpec, Regions, RetrySpec,
     RouteSpec, Target, TlsFiles, UpstreamSpec,

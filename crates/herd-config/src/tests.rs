@@ -651,3 +651,37 @@ fn telemetry_table_is_checked_with_lines() {
     let e = single_error("[telemetry]\nendpoint = \"http://x\"\n");
     assert!(e.to_string().contains("endpoint"), "{e}");
 }
+
+#[test]
+fn bulk_subscribe_takes_daprs_defaults_and_bad_settings_name_their_key() {
+    let base = "[api]\n[[service]]\nname = \"s\"\ncommand = [\"sh\"]\n\n[[subscription]]\nservice = \"s\"\npubsub = \"pubsub\"\ntopic = \"t\"\nroute = \"/t\"\n";
+    let c = load_str(&format!(
+        "{base}bulk_subscribe = {{ max_await_duration_ms = 50 }}\n"
+    ))
+    .unwrap();
+    let bulk = c.subscriptions[0].bulk.expect("bulk on");
+    assert_eq!(bulk.max_messages, 100);
+    assert_eq!(bulk.max_await, Duration::from_millis(50));
+    let c = load_str(&format!("{base}bulk_subscribe = {{ enabled = false }}\n")).unwrap();
+    assert_eq!(c.subscriptions[0].bulk, None);
+    let keys = error_keys(&format!(
+        "{base}in_order = true\nbulk_subscribe = {{ max_messages_count = 0 }}\n"
+    ));
+    assert!(
+        keys.contains(&(
+            "subscription[0].bulk_subscribe.max_messages_count".into(),
+            Some(12)
+        )),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|(k, _)| k == "subscription[0].bulk_subscribe"),
+        "{keys:?}"
+    );
+    let keys = error_keys(&format!("{base}bulk_subscribe = {{ max = 1 }}\n"));
+    assert!(
+        keys.iter().any(|(k, _)| k.contains("bulk_subscribe")),
+        "{keys:?}"
+    );
+}

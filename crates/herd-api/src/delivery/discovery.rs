@@ -45,6 +45,17 @@ struct Programmatic {
     route: Option<String>,
     routes: Option<Routes>,
     dead_letter_topic: Option<String>,
+    bulk_subscribe: Option<Bulk>,
+}
+
+/// A programmatic subscription's `bulkSubscribe`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Bulk {
+    #[serde(default)]
+    enabled: bool,
+    max_messages_count: Option<u32>,
+    max_await_duration_ms: Option<u64>,
 }
 
 /// A programmatic subscription's `routes`.
@@ -137,6 +148,13 @@ async fn ask_grpc(
                         .collect(),
                 }),
                 dead_letter_topic: Some(s.dead_letter_topic),
+                // Read so the subscription says what the app asked for; a gRPC app's
+                // subscription is delivered one message at a time (see `run_subscription`).
+                bulk_subscribe: s.bulk_subscribe.map(|b| Bulk {
+                    enabled: b.enabled,
+                    max_messages_count: u32::try_from(b.max_messages_count).ok(),
+                    max_await_duration_ms: u64::try_from(b.max_await_duration_ms).ok(),
+                }),
             }
         })
         .collect())
@@ -144,7 +162,9 @@ async fn ask_grpc(
 
 /// One entry of the answer as a subscription. Like daprd, `routes.default` wins over `route`,
 /// and a subscription may have rules only: an event matching none of them is not delivered
-/// (see `path_for`). An entry with neither is skipped, as daprd has nowhere to send it.
+/// (see `path_for`). An entry with neither is skipped for an HTTP app, as daprd has nowhere to
+/// send it; a gRPC app gets its events on the empty path then, as daprd gives it a default
+/// route of `""` when it names none.
 fn programmatic(service: &str, p: Programmatic, grpc: bool) -> Option<SubscriptionSpec> {
     let routes = p.routes.unwrap_or_default();
     let rules: Vec<(String, String)> = routes
@@ -168,8 +188,6 @@ fn programmatic(service: &str, p: Programmatic, grpc: bool) -> Option<Subscripti
         .or(p.route)
         .filter(|r| !r.is_empty())
         .unwrap_or_default();
-    // A gRPC app's default route may be empty: daprd then calls OnTopicEvent with an empty path,
-    // which is the SDKs' catch-all handler (see `deliver`).
     if route.is_empty() && rules.is_empty() && !grpc {
         tracing::warn!(
             "{service}: subscription to {}/{} has no route and no rules; skipped",
@@ -188,6 +206,13 @@ fn programmatic(service: &str, p: Programmatic, grpc: bool) -> Option<Subscripti
         max_in_flight: 16,
         in_order: false,
         max_deliveries: 10,
+        bulk: p.bulk_subscribe.and_then(|b| {
+            herd_config::BulkSubscribe::from_dapr(
+                b.enabled,
+                b.max_messages_count,
+                b.max_await_duration_ms,
+            )
+        }),
     })
 }
 
@@ -289,5 +314,30 @@ mod tests {
         assert_eq!(both[0].route, "/new");
         let nothing = entries(r#"[{"pubsubname":"p","topic":"t"}]"#);
         assert!(nothing.is_empty());
+        // A gRPC app that names no route gets its events on the empty path, as from daprd.
+        let p: Programmatic = serde_json::from_str(r#"{"pubsubname":"p","topic":"t"}"#).unwrap();
+        let grpc = programmatic("svc", p, true).expect("kept for a gRPC app");
+        assert_eq!((grpc.route.as_str(), grpc.rules.len()), ("", 0));
+    }
+
+    #[test]
+    fn bulk_subscribe_is_read_with_daprs_defaults() {
+        let subs = entries(
+            r#"[{"pubsubname":"p","topic":"a","route":"/a","bulkSubscribe":{"enabled":true,"maxMessagesCount":5}},
+                {"pubsubname":"p","topic":"b","route":"/b","bulkSubscribe":{"enabled":false,"maxMessagesCount":5}},
+                {"pubsubname":"p","topic":"c","routes":{"rules":[{"match":"event.type == \"x\"","path":"/x"}]},
+                 "bulkSubscribe":{"enabled":true,"maxAwaitDurationMs":20}}]"#,
+        );
+        let bulk = subs[0].bulk.expect("enabled");
+        assert_eq!(bulk.max_messages, 5);
+        assert_eq!(bulk.max_await, Duration::from_millis(1000));
+        assert_eq!(subs[1].bulk, None);
+        // Rules only and bulk together.
+        assert_eq!(subs[2].route, "");
+        let bulk = subs[2].bulk.expect("enabled");
+        assert_eq!(
+            (bulk.max_messages, bulk.max_await),
+            (100, Duration::from_millis(20))
+        );
     }
 }

@@ -1,16 +1,82 @@
-//! Settling a message that leaves a subscription without an acknowledgement of the app: the
-//! dead-letter topic (or a logged drop), and the delivery metrics
-//! (`herd_pubsub_deliveries_total`, `herd_pubsub_in_flight`).
+//! What follows an app's verdict on one message: acknowledge, hand it back to the broker with
+//! a backoff, or move it to the dead-letter topic (or drop it without one), and count it in
+//! `herd_pubsub_deliveries_total`. Single and bulk deliveries end here alike, and so does a
+//! message no route takes (rules only, none matching), which is never sent to the app.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use herd_config::SubscriptionSpec;
-use herd_pubsub::{Delivery, Message, PubSub};
+use herd_pubsub::{Delivery, Message, Nack, PubSub, PubSubError};
+use herd_resilience::Policy;
 
 use super::{App, Verdict};
 
+/// Backoff before redelivery `attempt + 1`: exponential from 100 ms, capped at 10 s, full
+/// jitter.
+pub(super) fn backoff(attempt: u32) -> Duration {
+    let cap = Duration::from_millis(100)
+        .saturating_mul(1 << attempt.saturating_sub(1).min(7))
+        .min(Duration::from_secs(10));
+    cap.mul_f64(fastrand::f64())
+}
+
+/// Settles `delivery` by `verdict`; `refused` is the delay the policy's breaker asked for when
+/// it refused the POST.
+pub(super) async fn settle(
+    app: &App,
+    sub: &SubscriptionSpec,
+    broker: &Arc<dyn PubSub>,
+    policy: &Policy,
+    delivery: Box<dyn Delivery>,
+    verdict: Verdict,
+    refused: Option<Duration>,
+) {
+    // The policy's retries were used up (not refused by its breaker): dead-letter now when the
+    // subscription has a topic for it.
+    let exhausted = refused.is_none() && policy.retry().is_some();
+    let outcome = match verdict {
+        Verdict::Ack => delivery.ack().await.map(|()| "success"),
+        Verdict::Retry if exhausted && sub.dead_letter_topic.is_some() => {
+            dead_letter(app, sub, broker, delivery, why(verdict)).await
+        }
+        Verdict::Retry if delivery.attempt() < sub.max_deliveries => {
+            let delay = refused.unwrap_or_else(|| backoff(delivery.attempt()));
+            delivery.nack(Nack::Retry(delay)).await.map(|()| "retry")
+        }
+        Verdict::Retry | Verdict::Drop => {
+            dead_letter(app, sub, broker, delivery, why(verdict)).await
+        }
+    };
+    count(app, sub, outcome);
+}
+
+/// Settles a message that matched no rule of a subscription without a default route: as daprd
+/// does, it is not delivered but goes to the dead-letter topic when there is one, else it is
+/// acknowledged (outcome `unrouted`).
+pub(super) async fn unrouted(
+    app: &App,
+    sub: &SubscriptionSpec,
+    broker: &Arc<dyn PubSub>,
+    delivery: Box<dyn Delivery>,
+) {
+    let outcome = match &sub.dead_letter_topic {
+        Some(_) => dead_letter(app, sub, broker, delivery, "matched no route").await,
+        None => {
+            tracing::debug!(
+                "{}: message on {}/{} matched no route; acknowledged without delivery",
+                app.service,
+                sub.pubsub,
+                sub.topic
+            );
+            delivery.ack().await.map(|()| "unrouted")
+        }
+    };
+    count(app, sub, outcome);
+}
+
 /// Why a message the app did not take leaves the subscription.
-pub(super) fn why(verdict: Verdict) -> &'static str {
+fn why(verdict: Verdict) -> &'static str {
     match verdict {
         Verdict::Drop => "dropped by the app",
         _ => "failed too often",
@@ -18,11 +84,7 @@ pub(super) fn why(verdict: Verdict) -> &'static str {
 }
 
 /// Counts a settled message in `herd_pubsub_deliveries_total` by its outcome.
-pub(super) fn count(
-    app: &App,
-    sub: &SubscriptionSpec,
-    outcome: Result<&'static str, herd_pubsub::PubSubError>,
-) {
+fn count(app: &App, sub: &SubscriptionSpec, outcome: Result<&'static str, PubSubError>) {
     let outcome = outcome.unwrap_or_else(|e| {
         tracing::warn!("{}: settling a message of {}: {e}", app.service, sub.topic);
         "error"
@@ -37,42 +99,15 @@ pub(super) fn count(
     .increment(1);
 }
 
-/// A delivery counted in `herd_pubsub_in_flight` from its start until it is dropped, however
-/// it ends.
-pub(super) struct InFlight(metrics::Gauge);
-
-impl InFlight {
-    pub(super) fn gauge(sub: &SubscriptionSpec, app: &str) -> metrics::Gauge {
-        metrics::gauge!(
-            "herd_pubsub_in_flight",
-            "pubsub" => sub.pubsub.clone(),
-            "topic" => sub.topic.clone(),
-            "app" => app.to_string()
-        )
-    }
-
-    pub(super) fn start(sub: &SubscriptionSpec, app: &str) -> Self {
-        let gauge = Self::gauge(sub, app);
-        gauge.increment(1.0);
-        Self(gauge)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}
-
 /// Moves a message the app dropped or kept failing (or that matched no route) to the
 /// dead-letter topic, or drops it without one.
-pub(super) async fn dead_letter(
+async fn dead_letter(
     app: &App,
     sub: &SubscriptionSpec,
     broker: &Arc<dyn PubSub>,
     delivery: Box<dyn Delivery>,
     why: &str,
-) -> Result<&'static str, herd_pubsub::PubSubError> {
+) -> Result<&'static str, PubSubError> {
     match &sub.dead_letter_topic {
         Some(topic) => {
             let message = Message {

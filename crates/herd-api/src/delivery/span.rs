@@ -1,6 +1,7 @@
 //! Each delivery runs in its CONSUMER span, a child of the `traceparent` its CloudEvent
 //! carries (OpenTelemetry's messaging conventions), so log lines carry the trace id and the
-//! POST to the app names this span as its parent.
+//! POST to the app names this span as its parent. A bulk delivery runs in one CONSUMER span for
+//! its batch, a child of the first entry's context.
 
 use std::sync::Arc;
 
@@ -10,18 +11,10 @@ use herd_resilience::Policy;
 use herd_telemetry::{Traced, context};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use super::event::EventHead;
 use super::{App, deliver};
-
-/// The trace context a CloudEvent carries.
-#[derive(Deserialize, Default)]
-struct EventTrace {
-    id: Option<String>,
-    traceparent: Option<String>,
-    tracestate: Option<String>,
-}
 
 /// One delivery attempt inside its CONSUMER span, a child of the event's `traceparent`: log
 /// lines carry the trace id, and the POST to the app names this span as its parent.
@@ -33,7 +26,7 @@ pub(super) async fn traced(
     delivery: Box<dyn Delivery>,
     stop: CancellationToken,
 ) {
-    let event: EventTrace = serde_json::from_slice(delivery.data()).unwrap_or_default();
+    let event = EventHead::read(delivery.data());
     let parent = event
         .traceparent
         .as_deref()
@@ -57,7 +50,33 @@ pub(super) async fn traced(
             a
         },
     );
-    hop.wrap(deliver(app, sub, broker, policy, delivery, stop))
+    hop.wrap(deliver(app, sub, broker, policy, delivery, event, stop))
         .await;
     hop.end();
+}
+
+/// A batch's CONSUMER span: a child of `parent` (the first entry's context).
+pub(super) fn batch(
+    sub: &SubscriptionSpec,
+    app: &App,
+    parent: Option<&EventHead>,
+    n: usize,
+) -> Traced {
+    let parent =
+        parent.and_then(|e| context::parse(e.traceparent.as_deref()?, e.tracestate.as_deref()));
+    Traced::start(
+        SpanKind::Consumer,
+        format!("process {}", sub.topic),
+        &context::remote(parent),
+        || {
+            vec![
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.operation.name", "process"),
+                KeyValue::new("messaging.destination.name", sub.topic.clone()),
+                KeyValue::new("messaging.consumer.group.name", app.service.clone()),
+                KeyValue::new("messaging.batch.message_count", n as i64),
+                KeyValue::new("herd.pubsub", sub.pubsub.clone()),
+            ]
+        },
+    )
 }

@@ -2,6 +2,7 @@
 //! policy's outcomes and the backoff.
 
 use super::post::delivery_request;
+use super::settle::backoff;
 use super::*;
 
 #[test]
@@ -29,28 +30,36 @@ fn rules_pick_the_path_by_event_type() {
         max_in_flight: 1,
         in_order: true,
         max_deliveries: 3,
+        bulk: None,
     };
-    let created = serde_json::json!({"type": "order.created"});
-    let other = serde_json::json!({"type": "order.paid"});
-    assert_eq!(path_for(&sub, &created), Some("/created"));
-    assert_eq!(path_for(&sub, &other), Some("/default"));
+    assert_eq!(path_for(&sub, Some("order.created")), Some("/created"));
+    assert_eq!(path_for(&sub, Some("order.paid")), Some("/default"));
+    assert_eq!(path_for(&sub, None), Some("/default"));
     let rules_only = SubscriptionSpec {
         route: String::new(),
         ..sub
     };
-    assert_eq!(path_for(&rules_only, &created), Some("/created"));
-    assert_eq!(path_for(&rules_only, &other), None);
+    assert_eq!(
+        path_for(&rules_only, Some("order.created")),
+        Some("/created")
+    );
+    assert_eq!(path_for(&rules_only, Some("order.paid")), None);
+    assert_eq!(path_for(&rules_only, None), None);
+    // A gRPC app's subscription without any route: everything on the empty path, as daprd.
+    let no_routes = SubscriptionSpec {
+        rules: vec![],
+        ..rules_only
+    };
+    assert_eq!(path_for(&no_routes, Some("order.paid")), Some(""));
 }
 
 #[test]
 fn deliveries_carry_dapr_headers() {
-    let event = serde_json::json!({
-        "id": "1",
-        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-    });
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let addr: SocketAddr = ([127, 0, 0, 1], 8080).into();
-    let body = Bytes::from(event.to_string());
-    let r = delivery_request(addr, "/orders", "pubsub", &event, body).unwrap();
+    let ce = "application/cloudevents+json";
+    let body = Bytes::from_static(b"{}");
+    let r = delivery_request(addr, "/orders", "pubsub", ce, Some(tp), body).unwrap();
     assert_eq!(r.method(), http::Method::POST);
     assert_eq!(r.uri(), "http://127.0.0.1:8080/orders");
     let h = r.headers();
@@ -60,8 +69,7 @@ fn deliveries_carry_dapr_headers() {
         h["traceparent"],
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     );
-    let bare = serde_json::json!({"id": "2"});
-    let r = delivery_request(addr, "/", "other", &bare, Bytes::new()).unwrap();
+    let r = delivery_request(addr, "/", "other", ce, None, Bytes::new()).unwrap();
     assert!(r.headers().get("traceparent").is_none());
     assert_eq!(r.headers()["pubsubname"], "other");
 }

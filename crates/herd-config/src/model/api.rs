@@ -77,6 +77,35 @@ pub struct SubscriptionSpec {
     pub in_order: bool,
     /// Deliveries before dead-lettering.
     pub max_deliveries: u32,
+    /// Dapr's bulk subscribe: messages POSTed to the app in batches; `None`: one by one.
+    pub bulk: Option<BulkSubscribe>,
+}
+
+/// Dapr's `bulkSubscribe` settings of a subscription: a batch goes to the app once it holds
+/// `max_messages` messages or `max_await` after its first message arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkSubscribe {
+    /// Messages per batch at most (Dapr's `maxMessagesCount`, default 100).
+    pub max_messages: u32,
+    /// How long a batch waits to fill (Dapr's `maxAwaitDurationMs`, default 1000 ms).
+    pub max_await: std::time::Duration,
+}
+
+impl BulkSubscribe {
+    /// Dapr's settings from `bulkSubscribe`'s fields: `None` unless `enabled`; a missing or
+    /// zero count or duration takes Dapr's default.
+    pub fn from_dapr(
+        enabled: bool,
+        max_messages: Option<u32>,
+        max_await_ms: Option<u64>,
+    ) -> Option<Self> {
+        enabled.then(|| Self {
+            max_messages: max_messages.filter(|&n| n > 0).unwrap_or(100),
+            max_await: std::time::Duration::from_millis(
+                max_await_ms.filter(|&ms| ms > 0).unwrap_or(1000),
+            ),
+        })
+    }
 }
 
 impl SubscriptionSpec {

@@ -101,6 +101,27 @@ pub struct RawSubscription {
     /// Deliveries of one message before it is dead-lettered (or dropped without a dead-letter
     /// topic). Default: 10.
     pub max_deliveries: Option<u32>,
+    /// Dapr's bulk subscribe: `{ enabled = true, max_messages_count = 100,
+    /// max_await_duration_ms = 1000 }` POSTs messages to the app in batches (Dapr's bulk
+    /// envelope; the app answers a status per entry). Default: off.
+    pub bulk_subscribe: Option<RawBulkSubscribe>,
+}
+
+/// A subscription's `bulk_subscribe`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBulkSubscribe {
+    /// On or off. Default: true once the table is there.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Messages per batch at most. Default: 100.
+    pub max_messages_count: Option<u32>,
+    /// Milliseconds a batch waits to fill after its first message. Default: 1000.
+    pub max_await_duration_ms: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A routing rule of a subscription.

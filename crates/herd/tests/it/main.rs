@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 mod api_limits;
+mod backpressure;
 mod badinput;
+mod bulk;
 mod cluster;
 mod config;
 mod control;
