@@ -5,7 +5,6 @@
 //! it); a log that opens takes a publish and delivers it to a new group, after whatever it
 //! already held for the topic.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::{ConsumeOptions, EmbeddedLog, Message, PubSub};
@@ -15,18 +14,7 @@ const READ: usize = 64;
 
 /// `data` as the log's file.
 pub fn recover(data: &[u8]) {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "herd-fuzz-log-{}-{}.redb",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&path, data).expect("write");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    herd_storage::fuzzing::with_file("herd-fuzz-log", data, |path| async move {
         let log = match EmbeddedLog::open(&path, Default::default()) {
             Ok(log) => log,
             Err(e) => {
@@ -59,6 +47,4 @@ pub fn recover(data: &[u8]) {
             }
         }
     });
-    drop(runtime);
-    let _ = std::fs::remove_file(&path);
 }

@@ -5,24 +5,11 @@
 //! it); a store that opens serves every key it lists without panicking and takes a write that
 //! reads back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::{Consistency, Embedded, Guard, SetOp, StateStore, WriteOp};
 
 /// `data` as the store's file.
 pub fn recover(data: &[u8]) {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "herd-fuzz-state-{}-{}.redb",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&path, data).expect("write");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    herd_storage::fuzzing::with_file("herd-fuzz-state", data, |path| async move {
         let store = match Embedded::open(&path) {
             Ok(store) => store,
             Err(e) => {
@@ -48,6 +35,4 @@ pub fn recover(data: &[u8]) {
             assert_eq!(got.map(|v| v.value), Some("1".into()));
         }
     });
-    drop(runtime);
-    let _ = std::fs::remove_file(&path);
 }

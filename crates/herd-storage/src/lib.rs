@@ -8,6 +8,9 @@
 
 #![forbid(unsafe_code)]
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::path::Path;
 use std::time::Duration;
 
