@@ -396,14 +396,25 @@ pub fn workers_seen(addr: SocketAddr, threads: usize, each: usize) -> BTreeSet<u
     })
 }
 
-/// A free loopback port (bound and released: another process could take it in between, which
-/// on this machine's loopback does not happen in practice).
+/// A free loopback port, below the kernel's ephemeral range (32768 and up on Linux), so that no
+/// port the kernel hands out in the meantime — an instance's `port = "auto"`, a private socket,
+/// a service's gRPC port, the source port of any connection — can take it before herd binds it.
+/// Each call tries the next port of this process's own stretch (spread by process id) and
+/// returns the first one that binds.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(1_009) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free port left below the ephemeral range");
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Hello processes run outside herd, each on a port of its own; killed when dropped.
