@@ -1,7 +1,8 @@
 //! The embedded backend (`pubsub.embedded`, herd's default): a durable log per topic in a redb
 //! database in the data directory. This is the handle callers use ([`EmbeddedLog`]); every
-//! write goes to its one writer thread, whose commit path (numbered) is in `embedded/commit.rs`,
-//! and a group's deliveries come from `embedded/consume.rs`.
+//! write goes to its one writer thread, whose commit path (numbered) is in `embedded/commit.rs`;
+//! the groups' consumption state is in `embedded/groups.rs`, and a group's deliveries come from
+//! `embedded/consume.rs`.
 //!
 //! A new group starts at the oldest message still retained, so subscribers that appear after a
 //! publish (an app still starting) get it. Messages are removed once every group is past them,
@@ -9,6 +10,7 @@
 
 mod commit;
 mod consume;
+mod groups;
 pub(crate) mod settings;
 
 use std::collections::HashMap;
@@ -21,7 +23,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::broker::{ConsumeOptions, Consumer, Message, PubSub};
 use crate::error::PubSubError;
-use commit::{Job, MAX_BATCH, Reply, run_batch};
+use commit::{Job, MAX_BATCH, Reply, Writer};
 use consume::EmbeddedConsumer;
 pub use settings::EmbeddedSettings;
 
@@ -59,12 +61,11 @@ struct Wakers(Mutex<HashMap<String, Arc<Wake>>>);
 
 impl Wakers {
     fn of(&self, topic: &str) -> Arc<Wake> {
-        self.0
-            .lock()
-            .expect("poisoned")
-            .entry(topic.to_string())
-            .or_default()
-            .clone()
+        let mut map = self.0.lock().expect("poisoned");
+        if let Some(wake) = map.get(topic) {
+            return wake.clone();
+        }
+        map.entry(topic.to_string()).or_default().clone()
     }
 }
 
@@ -76,12 +77,11 @@ impl EmbeddedLog {
     /// Opens (or creates) the log at `path`. Must be called inside a tokio runtime.
     pub fn open(path: &Path, settings: EmbeddedSettings) -> Result<Self, PubSubError> {
         let db = herd_storage::create(path).map_err(PubSubError::Unavailable)?;
-        commit::prepare(&db)?;
-        let (tx, rx) = mpsc::channel(QUEUE);
         let wakers = Arc::new(Wakers::default());
-        let writer_wakers = wakers.clone();
+        let mut writer = Writer::open(db, wakers.clone(), settings)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
         herd_storage::writer("herd-pubsub-writer", rx, MAX_BATCH, move |batch| {
-            run_batch(&db, batch, &writer_wakers, &settings)
+            writer.run_batch(batch)
         })
         .map_err(internal)?;
         let sweeper = herd_storage::every(Duration::from_secs(1), tx.clone(), || Job::Sweep);

@@ -1,6 +1,7 @@
 //! One conformance suite for every [`PubSub`] backend: fan-out across groups, competing
 //! consumers within a group, redelivery after a nack with growing attempt counts, order with
-//! one delivery in flight, and redelivery to a new consumer after one went away unanswered.
+//! one delivery in flight, redelivery to a new consumer after one went away unanswered, and
+//! concurrent publishes.
 //!
 //! Each backend gets one test that runs the whole suite; backends on a server run when their
 //! `HERD_TEST_*_URL` variable names one and report themselves skipped otherwise. Topic and group
@@ -146,6 +147,37 @@ async fn unanswered_deliveries_reach_another_consumer(broker: &dyn PubSub, run: 
     again.ack().await.unwrap();
 }
 
+/// Publishes issued together (one connection to the broker, as herd's API tasks share it) all
+/// return once held, and each message is delivered once.
+async fn concurrent_publishes_are_each_held_once(broker: &Arc<dyn PubSub>, run: &str) {
+    const N: usize = 64;
+    let topic = format!("burst-{run}");
+    let mut c = broker
+        .consume(
+            &topic,
+            &format!("g-{run}"),
+            options(16, Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    let mut publishes = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let (broker, topic) = (broker.clone(), topic.clone());
+        publishes.spawn(async move { broker.publish(&topic, message(&i.to_string())).await });
+    }
+    while let Some(published) = publishes.join_next().await {
+        published.unwrap().unwrap();
+    }
+    let mut seen = BTreeSet::new();
+    for _ in 0..N {
+        let d = next(&mut c).await;
+        assert!(seen.insert(text(d.as_ref())), "delivered twice");
+        d.ack().await.unwrap();
+    }
+    assert_eq!(seen.len(), N);
+    quiet(&mut c, "after every message of the burst").await;
+}
+
 /// Runs every case against `broker`.
 async fn suite(broker: Arc<dyn PubSub>) {
     suite_named(broker, run_id()).await;
@@ -158,6 +190,7 @@ async fn suite_named(broker: Arc<dyn PubSub>, run: String) {
     nack_redelivers_with_a_higher_attempt(broker.as_ref(), &run).await;
     one_in_flight_keeps_order(broker.as_ref(), &run).await;
     unanswered_deliveries_reach_another_consumer(broker.as_ref(), &run).await;
+    concurrent_publishes_are_each_held_once(&broker, &run).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,8 +231,8 @@ async fn jetstream() {
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
-    // Four topics of the suite with a stream each, the shared stream, the deduplication topic.
-    assert_eq!(ours.len(), 6, "{ours:?}");
+    // Five topics of the suite with a stream each, the shared stream, the deduplication topic.
+    assert_eq!(ours.len(), 7, "{ours:?}");
 }
 
 async fn jetstream_cases(url: String, run: String) {
@@ -304,8 +337,8 @@ async fn rabbitmq() {
         std::panic::resume_unwind(e.into_panic());
     }
     assert!(missing.is_empty(), "queues not found: {missing:?}");
-    // Two runs of the suite: groups a and b on one topic, one group on each of three others.
-    assert_eq!(joined.len(), 10, "{joined:?}");
+    // Two runs of the suite: groups a and b on one topic, one group on each of four others.
+    assert_eq!(joined.len(), 12, "{joined:?}");
 }
 
 /// `(topic, group)` of every `consume` call.
@@ -404,9 +437,9 @@ async fn redis_streams() {
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
-    // Four topics of the suite, the layout, TTL and two nack topics.
+    // Five topics of the suite, the layout, TTL and two nack topics.
     ours.sort();
-    assert_eq!(ours.len(), 8, "{ours:?}");
+    assert_eq!(ours.len(), 9, "{ours:?}");
 }
 
 async fn redis_streams_cases(url: String, run: String) {

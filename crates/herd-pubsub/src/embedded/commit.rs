@@ -1,5 +1,4 @@
-//! The embedded log's commit path: the writer thread's batches, each job planned against the
-//! tables as the jobs before it left them, and the tables' layout.
+//! The embedded log's commit path: the writer thread's batches and the message tables.
 //!
 //! Write path for a publish, numbered:
 //! 1. The API task sends the message to the writer thread over a bounded channel.
@@ -10,30 +9,31 @@
 //!    `commit` returns. Concurrent publishers share that fsync (group commit).
 //! 4. Only then is each publish acknowledged, and consumers of the topic are woken.
 //!
-//! Consumption state (each group's cursor and its pending deliveries with their attempt counts)
-//! is written by the same thread in batches without publishes, committed with `Durability::None`:
-//! it reaches the disk with the next durable commit. A crash can therefore forget recent claims
-//! and acks, and those messages are delivered again: at-least-once, never at-most-once.
+//! Claims and acks change the groups' state in memory (`embedded/groups.rs`) and are answered
+//! at once, reading messages through a read transaction; that state is written into the next
+//! commit (a publish batch, the sweep, fsynced when it carries group state) and when the writer
+//! stops. A crash can therefore forget recent claims and acks, and those messages are delivered
+//! again: at-least-once, never at-most-once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
+};
 use tokio::sync::oneshot;
 
+use super::groups::{self, Groups, Source};
 use super::{EmbeddedSettings, Wakers, internal};
 use crate::broker::Message;
 use crate::error::PubSubError;
 
 /// `(topic, seq)` → `[published at ms][expires at ms, 0 = never][data]`.
-const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+pub(super) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 /// Topic → the last sequence number used.
 const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
-/// `(topic, group)` → the next sequence number to hand out.
-const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
-/// `(topic, group, seq)` → `(deliveries so far, visible again at ms)`.
-const PENDING: TableDefinition<(&str, &str, u64), (u32, u64)> = TableDefinition::new("pending");
 /// `(topic, idempotency key)` → forgotten at ms.
 const DEDUPE: TableDefinition<(&str, &str), u64> = TableDefinition::new("dedupe");
 
@@ -53,15 +53,15 @@ pub(super) type Claimed = (u64, u32, Bytes);
 pub(super) enum Job {
     Publish(String, Message, Reply<()>),
     Claim {
-        topic: String,
-        group: String,
+        topic: Arc<str>,
+        group: Arc<str>,
         max: usize,
         ack_timeout: Duration,
         reply: Reply<Vec<Claimed>>,
     },
     Settle {
-        topic: String,
-        group: String,
+        topic: Arc<str>,
+        group: Arc<str>,
         seq: u64,
         /// `None`: ack; `Some(d)`: visible again after `d`.
         retry: Option<Duration>,
@@ -87,146 +87,202 @@ fn ms(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
 }
 
-/// Creates the tables of a new log, and readies an existing one for this run.
-pub(super) fn prepare(db: &Database) -> Result<(), PubSubError> {
-    let txn = db.begin_write().map_err(internal)?;
-    {
+/// A message record's body, unless it expired by `now`.
+pub(super) fn live_body(record: &[u8], now: u64) -> Result<Option<Bytes>, PubSubError> {
+    if record.len() < 16 {
+        return Err(internal("truncated message record"));
+    }
+    let expires = u64_at(record, 8);
+    if expires != 0 && expires <= now {
+        return Ok(None);
+    }
+    Ok(Some(Bytes::copy_from_slice(&record[16..])))
+}
+
+/// The writer thread's state: the file, and the groups' consumption state it keeps in memory.
+/// Dropped when the writer stops (every sender gone): the groups' last changes are written
+/// then.
+pub(super) struct Writer {
+    db: Database,
+    groups: Groups,
+    wakers: Arc<Wakers>,
+    settings: EmbeddedSettings,
+}
+
+impl Writer {
+    /// Creates the tables of a new log (or moves an older file's layout to this one) and reads
+    /// the groups' state.
+    pub(super) fn open(
+        db: Database,
+        wakers: Arc<Wakers>,
+        settings: EmbeddedSettings,
+    ) -> Result<Self, PubSubError> {
+        let txn = db.begin_write().map_err(internal)?;
         txn.open_table(MESSAGES).map_err(internal)?;
         txn.open_table(HEADS).map_err(internal)?;
-        txn.open_table(CURSORS).map_err(internal)?;
         txn.open_table(DEDUPE).map_err(internal)?;
-        // Deliveries pending from an earlier run were handed to consumers that are gone
-        // with it: make them due at once instead of after their ack timeout.
-        let mut pending = txn.open_table(PENDING).map_err(internal)?;
-        let due: Vec<((String, String, u64), u32)> = pending
-            .iter()
-            .map_err(internal)?
-            .filter_map(|e| e.ok())
-            .map(|(k, v)| {
-                let (topic, group, seq) = k.value();
-                ((topic.to_string(), group.to_string(), seq), v.value().0)
-            })
-            .collect();
-        for ((topic, group, seq), attempts) in due {
-            pending
-                .insert((topic.as_str(), group.as_str(), seq), (attempts, 0))
-                .map_err(internal)?;
+        let groups = groups::load(&txn)?;
+        txn.commit().map_err(internal)?;
+        let mut writer = Self {
+            db,
+            groups,
+            wakers,
+            settings,
+        };
+        writer.groups.written();
+        Ok(writer)
+    }
+
+    /// Runs a batch: claims, acks and sweeps first (in memory, and the sweep's own commit),
+    /// then the publishes in one fsynced commit. Claims and acks queued behind a publish batch
+    /// so never wait for its fsync, and delivery keeps up while publishers keep the disk busy.
+    pub(super) fn run_batch(&mut self, batch: &mut Vec<Job>) {
+        let mut durable = Vec::new();
+        let mut sweep = false;
+        let mut read = None;
+        let now = now_ms();
+        for job in batch.drain(..) {
+            match job {
+                job @ Job::Publish(..) => durable.push(job),
+                Job::Claim {
+                    topic,
+                    group,
+                    max,
+                    ack_timeout,
+                    reply,
+                } => {
+                    let result = (|| {
+                        if read.is_none() {
+                            read = Some(self.db.begin_read().map_err(internal)?);
+                        }
+                        let txn = read.as_ref().expect("just begun");
+                        let messages = txn.open_table(MESSAGES).map_err(internal)?;
+                        let heads = txn.open_table(HEADS).map_err(internal)?;
+                        let head = heads
+                            .get(&*topic)
+                            .map_err(internal)?
+                            .map_or(0, |v| v.value());
+                        let source = Source {
+                            messages: &messages,
+                            head,
+                        };
+                        self.groups
+                            .claim(source, &topic, &group, max, now, ms(ack_timeout))
+                    })();
+                    drop(reply.send(result));
+                }
+                Job::Settle {
+                    topic,
+                    group,
+                    seq,
+                    retry,
+                    reply,
+                } => {
+                    let at = retry.map(|d| now + ms(d));
+                    self.groups.settle(&topic, &group, seq, at);
+                    drop(reply.send(Ok(())));
+                }
+                Job::Sweep => sweep = true,
+            }
+        }
+        drop(read);
+        if sweep {
+            self.sweep(now);
+        }
+        if !durable.is_empty() {
+            self.publish(&mut durable, now);
         }
     }
-    txn.commit().map_err(internal)
-}
 
-enum Answer {
-    Unit(Reply<()>, Result<(), PubSubError>),
-    Claimed(Reply<Vec<Claimed>>, Result<Vec<Claimed>, PubSubError>),
-}
-
-/// Commits a batch in two transactions: consumption state first (claims, acks, sweeps; no
-/// fsync), then publishes (fsynced). Claims and acks queued behind a publish batch so never
-/// wait for its fsync, and delivery keeps up while publishers keep the disk busy.
-pub(super) fn run_batch(
-    db: &Database,
-    batch: &mut Vec<Job>,
-    wakers: &Wakers,
-    settings: &EmbeddedSettings,
-) {
-    let (mut durable, mut rest): (Vec<Job>, Vec<Job>) =
-        batch.drain(..).partition(|j| matches!(j, Job::Publish(..)));
-    if !rest.is_empty() {
-        commit(db, &mut rest, false, wakers, settings);
-    }
-    if !durable.is_empty() {
-        commit(db, &mut durable, true, wakers, settings);
-    }
-}
-
-/// One write transaction over `batch`, fsynced when `durable`; every job is answered after the
-/// commit.
-fn commit(
-    db: &Database,
-    batch: &mut Vec<Job>,
-    durable: bool,
-    wakers: &Wakers,
-    settings: &EmbeddedSettings,
-) {
-    let mut answers = Vec::with_capacity(batch.len());
-    let mut published: Vec<String> = Vec::new();
-    let committed = (|| -> Result<(), PubSubError> {
-        let mut txn = db.begin_write().map_err(internal)?;
-        if !durable {
-            txn.set_durability(Durability::None).map_err(internal)?;
-        }
-        {
-            let mut t = Tables::open(&txn)?;
-            let now = now_ms();
-            for job in batch.drain(..) {
-                match job {
-                    Job::Publish(topic, message, reply) => {
-                        let result = t.publish(&topic, &message, now, settings);
-                        if result.is_ok() {
+    /// One fsynced commit of `batch`'s publishes and the groups' changes; every publish is
+    /// answered after it.
+    fn publish(&mut self, batch: &mut Vec<Job>, now: u64) {
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut published: Vec<String> = Vec::new();
+        let committed = (|| -> Result<(), PubSubError> {
+            let txn = self.db.begin_write().map_err(internal)?;
+            {
+                let mut t = Tables::open(&txn)?;
+                for job in batch.drain(..) {
+                    if let Job::Publish(topic, message, reply) = job {
+                        let result = t.publish(&topic, &message, now, &self.settings);
+                        if result.is_ok() && published.last() != Some(&topic) {
                             published.push(topic);
                         }
-                        answers.push(Answer::Unit(reply, result));
-                    }
-                    Job::Claim {
-                        topic,
-                        group,
-                        max,
-                        ack_timeout,
-                        reply,
-                    } => {
-                        let result = t.claim(&topic, &group, max, now, ms(ack_timeout));
-                        answers.push(Answer::Claimed(reply, result));
-                    }
-                    Job::Settle {
-                        topic,
-                        group,
-                        seq,
-                        retry,
-                        reply,
-                    } => {
-                        let result = t.settle(&topic, &group, seq, retry.map(|d| now + ms(d)));
-                        answers.push(Answer::Unit(reply, result));
-                    }
-                    Job::Sweep => {
-                        if let Err(e) = t.sweep(now, settings) {
-                            tracing::warn!("pub/sub sweep failed: {e}");
-                        }
+                        answers.push((reply, result));
                     }
                 }
             }
+            self.groups.write(&txn)?;
+            txn.commit().map_err(internal)
+        })();
+        batch.clear();
+        match &committed {
+            Ok(()) => self.groups.written(),
+            Err(e) => tracing::error!("pub/sub commit failed: {e}"),
         }
-        txn.commit().map_err(internal)
-    })();
-    batch.clear();
-    let failed = |e: &PubSubError| PubSubError::Unavailable(format!("commit failed: {e}"));
-    for answer in answers {
-        match (answer, &committed) {
-            (Answer::Unit(r, result), Ok(())) => drop(r.send(result)),
-            (Answer::Claimed(r, result), Ok(())) => drop(r.send(result)),
-            (Answer::Unit(r, _), Err(e)) => drop(r.send(Err(failed(e)))),
-            (Answer::Claimed(r, _), Err(e)) => drop(r.send(Err(failed(e)))),
+        for (reply, result) in answers {
+            let answer = match &committed {
+                Ok(()) => result,
+                Err(e) => Err(PubSubError::Unavailable(format!("commit failed: {e}"))),
+            };
+            drop(reply.send(answer));
         }
-    }
-    match committed {
-        Ok(()) => {
+        if committed.is_ok() {
+            published.sort_unstable();
             published.dedup();
             for topic in published {
-                let wake = wakers.of(&topic);
+                let wake = self.wakers.of(&topic);
                 wake.published
                     .fetch_add(1, std::sync::atomic::Ordering::Release);
                 wake.notify.notify_waiters();
             }
         }
-        Err(e) => tracing::error!("pub/sub commit failed: {e}"),
+    }
+
+    /// Removes what no group needs any more, and writes the groups' changes: fsynced when
+    /// there are any, so consumption state reaches the disk within a sweep period even while
+    /// nothing is published.
+    fn sweep(&mut self, now: u64) {
+        let durable = self.groups.dirty();
+        let committed = (|| -> Result<(), PubSubError> {
+            let mut txn = self.db.begin_write().map_err(internal)?;
+            if !durable {
+                txn.set_durability(Durability::None).map_err(internal)?;
+            }
+            {
+                let mut t = Tables::open(&txn)?;
+                t.sweep(now, &self.groups.floors(), &self.settings)?;
+            }
+            self.groups.write(&txn)?;
+            txn.commit().map_err(internal)
+        })();
+        match committed {
+            Ok(()) => self.groups.written(),
+            Err(e) => tracing::warn!("pub/sub sweep failed: {e}"),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.groups.dirty() {
+            return;
+        }
+        let committed = (|| -> Result<(), PubSubError> {
+            let txn = self.db.begin_write().map_err(internal)?;
+            self.groups.write(&txn)?;
+            txn.commit().map_err(internal)
+        })();
+        if let Err(e) = committed {
+            tracing::warn!("pub/sub log: consumption state not written at stop: {e}");
+        }
     }
 }
 
 struct Tables<'t> {
     messages: Table<'t, (&'static str, u64), &'static [u8]>,
     heads: Table<'t, &'static str, u64>,
-    cursors: Table<'t, (&'static str, &'static str), u64>,
-    pending: Table<'t, (&'static str, &'static str, u64), (u32, u64)>,
     dedupe: Table<'t, (&'static str, &'static str), u64>,
 }
 
@@ -235,8 +291,6 @@ impl<'t> Tables<'t> {
         Ok(Self {
             messages: txn.open_table(MESSAGES).map_err(internal)?,
             heads: txn.open_table(HEADS).map_err(internal)?,
-            cursors: txn.open_table(CURSORS).map_err(internal)?,
-            pending: txn.open_table(PENDING).map_err(internal)?,
             dedupe: txn.open_table(DEDUPE).map_err(internal)?,
         })
     }
@@ -275,145 +329,14 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// The oldest sequence number still stored for `topic`.
-    fn oldest(&self, topic: &str) -> Result<u64, PubSubError> {
-        let first = self
-            .messages
-            .range((topic, 0)..=(topic, u64::MAX))
-            .map_err(internal)?
-            .next()
-            .transpose()
-            .map_err(internal)?;
-        Ok(match first {
-            Some((k, _)) => k.value().1,
-            None => {
-                self.heads
-                    .get(topic)
-                    .map_err(internal)?
-                    .map_or(0, |v| v.value())
-                    + 1
-            }
-        })
-    }
-
-    fn claim(
-        &mut self,
-        topic: &str,
-        group: &str,
-        max: usize,
-        now: u64,
-        ack_timeout: u64,
-    ) -> Result<Vec<Claimed>, PubSubError> {
-        let mut out = Vec::new();
-        // Redeliveries first: pending entries whose ack timeout or retry delay has passed.
-        let due: Vec<(u64, u32)> = self
-            .pending
-            .range((topic, group, 0)..=(topic, group, u64::MAX))
-            .map_err(internal)?
-            .filter_map(|e| e.ok())
-            .map(|(k, v)| (k.value().2, v.value()))
-            .filter(|(_, (_, visible))| *visible <= now)
-            .take(max)
-            .map(|(seq, (attempts, _))| (seq, attempts))
-            .collect();
-        for (seq, attempts) in due {
-            match self.body(topic, seq, now)? {
-                Some(data) => {
-                    self.pending
-                        .insert((topic, group, seq), (attempts + 1, now + ack_timeout))
-                        .map_err(internal)?;
-                    out.push((seq, attempts + 1, data));
-                }
-                // Removed by retention or expired by its TTL: nothing to redeliver.
-                None => {
-                    self.pending.remove((topic, group, seq)).map_err(internal)?;
-                }
-            }
-        }
-        // Then new messages from the group's cursor.
-        let mut cursor = match self.cursors.get((topic, group)).map_err(internal)? {
-            Some(c) => c.value(),
-            None => self.oldest(topic)?,
-        };
-        let head = self
-            .heads
-            .get(topic)
-            .map_err(internal)?
-            .map_or(0, |v| v.value());
-        while out.len() < max && cursor <= head {
-            if let Some(data) = self.body(topic, cursor, now)? {
-                self.pending
-                    .insert((topic, group, cursor), (1, now + ack_timeout))
-                    .map_err(internal)?;
-                out.push((cursor, 1, data));
-            }
-            cursor += 1;
-        }
-        self.cursors
-            .insert((topic, group), cursor)
-            .map_err(internal)?;
-        Ok(out)
-    }
-
-    /// A message's body, unless it is gone or expired.
-    fn body(&self, topic: &str, seq: u64, now: u64) -> Result<Option<Bytes>, PubSubError> {
-        let Some(record) = self.messages.get((topic, seq)).map_err(internal)? else {
-            return Ok(None);
-        };
-        let record = record.value();
-        if record.len() < 16 {
-            return Err(internal("truncated message record"));
-        }
-        let expires = u64_at(record, 8);
-        if expires != 0 && expires <= now {
-            return Ok(None);
-        }
-        Ok(Some(Bytes::copy_from_slice(&record[16..])))
-    }
-
-    fn settle(
-        &mut self,
-        topic: &str,
-        group: &str,
-        seq: u64,
-        retry_at: Option<u64>,
-    ) -> Result<(), PubSubError> {
-        match retry_at {
-            None => {
-                self.pending.remove((topic, group, seq)).map_err(internal)?;
-            }
-            Some(at) => {
-                let attempts = self
-                    .pending
-                    .get((topic, group, seq))
-                    .map_err(internal)?
-                    .map(|v| v.value().0);
-                if let Some(attempts) = attempts {
-                    self.pending
-                        .insert((topic, group, seq), (attempts, at))
-                        .map_err(internal)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Removes messages every group is past (or older than the retention time) and forgotten
     /// idempotency keys.
-    fn sweep(&mut self, now: u64, settings: &EmbeddedSettings) -> Result<(), PubSubError> {
-        let mut needed: HashMap<String, u64> = HashMap::new();
-        for entry in self.cursors.iter().map_err(internal)? {
-            let (k, v) = entry.map_err(internal)?;
-            let (topic, _) = k.value();
-            let low = needed.entry(topic.to_string()).or_insert(u64::MAX);
-            *low = (*low).min(v.value());
-        }
-        for entry in self.pending.iter().map_err(internal)? {
-            let (k, _) = entry.map_err(internal)?;
-            let (topic, _, seq) = k.value();
-            let low = needed.entry(topic.to_string()).or_insert(u64::MAX);
-            *low = (*low).min(seq);
-        }
+    fn sweep(
+        &mut self,
+        now: u64,
+        needed: &HashMap<&str, u64>,
+        settings: &EmbeddedSettings,
+    ) -> Result<(), PubSubError> {
         let cutoff = now.saturating_sub(ms(settings.retention));
         let heads: Vec<String> = self
             .heads
@@ -423,7 +346,7 @@ impl<'t> Tables<'t> {
             .collect();
         for topic in heads {
             // Without any group, messages wait (up to the retention time) for one to appear.
-            let below = needed.get(&topic).copied().unwrap_or(0);
+            let below = needed.get(topic.as_str()).copied().unwrap_or(0);
             let mut doomed = Vec::new();
             for entry in self
                 .messages

@@ -3,7 +3,7 @@
 //!
 //! A consumer keeps up to a window's worth of claimed messages ready beside the window handed
 //! out, and claims more in the background once half of them are gone: a place freed in the
-//! window is filled at once, not after the writer's next commit (with publishers busy, an
+//! window is filled at once, not after the writer's next turn (with publishers busy, behind an
 //! fsync). With a window of 1 (in order) it claims only when the window is free.
 
 use std::collections::VecDeque;
@@ -29,8 +29,8 @@ use crate::error::PubSubError;
 pub(super) struct EmbeddedConsumer {
     jobs: mpsc::Sender<Job>,
     wake: Arc<Wake>,
-    topic: String,
-    group: String,
+    topic: Arc<str>,
+    group: Arc<str>,
     options: ConsumeOptions,
     permits: Arc<Semaphore>,
     /// A window place taken while nothing was ready.
@@ -51,8 +51,8 @@ impl EmbeddedConsumer {
         Self {
             jobs,
             wake,
-            topic: topic.to_string(),
-            group: group.to_string(),
+            topic: topic.into(),
+            group: group.into(),
             options,
             permits: Arc::new(Semaphore::new(window(options))),
             held: None,
@@ -188,8 +188,8 @@ impl Consumer for EmbeddedConsumer {
 
 struct EmbeddedDelivery {
     jobs: mpsc::Sender<Job>,
-    topic: String,
-    group: String,
+    topic: Arc<str>,
+    group: Arc<str>,
     seq: u64,
     attempt: u32,
     data: Bytes,
@@ -198,12 +198,12 @@ struct EmbeddedDelivery {
 
 impl EmbeddedDelivery {
     /// Queues the ack or nack, frees the delivery's place in the window, then waits for the
-    /// commit.
+    /// writer's answer.
     ///
-    /// The place is freed once the job is queued rather than once it is committed: the writer
+    /// The place is freed once the job is queued rather than once it is answered: the writer
     /// applies jobs in the order they were queued, so this settle lands before any claim the
     /// freed place leads to, and the consumer claims its next message in the same writer batch
-    /// as this ack instead of one commit later.
+    /// as this ack.
     async fn settle(self: Box<Self>, retry: Option<Duration>) -> Result<(), PubSubError> {
         let EmbeddedDelivery {
             jobs,
