@@ -14,6 +14,7 @@
 # Usage: bash bench/pubsub-profile.sh   (about 1–3 minutes; the output file stays in $OUT_DIR)
 #   env: TOTAL=4000 IN_FLIGHT=64 SUB_IN_FLIGHT=64 MSG_BYTES=1024 BULK=0 BULK_MAX=64
 #        OUT_DIR=/tmp/herd-profile HERD_REV CARGO_TARGET_DIR HERD_BENCH_CACHE
+#        HERD_BIN=<path>: profile that herd binary (e.g. main's release build) instead of building one
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -30,7 +31,11 @@ export MSG_BYTES
 
 bench_init pubsub-profile
 need node valgrind callgrind_annotate curl
-build_herd herd || { cat "$WORK/cargo.log"; die "cargo build failed"; }
+if [ -n "${HERD_BIN:-}" ]; then
+  HERD=$HERD_BIN
+else
+  build_herd herd || { cat "$WORK/cargo.log"; die "cargo build failed"; }
+fi
 APP="$BENCH_ROOT/bench/pubsub-app.js"
 mkdir -p "$OUT_DIR"
 OUT="$OUT_DIR/callgrind.out.$(date +%s)"
