@@ -28,31 +28,22 @@ pub struct Envelope<'a> {
     pub attributes: &'a [(&'a str, &'a str)],
 }
 
-/// A random lowercase hex string of `bytes` bytes.
-fn hex(bytes: usize) -> String {
-    let mut out = String::with_capacity(bytes * 2);
-    for _ in 0..bytes {
-        out.push_str(&format!("{:02x}", fastrand::u8(..)));
+/// A version 4 UUID: 16 random bytes, hex in the 8-4-4-4-12 layout.
+pub fn uuid() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = fastrand::u128(..).to_le_bytes();
+    // Version 4, variant 10xx.
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let mut out = String::with_capacity(36);
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     out
-}
-
-/// A version 4 UUID.
-pub fn uuid() -> String {
-    let h = hex(16).into_bytes();
-    let mut s = String::from_utf8(h).expect("hex is ascii");
-    // Version 4, variant 10xx.
-    s.replace_range(12..13, "4");
-    let variant = ["8", "9", "a", "b"][fastrand::usize(..4)];
-    s.replace_range(16..17, variant);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &s[0..8],
-        &s[8..12],
-        &s[12..16],
-        &s[16..20],
-        &s[20..32]
-    )
 }
 
 fn now_rfc3339() -> String {
@@ -61,39 +52,138 @@ fn now_rfc3339() -> String {
 
 /// The CloudEvent for `e`, serialised.
 pub fn wrap(e: &Envelope<'_>) -> Result<Bytes, String> {
+    if e.content_type.starts_with("application/cloudevents+json") {
+        return complete(e);
+    }
     // A JSON payload goes into `data` as the bytes it came in, checked but not rebuilt: parsing
     // it into a tree and writing it out again was most of a publish's CPU for 1 KB messages.
-    let mut raw_data: Option<&[u8]> = None;
-    let mut event: Map<String, Value> =
-        if e.content_type.starts_with("application/cloudevents+json") {
-            match serde_json::from_slice(e.body) {
-                Ok(Value::Object(map)) => map,
-                _ => return Err("the body is not a CloudEvent JSON object".into()),
-            }
-        } else {
-            let mut map = Map::new();
-            let is_json = e.content_type.contains("json");
-            let data = if is_json {
-                serde_json::from_slice::<serde::de::IgnoredAny>(e.body).map_err(|err| {
-                    format!("the body is not JSON ({err}) but the content type says it is")
-                })?;
-                raw_data = Some(e.body.trim_ascii());
-                Value::Null
-            } else {
-                match std::str::from_utf8(e.body) {
-                    Ok(text) => Value::String(text.to_string()),
-                    Err(_) => {
-                        map.insert("data_base64".into(), json!(base64(e.body)));
-                        Value::Null
-                    }
-                }
-            };
-            if !data.is_null() {
-                map.insert("data".into(), data);
-            }
-            map.insert("datacontenttype".into(), json!(e.content_type));
-            map
-        };
+    let data = if e.content_type.contains("json") {
+        serde_json::from_slice::<serde::de::IgnoredAny>(e.body).map_err(|err| {
+            format!("the body is not JSON ({err}) but the content type says it is")
+        })?;
+        Data::Json(e.body.trim_ascii())
+    } else {
+        match std::str::from_utf8(e.body) {
+            Ok(text) => Data::Text(text),
+            Err(_) => Data::Base64(e.body),
+        }
+    };
+    // The event is written straight out: no map of values, one buffer.
+    let mut out = Object::with_capacity(e.body.len() * 4 / 3 + 512);
+    match data {
+        Data::Json(raw) => out.raw("data", raw),
+        Data::Text(text) => out.string("data", text),
+        Data::Base64(bytes) => out.string("data_base64", &base64(bytes)),
+    }
+    // An attribute the caller set (the last, if set twice) wins over herd's.
+    let set = |key: &str| -> Option<&str> {
+        e.attributes
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    };
+    let mut put = |key: &str, value: &str| out.string(key, set(key).unwrap_or(value));
+    put("datacontenttype", e.content_type);
+    put("pubsubname", e.pubsub);
+    put("source", e.app);
+    put("topic", e.topic);
+    put("traceid", e.traceparent);
+    put("traceparent", e.traceparent);
+    put("type", "com.dapr.event.sent");
+    match (set("tracestate"), e.tracestate) {
+        (Some(state), _) | (None, Some(state)) => out.string("tracestate", state),
+        (None, None) => {}
+    }
+    match set("id") {
+        Some(id) => out.string("id", id),
+        None => out.string("id", &uuid()),
+    }
+    match set("time") {
+        Some(time) => out.string("time", time),
+        None => out.string("time", &now_rfc3339()),
+    }
+    out.string("specversion", "1.0");
+    // The caller's other attributes, the last of a repeated one.
+    for (i, (key, value)) in e.attributes.iter().enumerate() {
+        let later = e.attributes[i + 1..].iter().any(|(k, _)| k == key);
+        if !later && !HERDS.contains(key) {
+            out.string(key, value);
+        }
+    }
+    Ok(out.finish())
+}
+
+/// The attributes [`wrap`] writes itself (or leaves out: `data_base64` beside `data`); the
+/// caller's `attributes` override all but `data`, `data_base64` and `specversion`.
+const HERDS: [&str; 13] = [
+    "data",
+    "data_base64",
+    "datacontenttype",
+    "id",
+    "pubsubname",
+    "source",
+    "specversion",
+    "time",
+    "topic",
+    "traceid",
+    "traceparent",
+    "tracestate",
+    "type",
+];
+
+/// A payload as it goes into the event.
+enum Data<'a> {
+    /// JSON, copied as it came.
+    Json(&'a [u8]),
+    /// UTF-8 text: a JSON string.
+    Text(&'a str),
+    /// Anything else: `data_base64`.
+    Base64(&'a [u8]),
+}
+
+/// A JSON object written member by member.
+struct Object(Vec<u8>);
+
+impl Object {
+    fn with_capacity(n: usize) -> Self {
+        let mut out = Vec::with_capacity(n);
+        out.push(b'{');
+        Self(out)
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(b',');
+        }
+        serde_json::to_writer(&mut self.0, key).expect("writing to a Vec");
+        self.0.push(b':');
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        serde_json::to_writer(&mut self.0, value).expect("writing to a Vec");
+    }
+
+    /// `value` must be one JSON value.
+    fn raw(&mut self, key: &str, value: &[u8]) {
+        self.key(key);
+        self.0.extend_from_slice(value);
+    }
+
+    fn finish(mut self) -> Bytes {
+        self.0.push(b'}');
+        Bytes::from(self.0)
+    }
+}
+
+/// A CloudEvent the publisher wrote (`application/cloudevents+json`), with the attributes it
+/// lacks filled in.
+fn complete(e: &Envelope<'_>) -> Result<Bytes, String> {
+    let mut event: Map<String, Value> = match serde_json::from_slice(e.body) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err("the body is not a CloudEvent JSON object".into()),
+    };
     let mut fill = |key: &str, value: Value| {
         event.entry(key.to_string()).or_insert(value);
     };
@@ -114,18 +204,9 @@ pub fn wrap(e: &Envelope<'_>) -> Result<Bytes, String> {
             event.insert((*key).to_string(), json!(value));
         }
     }
-    let mut out = serde_json::to_vec(&event).map_err(|err| err.to_string())?;
-    if let Some(raw) = raw_data {
-        // `{...}` becomes `{...,"data":<raw>}`.
-        out.pop();
-        if !event.is_empty() {
-            out.push(b',');
-        }
-        out.extend_from_slice(br#""data":"#);
-        out.extend_from_slice(raw);
-        out.push(b'}');
-    }
-    Ok(Bytes::from(out))
+    serde_json::to_vec(&event)
+        .map(Bytes::from)
+        .map_err(|err| err.to_string())
 }
 
 /// Standard base64 with padding.
@@ -165,6 +246,22 @@ mod tests {
         assert_eq!(out["subject"], "o-1");
         assert_eq!(out["data"], json!({"n": 1}));
         assert_eq!(out["specversion"], "1.0");
+    }
+
+    #[test]
+    fn an_attribute_set_twice_is_written_once_with_its_last_value() {
+        let mut e = envelope("text/plain", b"say \"hi\"\n");
+        e.tracestate = None;
+        e.attributes = &[("type", "a"), ("x", "1"), ("type", "b"), ("x", "2")];
+        let out = wrap(&e).unwrap();
+        let text = std::str::from_utf8(&out).unwrap();
+        assert_eq!(text.matches(r#""type":"#).count(), 1, "{text}");
+        assert_eq!(text.matches(r#""x":"#).count(), 1, "{text}");
+        assert!(!text.contains("tracestate"), "{text}");
+        let e: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(e["type"], "b");
+        assert_eq!(e["x"], "2");
+        assert_eq!(e["data"], "say \"hi\"\n");
     }
 
     #[test]
@@ -214,5 +311,16 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
         assert!(["8", "9", "a", "b"].contains(&&u[19..20]), "{u}");
+        assert!(
+            u.chars()
+                .enumerate()
+                .all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) {
+                    c == '-'
+                } else {
+                    c.is_ascii_hexdigit() && !c.is_ascii_uppercase()
+                }),
+            "{u}"
+        );
+        assert_ne!(uuid(), u);
     }
 }

@@ -52,6 +52,9 @@ mod event;
 mod post;
 mod settle;
 mod span;
+mod subscription;
+
+pub(crate) use span::span_name;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,6 +75,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::components::{Block, Components};
+use subscription::Subscription;
 
 /// The ready endpoints of a service, as the supervisor publishes them.
 pub type Endpoints = watch::Receiver<Arc<Vec<SocketAddr>>>;
@@ -252,8 +256,7 @@ async fn run_subscription(
     });
     let policy = app.policies.component_inbound(&app.service, &sub.pubsub);
     // Listed (with nothing in flight) before its first delivery.
-    InFlight::gauge(&sub, &app.service).set(0.0);
-    let sub = Arc::new(sub);
+    let sub = Arc::new(Subscription::new(sub, &app.service));
     // A bulk subscription's deliveries go to its batcher, which spawns one task per batch.
     let batches = sub.bulk.map(|settings| {
         let (tx, rx) = tokio::sync::mpsc::channel(settings.max_messages as usize);
@@ -317,8 +320,10 @@ enum Verdict {
 }
 
 #[derive(Deserialize)]
-struct AppStatus {
-    status: Option<String>,
+struct AppStatus<'a> {
+    /// Borrowed from the answer unless it holds escapes.
+    #[serde(borrow)]
+    status: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Dapr's reading of an app's answer.
@@ -340,11 +345,14 @@ fn verdict(status: http::StatusCode, body: &[u8]) -> Verdict {
 
 /// An answer's `status`: SUCCESS acknowledges, DROP drops, RETRY retries; `empty` for `""`.
 fn status_verdict(status: &str, empty: Verdict) -> Verdict {
-    match status.to_ascii_uppercase().as_str() {
-        "SUCCESS" => Verdict::Ack,
-        "" => empty,
-        "DROP" => Verdict::Drop,
-        _ => Verdict::Retry,
+    if status.eq_ignore_ascii_case("SUCCESS") {
+        Verdict::Ack
+    } else if status.is_empty() {
+        empty
+    } else if status.eq_ignore_ascii_case("DROP") {
+        Verdict::Drop
+    } else {
+        Verdict::Retry
     }
 }
 
@@ -426,14 +434,14 @@ async fn attempt(
 /// One message: POSTed under the policy, then settled by the app's verdict.
 async fn deliver(
     app: App,
-    sub: Arc<SubscriptionSpec>,
+    sub: Arc<Subscription>,
     broker: Arc<dyn PubSub>,
     policy: Arc<Policy>,
     delivery: Box<dyn Delivery>,
     head: event::EventHead,
     stop: CancellationToken,
 ) {
-    let _in_flight = InFlight::start(&sub, &app.service, 1);
+    let _in_flight = sub.in_flight(1);
     let Some(path) = path_for(&sub, head.kind.as_deref()) else {
         // As daprd: an event no rule matches, without a default route, is not delivered.
         settle::unrouted(&app, &sub, &broker, delivery).await;
@@ -445,33 +453,6 @@ async fn deliver(
         return; // shutting down: the broker redelivers
     };
     settle::settle(&app, &sub, &broker, &policy, delivery, verdict, refused).await;
-}
-
-/// Deliveries counted in `herd_pubsub_in_flight` from their start until dropped, however they
-/// end.
-struct InFlight(metrics::Gauge, f64);
-
-impl InFlight {
-    fn gauge(sub: &SubscriptionSpec, app: &str) -> metrics::Gauge {
-        metrics::gauge!(
-            "herd_pubsub_in_flight",
-            "pubsub" => sub.pubsub.clone(),
-            "topic" => sub.topic.clone(),
-            "app" => app.to_string()
-        )
-    }
-
-    fn start(sub: &SubscriptionSpec, app: &str, n: usize) -> Self {
-        let gauge = Self::gauge(sub, app);
-        gauge.increment(n as f64);
-        Self(gauge, n as f64)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.decrement(self.1);
-    }
 }
 
 #[cfg(test)]

@@ -104,7 +104,7 @@ fn message(
 fn producer(pubsub: &str, topic: &str) -> Traced {
     Traced::start(
         SpanKind::Producer,
-        format!("publish {topic}"),
+        crate::delivery::span_name("publish", topic),
         &herd_telemetry::context::current(),
         || {
             vec![

@@ -31,12 +31,14 @@ use tokio_util::task::TaskTracker;
 
 use super::event::EventHead;
 use super::post::{delivery_request, exchange};
-use super::{App, InFlight, Stopping, Verdict, delivery_outcome, path_for, settle, span};
+use super::subscription::Subscription;
+use super::{App, Stopping, Verdict, delivery_outcome, path_for, settle, span};
+use crate::cloudevent::uuid;
 
 /// What a subscription's batcher works with.
 pub(super) struct Batching {
     pub app: App,
-    pub sub: Arc<SubscriptionSpec>,
+    pub sub: Arc<Subscription>,
     pub broker: Arc<dyn PubSub>,
     pub policy: Arc<Policy>,
     pub settings: BulkSubscribe,
@@ -90,13 +92,13 @@ pub(super) async fn batcher(b: Batching, mut deliveries: mpsc::Receiver<Box<dyn 
 /// One batch: each route's entries POSTed under the policy, then every entry settled.
 async fn deliver_batch(
     app: App,
-    sub: Arc<SubscriptionSpec>,
+    sub: Arc<Subscription>,
     broker: Arc<dyn PubSub>,
     policy: Arc<Policy>,
     batch: Vec<Box<dyn Delivery>>,
     stop: CancellationToken,
 ) {
-    let _in_flight = InFlight::start(&sub, &app.service, batch.len());
+    let _in_flight = sub.in_flight(batch.len());
     let heads: Vec<EventHead> = batch.iter().map(|d| EventHead::read(d.data())).collect();
     let hop = span::batch(&sub, &app, heads.first(), batch.len());
     let work = async {
@@ -320,19 +322,6 @@ fn statuses(status: http::StatusCode, body: &[u8], ids: &[String]) -> Vec<Verdic
         .collect()
 }
 
-/// A random (version 4) UUID, as daprd names bulk requests and entries.
-fn uuid() -> String {
-    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0x0fff,
-        0x8000 | ((b >> 48) & 0x3fff),
-        b & 0xffff_ffff_ffff
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,14 +380,5 @@ mod tests {
             statuses(S::INTERNAL_SERVER_ERROR, body, &ids),
             vec![Retry; 5]
         );
-    }
-
-    #[test]
-    fn uuids_are_version_4() {
-        let id = uuid();
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
-        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
-        assert_ne!(uuid(), id);
     }
 }

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_config::SubscriptionSpec;
 use herd_pubsub::{Delivery, Message, Nack, PubSub, PubSubError};
 use herd_resilience::Policy;
 
+use super::subscription::Subscription;
 use super::{App, Verdict};
 
 /// Backoff before redelivery `attempt + 1`: exponential from 100 ms, capped at 10 s, full
@@ -25,7 +25,7 @@ pub(super) fn backoff(attempt: u32) -> Duration {
 /// it refused the POST.
 pub(super) async fn settle(
     app: &App,
-    sub: &SubscriptionSpec,
+    sub: &Subscription,
     broker: &Arc<dyn PubSub>,
     policy: &Policy,
     delivery: Box<dyn Delivery>,
@@ -56,7 +56,7 @@ pub(super) async fn settle(
 /// acknowledged (outcome `unrouted`).
 pub(super) async fn unrouted(
     app: &App,
-    sub: &SubscriptionSpec,
+    sub: &Subscription,
     broker: &Arc<dyn PubSub>,
     delivery: Box<dyn Delivery>,
 ) {
@@ -84,26 +84,19 @@ fn why(verdict: Verdict) -> &'static str {
 }
 
 /// Counts a settled message in `herd_pubsub_deliveries_total` by its outcome.
-fn count(app: &App, sub: &SubscriptionSpec, outcome: Result<&'static str, PubSubError>) {
+fn count(app: &App, sub: &Subscription, outcome: Result<&'static str, PubSubError>) {
     let outcome = outcome.unwrap_or_else(|e| {
         tracing::warn!("{}: settling a message of {}: {e}", app.service, sub.topic);
         "error"
     });
-    metrics::counter!(
-        "herd_pubsub_deliveries_total",
-        "pubsub" => sub.pubsub.clone(),
-        "topic" => sub.topic.clone(),
-        "app" => app.service.clone(),
-        "outcome" => outcome
-    )
-    .increment(1);
+    sub.count(outcome);
 }
 
 /// Moves a message the app dropped or kept failing (or that matched no route) to the
 /// dead-letter topic, or drops it without one.
 async fn dead_letter(
     app: &App,
-    sub: &SubscriptionSpec,
+    sub: &Subscription,
     broker: &Arc<dyn PubSub>,
     delivery: Box<dyn Delivery>,
     why: &str,

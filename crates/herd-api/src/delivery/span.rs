@@ -3,6 +3,7 @@
 //! POST to the app names this span as its parent. A bulk delivery runs in one CONSUMER span for
 //! its batch, a child of the first entry's context.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use herd_config::SubscriptionSpec;
@@ -14,13 +15,24 @@ use opentelemetry::trace::SpanKind;
 use tokio_util::sync::CancellationToken;
 
 use super::event::EventHead;
+use super::subscription::Subscription;
 use super::{App, deliver};
+
+/// A span's name, `"{operation} {topic}"`: written only when spans are exported (otherwise
+/// nobody reads it, and a message should not pay for formatting it).
+pub(crate) fn span_name(operation: &'static str, topic: &str) -> Cow<'static, str> {
+    if herd_telemetry::tracer().is_some() {
+        Cow::Owned(format!("{operation} {topic}"))
+    } else {
+        Cow::Borrowed(operation)
+    }
+}
 
 /// One delivery attempt inside its CONSUMER span, a child of the event's `traceparent`: log
 /// lines carry the trace id, and the POST to the app names this span as its parent.
 pub(super) async fn traced(
     app: App,
-    sub: Arc<SubscriptionSpec>,
+    sub: Arc<Subscription>,
     broker: Arc<dyn PubSub>,
     policy: Arc<Policy>,
     delivery: Box<dyn Delivery>,
@@ -33,7 +45,7 @@ pub(super) async fn traced(
         .and_then(|tp| context::parse(tp, event.tracestate.as_deref()));
     let hop = Traced::start(
         SpanKind::Consumer,
-        format!("process {}", sub.topic),
+        span_name("process", &sub.topic),
         &context::remote(parent),
         || {
             let mut a = vec![
@@ -66,7 +78,7 @@ pub(super) fn batch(
         parent.and_then(|e| context::parse(e.traceparent.as_deref()?, e.tracestate.as_deref()));
     Traced::start(
         SpanKind::Consumer,
-        format!("process {}", sub.topic),
+        span_name("process", &sub.topic),
         &context::remote(parent),
         || {
             vec![
