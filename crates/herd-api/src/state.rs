@@ -8,6 +8,7 @@
 //! writes HTTP. Every store call runs under the component's outbound resiliency policy
 //! (`resilience.rs`).
 
+pub(crate) mod metrics;
 pub(crate) mod ops;
 
 use std::collections::HashMap;
