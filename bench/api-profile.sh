@@ -120,18 +120,24 @@ load() { # requests rate out
     --conns "$CONNS" --duration "$duration" --warmup 0 --label "$c" >"$3" 2>&1
 }
 
-# malloc_calls dump: calls of malloc, calloc and realloc recorded in a callgrind dump (names may be
-# compressed: "(id) name" defines an id, "(id)" alone refers to it).
-malloc_calls() {
-  awk '
+# calls_to dump regex: calls recorded in a callgrind dump to functions whose name matches regex
+# (names may be compressed: "(id) name" defines an id, "(id)" alone refers to it).
+calls_to() {
+  awk -v want="$2" '
     /^c?fn=\(/ {
       id = $0; sub(/^c?fn=/, "", id); name = id; sub(/\).*/, ")", id); sub(/^\([0-9]+\) ?/, "", name)
       if (name != "") names[id] = name; else name = names[id]
-      if ($0 ~ /^cfn=/) pending = (name == "malloc" || name == "calloc" || name == "realloc")
+      if ($0 ~ /^cfn=/) pending = (name ~ want)
       next
     }
     /^calls=/ { if (pending) { n = $0; sub(/^calls=/, "", n); split(n, a, " "); total += a[1] } pending = 0; next }
     END { print total + 0 }' "$1"
+}
+malloc_calls() { calls_to "$1" '^(malloc|calloc|realloc)$'; }
+# inclusive_ir dump text: the inclusive instructions of the first function whose line holds text.
+inclusive_ir() {
+  callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
+    awk -v want="$2" 'index($0, want) { c = $1; gsub(",", "", c); print c; found = 1; exit } END { if (!found) print 0 }'
 }
 
 dumps() { find "$OUT_DIR" -maxdepth 1 -name "${OUT##*/}.*" | wc -l; }
@@ -174,7 +180,15 @@ for c in $CASES; do
     "$(awk -v t="$total" -v i="$IDLE_IR" -v s="$secs" -v n="$L_OK" 'BEGIN{print (t - i * s) / n}')" \
     "$(awk -v t="$mallocs" -v i="$IDLE_MALLOC" -v s="$secs" -v n="$L_OK" 'BEGIN{print (t - i * s) / n}')" "$L_STATUSES"
   callgrind_annotate --inclusive=yes --threshold=99 "$d" 2>/dev/null >"$OUT_DIR/$c.inclusive" || true
+  if [ "$c" = embedded-save ]; then
+    # The writer thread's commits group concurrent saves, so their share depends on how the
+    # requests happened to bunch: shown apart.
+    commits=$(calls_to "$d" 'WriteTransaction::commit_with$')
+    batch=$(inclusive_ir "$d" 'herd_state::embedded::commit::run_batch [')
+    EMBEDDED_NOTE="embedded-save: $commits commits ($(awk -v c="$commits" -v n="$L_OK" 'BEGIN{printf "%.2f", n / (c ? c : 1)}') saves per commit), the writer's batches $(awk -v b="$batch" -v n="$L_OK" 'BEGIN{printf "%.0f", b / n}') Ir per save; the rest $(awk -v t="$total" -v b="$batch" -v i="$IDLE_IR" -v s="$secs" -v n="$L_OK" 'BEGIN{printf "%.0f", (t - b - i * s) / n}') Ir per save"
+  fi
 done
+[ -z "${EMBEDDED_NOTE:-}" ] || say "$EMBEDDED_NOTE"
 echo
 for c in $CASES; do
   say "$c: the top $TOP functions by inclusive instructions (Ir, % of total, Ir per request)"
