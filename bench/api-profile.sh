@@ -137,7 +137,7 @@ malloc_calls() { calls_to "$1" '^(malloc|calloc|realloc)$'; }
 # inclusive_ir dump text: the inclusive instructions of the first function whose line holds text.
 inclusive_ir() {
   callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
-    awk -v want="$2" 'index($0, want) { c = $1; gsub(",", "", c); print c; found = 1; exit } END { if (!found) print 0 }'
+    awk -v want="$2" 'index($0, want) && !found { c = $1; gsub(",", "", c); print c; found = 1 } END { if (!found) print 0 }'
 }
 
 dumps() { find "$OUT_DIR" -maxdepth 1 -name "${OUT##*/}.*" | wc -l; }
@@ -148,7 +148,7 @@ dump() {
   before=$(dumps)
   callgrind_control -d "$1" "$VG_PID" >/dev/null 2>&1
   for ((i = 0; i < 100; i++)); do [ "$(dumps)" -gt "$before" ] && break; sleep 0.1; done
-  ls -t "$OUT".* | head -1
+  ls -t "$OUT".* | sed -n 1p
 }
 total_ir() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print t + 0}'; }
 
