@@ -58,6 +58,8 @@ pub struct Component {
     pub locks: bool,
     /// Transactions publish their upserts to this `(pubsub, topic)`, through the outbox.
     pub outbox: Option<(String, String)>,
+    /// The state API's metric handles for this component.
+    pub(crate) state_metrics: crate::state::metrics::StateMetrics,
     opened: OnceLock<Opened>,
     last_error: Mutex<Option<String>>,
 }
@@ -168,6 +170,7 @@ impl Components {
                 scopes: d.scopes,
                 locks,
                 outbox: d.outbox,
+                state_metrics: Default::default(),
                 opened: OnceLock::new(),
                 last_error: Mutex::new(None),
             });

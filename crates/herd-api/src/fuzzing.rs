@@ -29,7 +29,7 @@ const MAX_BODY: usize = 1 << 20;
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
-    router: axum::Router,
+    router: crate::listener::Api,
 }
 
 fn harness() -> &'static Harness {
@@ -82,7 +82,12 @@ fn harness() -> &'static Harness {
                 invoker: Arc::new(Invoker::new(vec![APP.into()], None, MAX_BODY)),
                 extended: Default::default(),
             });
-            crate::router(shared, MAX_BODY).layer(axum::Extension(AppId(APP.into())))
+            crate::listener::Api::new(
+                crate::router(shared.clone()),
+                shared,
+                AppId(APP.into()),
+                MAX_BODY,
+            )
         });
         Harness { runtime, router }
     })

@@ -30,6 +30,7 @@ use herd_upstream::{
 use http_body_util::{Either, Full};
 
 mod app_callback;
+mod metrics;
 
 use crate::error::ApiError;
 use crate::peers::Peers;
@@ -58,6 +59,8 @@ pub struct Invoker {
     services: OnceLock<Services>,
     /// Names of the services this herd runs.
     names: Vec<String>,
+    /// Their invocation metrics, in the order of `names`.
+    metrics: Vec<metrics::AppMetrics>,
     /// One pool per invoked local app, made on first use.
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     client: Client,
@@ -91,6 +94,7 @@ impl Invoker {
     pub fn new(names: Vec<String>, peers: Option<Arc<Peers>>, max_body: usize) -> Self {
         Self {
             services: OnceLock::new(),
+            metrics: names.iter().map(|_| Default::default()).collect(),
             names,
             pools: Mutex::new(HashMap::new()),
             client: Client::new(),
@@ -168,12 +172,19 @@ impl Invoker {
             Some(p) => p.run(once, classify).await,
             None => once(0).await.map_err(RunError::Failed),
         };
-        match result {
-            Ok((target, resp)) => finish(app, target, started, resp),
-            Err(RunError::Failed((target, f))) => failed(app, target, started, f),
-            Err(RunError::TimedOut(_)) => failed(app, "local", started, Failure::TimedOut),
-            Err(RunError::BreakerOpen(_)) => failed(app, "local", started, Failure::BreakerOpen),
-        }
+        let (target, response) = match result {
+            Ok((target, resp)) => (target, finish(resp)),
+            Err(RunError::Failed((target, f))) => (target, failed(app, f)),
+            Err(RunError::TimedOut(_)) => ("local", failed(app, Failure::TimedOut)),
+            Err(RunError::BreakerOpen(_)) => ("local", failed(app, Failure::BreakerOpen)),
+        };
+        let cached = self
+            .names
+            .iter()
+            .position(|n| n == app)
+            .map(|i| &self.metrics[i]);
+        metrics::record(cached, app, target, started, response.status());
+        response
     }
 
     /// One attempt of a call: local instances first, then peers unless `local_only` (a call a
@@ -358,13 +369,12 @@ async fn attempts(
     }
 }
 
-fn finish(app: &str, target: &'static str, started: Instant, mut resp: Response) -> Response {
-    record(app, target, started, resp.status());
+fn finish(mut resp: Response) -> Response {
     strip_hop_by_hop(resp.headers_mut());
     resp
 }
 
-fn failed(app: &str, target: &'static str, started: Instant, f: Failure) -> Response {
+fn failed(app: &str, f: Failure) -> Response {
     let (status, why) = match f {
         Failure::NoEndpoint(NoEndpoint::Empty) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -392,7 +402,6 @@ fn failed(app: &str, target: &'static str, started: Instant, f: Failure) -> Resp
             "no app with this id here or on a peer".to_string(),
         ),
     };
-    record(app, target, started, status);
     let mut r = ApiError::new(
         status,
         "ERR_DIRECT_INVOKE",
@@ -404,20 +413,6 @@ fn failed(app: &str, target: &'static str, started: Instant, f: Failure) -> Resp
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r
-}
-
-fn record(app: &str, target: &'static str, started: Instant, status: StatusCode) {
-    let class = match status.as_u16() / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
-    };
-    metrics::counter!("herd_invoke_requests_total", "app" => app.to_string(), "target" => target, "class" => class)
-        .increment(1);
-    metrics::histogram!("herd_invoke_request_duration_seconds", "app" => app.to_string(), "target" => target)
-        .record(started.elapsed().as_secs_f64());
 }
 
 /// Splits `/v1.0/invoke/{app}/method/{path}?query` into the app id (a trailing `.namespace`

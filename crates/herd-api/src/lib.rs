@@ -21,7 +21,8 @@
 //! Every request but `/v1.0/healthz` must carry `dapr-api-token` when a token is configured;
 //! bodies larger than `[api] max_body` get 413, names, keys and metadata past their limits 400
 //! (`limits.rs`), both as Dapr JSON like every other error. Every request but the health checks runs in a
-//! SERVER span (`traced`), so its log lines carry the trace id.
+//! SERVER span (`span.rs`), so its log lines carry the trace id. What wraps every request is one
+//! service per listener around the router (`listener.rs`), not layers on each route.
 
 #![forbid(unsafe_code)]
 
@@ -35,6 +36,7 @@ pub mod grpc;
 pub mod invoke;
 mod keys;
 mod limits;
+mod listener;
 mod lock;
 pub mod mesh;
 mod meta;
@@ -43,20 +45,17 @@ pub mod peers;
 mod publish;
 mod recent;
 mod resilience;
+mod span;
 mod state;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode};
+use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{any, get, post};
-use herd_telemetry::traceparent::{TRACEPARENT, TRACESTATE};
-use herd_telemetry::{Traced, context};
-use opentelemetry::KeyValue;
-use opentelemetry::trace::SpanKind;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -113,34 +112,13 @@ pub(crate) fn query_metadata(
 }
 
 /// Parses a JSON body, mapping failures to Dapr's 400.
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::malformed(format!("failed deserializing HTTP body: {e}")))
 }
 
-async fn auth(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    if let Some(token) = &shared.token
-        && request.uri().path() != "/v1.0/healthz"
-    {
-        let given = request
-            .headers()
-            .get("dapr-api-token")
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if !constant_time_eq(given, token.as_bytes()) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "ERR_UNAUTHORIZED",
-                "invalid api token",
-            )
-            .into_response();
-        }
-    }
-    next.run(request).await
-}
-
 /// Compares without an early exit, so timing does not tell how much of a token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for (i, byte) in b.iter().enumerate() {
         diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
@@ -148,64 +126,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Runs every request inside its SERVER span, a child of the request's `traceparent` (a new
-/// trace without one): handlers log with its trace id, and hops they start (a publish, a call
-/// to another app through [`herd_telemetry::current_traceparent`]) are its children. Health
-/// checks are left out, as they would only add noise.
-pub(crate) async fn traced(request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if path.starts_with("/v1.0/healthz") {
-        return next.run(request).await;
-    }
-    let headers = request.headers();
-    let header = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let parent = header(TRACEPARENT).and_then(|tp| context::parse(tp, header(TRACESTATE)));
+/// The layer on every matched route: the route parameters' limits, the dashboard's entry of the
+/// request (`recent.rs`), and the route template for the SERVER span when it asks for it
+/// (`span.rs`).
+async fn matched(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str);
-    let method = request.method().as_str();
-    let name = match route {
-        Some(r) => format!("{method} {r}"),
-        None => method.to_string(),
-    };
-    // One debug line per request, written inside the span (so with its trace id).
-    let line = tracing::enabled!(tracing::Level::DEBUG).then(|| name.clone());
-    let hop = Traced::start(SpanKind::Server, name, &context::remote(parent), || {
-        let mut a = vec![
-            KeyValue::new("http.request.method", method.to_string()),
-            KeyValue::new("url.path", path.to_string()),
-            KeyValue::new("url.scheme", "http"),
-        ];
-        if let Some(r) = route {
-            a.push(KeyValue::new("http.route", r.to_string()));
+        .get::<span::WantRoute>()
+        .and_then(|_| request.extensions().get::<MatchedPath>().cloned());
+    let mut response = recent::record(request, |request| async move {
+        match limits::path_params(request).await {
+            Ok(request) => next.run(request).await,
+            Err(refused) => refused,
         }
-        if let Some(app) = request.extensions().get::<AppId>() {
-            a.push(KeyValue::new("herd.app_id", app.0.to_string()));
-        }
-        a
-    });
-    let response = hop
-        .wrap(async move {
-            let response = next.run(request).await;
-            if let Some(line) = line {
-                tracing::debug!(status = response.status().as_u16(), "{line}");
-            }
-            response
-        })
-        .await;
-    if hop.is_recording() {
-        let status = response.status();
-        hop.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status.as_u16()),
-        ));
-        if status.is_server_error() {
-            hop.set_attribute(KeyValue::new("error.type", status.as_u16().to_string()));
-            hop.set_error("");
-        }
+    })
+    .await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(route);
     }
-    hop.end();
     response
 }
 
@@ -217,8 +155,9 @@ async fn not_found(request: Request) -> ApiError {
     )
 }
 
-/// The router, without the per-listener app id.
-fn router(shared: Arc<Shared>, max_body: usize) -> Router {
+/// The router, without what `listener.rs` adds around it (the app id, the body limit, the token
+/// check, the SERVER span).
+fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1.0/healthz", get(meta::healthz))
         .route("/v1.0/healthz/outbound", get(meta::outbound))
@@ -245,14 +184,8 @@ fn router(shared: Arc<Shared>, max_body: usize) -> Router {
             "/v1.0-alpha1/publish/bulk/{pubsub}/{topic}",
             post(publish::bulk),
         )
-        .route_layer(middleware::from_fn(limits::path_params))
-        .route_layer(middleware::from_fn(recent::record))
+        .route_layer(middleware::from_fn(matched))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(max_body, limits::dapr_json))
-        .layer(middleware::from_fn_with_state(shared.clone(), auth))
-        .layer(middleware::from_fn(traced))
-        .layer(middleware::from_fn(limits::refuse_head))
         .with_state(shared)
 }
 
@@ -264,17 +197,15 @@ pub fn serve(
     stop: &CancellationToken,
     tracker: &TaskTracker,
 ) -> std::io::Result<()> {
-    let router = router(shared, max_body);
+    let router = router(shared.clone());
     for listener in listeners {
         listener.socket.set_nonblocking(true)?;
         let socket = tokio::net::TcpListener::from_std(listener.socket)?;
-        let app = router
-            .clone()
-            .layer(axum::Extension(AppId(listener.app_id.into())));
-        // Before routing: a `dapr-app-id` header turns any path into an invocation.
-        let app = tower::Layer::layer(
-            &tower::util::MapRequestLayer::new(invoke::rewrite_app_id_header),
-            app,
+        let app = listener::Api::new(
+            router.clone(),
+            shared.clone(),
+            AppId(listener.app_id.into()),
+            max_body,
         );
         let stop = stop.clone();
         tracker.spawn(async move {

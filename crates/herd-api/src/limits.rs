@@ -13,15 +13,14 @@
 //! | metadata (query `metadata.*` or body)  | 64 entries, names 256 B, values 4 KiB | `ERR_MALFORMED_REQUEST` |
 //! | invoked app id                         | 64 bytes of `A-Z a-z 0-9 - _`         | `ERR_DIRECT_INVOKE`     |
 //!
-//! Route parameters are checked by one layer after routing ([`path_params`]); keys where they
-//! are prefixed (`keys.rs`), metadata where it is read. [`refuse_head`] answers heads HTTP
-//! says to refuse (`herd_upstream::inbound`) as Dapr errors, and [`dapr_json`] turns the
+//! Route parameters are checked by the layer on every matched route ([`path_params`]); keys
+//! where they are prefixed (`keys.rs`), metadata where it is read. [`refused_head`] answers
+//! heads HTTP says to refuse (`herd_upstream::inbound`) as Dapr errors, and [`dapr_json`] turns the
 //! framework's plain-text 400 and 413 answers (a body over `[api] max_body`, an unreadable query)
 //! into Dapr JSON, leaving the answers of invoked apps alone.
 
-use axum::extract::{RawPathParams, Request, State};
+use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use herd_upstream::inbound::{Fault, head_fault};
 
@@ -126,8 +125,13 @@ pub fn escape(text: &str) -> String {
     escaped
 }
 
-/// Checks the route's parameters: component names, topic and key.
-pub async fn path_params(params: RawPathParams, request: Request, next: Next) -> Response {
+/// Checks the route's parameters: component names, topic and key. A parameter that is not
+/// UTF-8 is axum's own rejection.
+pub async fn path_params(request: Request) -> Result<Request, Response> {
+    let (mut parts, body) = request.into_parts();
+    let params = RawPathParams::from_request_parts(&mut parts, &())
+        .await
+        .map_err(IntoResponse::into_response)?;
     for (name, value) in &params {
         let checked = match name {
             "store" | "pubsub" if value.len() > MAX_NAME => {
@@ -137,19 +141,15 @@ pub async fn path_params(params: RawPathParams, request: Request, next: Next) ->
             "key" => key(value),
             _ => Ok(()),
         };
-        if let Err(e) = checked {
-            return e.into_response();
-        }
+        checked.map_err(IntoResponse::into_response)?;
     }
-    next.run(request).await
+    Ok(Request::from_parts(parts, body))
 }
 
-/// Answers a head herd refuses (no or two `Host`, `CONNECT`, an unimplemented transfer
-/// coding) with a Dapr error, and closes an HTTP/1 connection after it.
-pub async fn refuse_head(request: Request, next: Next) -> Response {
-    let Some(fault) = head_fault(request.version(), request.method(), request.headers()) else {
-        return next.run(request).await;
-    };
+/// The answer to a head herd refuses (no or two `Host`, `CONNECT`, an unimplemented transfer
+/// coding): a Dapr error that closes an HTTP/1 connection; `None` for every other request.
+pub fn refused_head(request: &Request) -> Option<Response> {
+    let fault = head_fault(request.version(), request.method(), request.headers())?;
     let code = match fault.status {
         StatusCode::NOT_IMPLEMENTED => "ERR_API_UNIMPLEMENTED",
         _ => "ERR_BAD_REQUEST",
@@ -161,15 +161,14 @@ pub async fn refuse_head(request: Request, next: Next) -> Response {
     if let Some(close) = Fault::close(request.version()) {
         r.headers_mut().insert(header::CONNECTION, close);
     }
-    r
+    Some(r)
 }
 
 /// What axum itself answers (a path segment that is not UTF-8, a body over the limit, a method a
 /// route does not take) is plain text; the Dapr API answers every error as `{errorCode,
-/// message}`. Invocations are left alone, as their answers are the invoked app's.
-pub async fn dapr_json(State(max_body): State<usize>, request: Request, next: Next) -> Response {
-    let invocation = request.uri().path().starts_with(crate::invoke::PREFIX);
-    let response = next.run(request).await;
+/// message}`. `response` is the answer to a request that was (`invocation`) or was not an
+/// invocation: invocations are left alone, as their answers are the invoked app's.
+pub async fn dapr_json(response: Response, invocation: bool, max_body: usize) -> Response {
     let status = response.status();
     if invocation || !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
         return response;

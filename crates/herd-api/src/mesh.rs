@@ -40,7 +40,7 @@ pub fn serve(
         .route(APPS_PATH, get(apps))
         .route("/v1.0/invoke/{*rest}", any(invoke::from_peer))
         // A forwarded call gets its SERVER span here too, a child of the calling herd's.
-        .layer(axum::middleware::from_fn(crate::traced))
+        .layer(axum::middleware::from_fn(crate::span::traced))
         .with_state(invoker);
     let stop = stop.clone();
     let Some(tls) = tls else {

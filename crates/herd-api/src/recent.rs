@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::Response;
 use herd_telemetry::recent::{self, Finished, Source};
 use herd_telemetry::traceparent::TRACEPARENT;
 
-/// Middleware on every matched route: runs the request, then records it.
-pub async fn record(request: Request, next: Next) -> Response {
+/// On every matched route (`crate::matched`): runs the request, then records it.
+pub async fn record<F>(request: Request, run: impl FnOnce(Request) -> F) -> Response
+where
+    F: Future<Output = Response>,
+{
     let started = Instant::now();
     let target = request
         .extensions()
@@ -22,7 +24,7 @@ pub async fn record(request: Request, next: Next) -> Response {
         .headers()
         .get(TRACEPARENT)
         .and_then(|v| recent::trace_id_of(v.as_bytes()));
-    let response = next.run(request).await;
+    let response = run(request).await;
     if let Some(target) = target {
         recent::push(Finished::new(
             Source::Api,

@@ -8,6 +8,7 @@
 //! writes HTTP. Every store call runs under the component's outbound resiliency policy
 //! (`resilience.rs`).
 
+pub(crate) mod metrics;
 pub(crate) mod ops;
 
 use std::collections::HashMap;
@@ -31,11 +32,13 @@ struct Options {
     consistency: Option<String>,
 }
 
-/// One item of a save request, or the `request` of a transaction operation, as JSON.
+/// One item of a save request, or the `request` of a transaction operation, as JSON; the value
+/// is borrowed from the request body.
 #[derive(Debug, Deserialize)]
-struct WireItem {
+struct WireItem<'a> {
     key: String,
-    value: Option<Box<RawValue>>,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
     etag: Option<serde_json::Value>,
     #[serde(default)]
     metadata: HashMap<String, serde_json::Value>,
@@ -43,14 +46,13 @@ struct WireItem {
     options: Options,
 }
 
-impl WireItem {
-    /// The item with its value as the JSON text sent and its metadata as strings.
-    fn into_item(self) -> Item {
+impl WireItem<'_> {
+    /// The item with its value as the JSON text sent (a slice of `body`, the request body the
+    /// item was read from) and its metadata as strings.
+    fn into_item(self, body: &Bytes) -> Item {
         Item {
             key: self.key,
-            value: self
-                .value
-                .map(|v| bytes::Bytes::copy_from_slice(v.get().as_bytes())),
+            value: self.value.map(|v| body.slice_ref(v.get().as_bytes())),
             etag: self.etag.as_ref().map(text),
             metadata: self
                 .metadata
@@ -69,14 +71,16 @@ struct BulkRequest {
 }
 
 #[derive(Debug, Deserialize)]
-struct Transaction {
-    operations: Vec<WireOperation>,
+struct Transaction<'a> {
+    #[serde(borrow)]
+    operations: Vec<WireOperation<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct WireOperation {
+struct WireOperation<'a> {
     operation: String,
-    request: WireItem,
+    #[serde(borrow)]
+    request: WireItem<'a>,
 }
 
 fn text(v: &serde_json::Value) -> String {
@@ -102,7 +106,7 @@ pub async fn save(
     let items = items
         .into_iter()
         .map(|item| {
-            let mut item = item.into_item();
+            let mut item = item.into_item(&body);
             item.metadata.extend(shared_metadata.clone());
             item
         })
@@ -213,7 +217,7 @@ pub async fn transaction(
         .into_iter()
         .map(|op| Operation {
             operation: op.operation,
-            request: op.request.into_item(),
+            request: op.request.into_item(&body),
         })
         .collect();
     ops::transact(&shared, &app.0, &name, operations).await?;

@@ -24,12 +24,13 @@
 
 pub(crate) mod settings;
 
+use std::io::Write as _;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
-use redis::{Script, Value};
+use redis::{ErrorKind, RedisWrite as _, Script, ServerErrorKind, Value};
 
 use crate::error::StateError;
 use crate::rules;
@@ -76,6 +77,7 @@ return 1
 const VERSION_KEY: &str = "herd||version";
 const FENCE_COUNTER: &str = "herd||fence";
 
+#[cfg(test)]
 fn fence_key(key: &str) -> String {
     format!("herd-fence||{key}")
 }
@@ -124,8 +126,6 @@ impl RedisStore {
         if ops.is_empty() && messages.is_empty() {
             return Ok(());
         }
-        let mut invocation = self.transact.prepare_invoke();
-        invocation.key(VERSION_KEY).arg(ops.len());
         let mut strong = false;
         for op in &ops {
             let guard = op.guard();
@@ -135,39 +135,21 @@ impl RedisStore {
                 rules::parse_etag(op.key(), etag)?;
             }
             strong |= guard.consistency == Consistency::Strong;
-            invocation.key(op.key()).key(fence_key(op.key()));
-            let (kind, ttl, value): (&str, u64, &[u8]) = match op {
-                WriteOp::Set(s) => (
-                    "s",
-                    s.ttl.map_or(0, |t| (t.as_millis() as u64).max(1)),
-                    &s.value,
-                ),
-                WriteOp::Delete(_) => ("d", 0, b""),
-            };
-            let concurrency = match guard.concurrency {
-                Concurrency::Unspecified => "u",
-                Concurrency::FirstWrite => "f",
-                Concurrency::LastWrite => "l",
-            };
-            invocation
-                .arg(kind)
-                .arg(guard.etag.as_deref().unwrap_or(""))
-                .arg(concurrency)
-                .arg(guard.fence.map(|f| f.to_string()).unwrap_or_default())
-                .arg(ttl)
-                .arg(value);
         }
-        if !messages.is_empty() {
-            let (ids_key, data_key) = self.outbox_keys();
-            invocation.key(ids_key).key(data_key);
-            for m in &messages {
-                invocation.arg(m.as_ref());
+        let command = transact_command(self.transact.get_hash(), &ops, &messages, || {
+            self.outbox_keys()
+        });
+        let reply: Vec<String> = match command.query_async(&mut self.conn.clone()).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.transact
+                    .load_async(&mut self.conn.clone())
+                    .await
+                    .map_err(unavailable)?;
+                command.query_async(&mut self.conn.clone()).await
             }
+            reply => reply,
         }
-        let reply: Vec<String> = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        .map_err(unavailable)?;
         match reply.first().map(String::as_str) {
             Some("OK") => {}
             Some("MISMATCH") => {
@@ -217,6 +199,72 @@ impl RedisStore {
         }
         Ok(())
     }
+}
+
+/// `EVALSHA` of the `TRANSACT` script (`sha`) for `ops` and `messages`, written straight into
+/// one command buffer (a `ScriptInvocation` keeps every key and argument in a `Vec` of its own,
+/// then copies them into the command). `outbox_keys` names the outbox's id set and data hash.
+fn transact_command(
+    sha: &str,
+    ops: &[WriteOp],
+    messages: &[Bytes],
+    outbox_keys: impl FnOnce() -> (String, String),
+) -> redis::Cmd {
+    let keys = 1 + 2 * ops.len() + if messages.is_empty() { 0 } else { 2 };
+    let data: usize = ops
+        .iter()
+        .map(|op| {
+            let value = match op {
+                WriteOp::Set(s) => s.value.len(),
+                WriteOp::Delete(_) => 0,
+            };
+            2 * op.key().len() + value + 64
+        })
+        .sum::<usize>()
+        + messages.iter().map(Bytes::len).sum::<usize>()
+        + 128;
+    let mut cmd = redis::Cmd::with_capacity(3 + keys + 1 + 6 * ops.len() + messages.len(), data);
+    cmd.arg("EVALSHA").arg(sha).arg(keys).arg(VERSION_KEY);
+    for op in ops {
+        cmd.arg(op.key());
+        // The fence key, `herd-fence||<key>`, written in place.
+        let mut fence = cmd.writer_for_next_arg();
+        let _ = fence.write_all(b"herd-fence||");
+        let _ = fence.write_all(op.key().as_bytes());
+    }
+    if !messages.is_empty() {
+        let (ids_key, data_key) = outbox_keys();
+        cmd.arg(ids_key).arg(data_key);
+    }
+    cmd.arg(ops.len());
+    for op in ops {
+        let guard = op.guard();
+        let (kind, ttl, value): (&str, u64, &[u8]) = match op {
+            WriteOp::Set(s) => (
+                "s",
+                s.ttl.map_or(0, |t| (t.as_millis() as u64).max(1)),
+                &s.value,
+            ),
+            WriteOp::Delete(_) => ("d", 0, b""),
+        };
+        let concurrency = match guard.concurrency {
+            Concurrency::Unspecified => "u",
+            Concurrency::FirstWrite => "f",
+            Concurrency::LastWrite => "l",
+        };
+        cmd.arg(kind)
+            .arg(guard.etag.as_deref().unwrap_or(""))
+            .arg(concurrency);
+        match guard.fence {
+            Some(f) => cmd.arg(f),
+            None => cmd.arg(""),
+        };
+        cmd.arg(ttl).arg(value);
+    }
+    for m in messages {
+        cmd.arg(m.as_ref());
+    }
+    cmd
 }
 
 fn decode(

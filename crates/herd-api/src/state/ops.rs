@@ -14,6 +14,7 @@ use herd_state::{
     Concurrency, Consistency, DeleteOp, Guard, SetOp, StateError, StateStore, Versioned, WriteOp,
 };
 
+use super::metrics::Op;
 use crate::Shared;
 use crate::components::{Block, Component};
 use crate::error::ApiError;
@@ -125,15 +126,6 @@ pub(crate) fn store<'a>(
     Ok((component, store))
 }
 
-/// Records one operation's outcome and latency.
-fn observe(store: &str, op: &'static str, started: Instant, ok: bool) {
-    let outcome = if ok { "ok" } else { "error" };
-    metrics::counter!("herd_state_requests_total", "store" => store.to_string(), "op" => op, "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!("herd_state_request_seconds", "store" => store.to_string(), "op" => op)
-        .record(started.elapsed().as_secs_f64());
-}
-
 /// The stored key and the conditions an item asks for: what saves and deletes share.
 fn parts(component: &Component, app: &str, item: &Item) -> Result<(String, Guard), ApiError> {
     crate::limits::metadata(item.metadata.iter().map(|(k, v)| (k.as_str(), v.len())))?;
@@ -180,7 +172,9 @@ pub(crate) async fn save(
     let result = policy
         .run(|_| store.transact(ops.next()), state_outcome)
         .await;
-    observe(name, "save", started, result.is_ok());
+    component
+        .state_metrics
+        .observe(name, Op::Save, started, result.is_ok());
     result.map_err(|e| {
         state_error(
             "ERR_STATE_SAVE",
@@ -204,7 +198,9 @@ pub(crate) async fn get(
     let level = consistency(level)?;
     let policy = shared.policies.component_outbound(app, name);
     let result = policy.run(|_| store.get(&full, level), state_outcome).await;
-    observe(name, "get", started, result.is_ok());
+    component
+        .state_metrics
+        .observe(name, Op::Get, started, result.is_ok());
     result.map_err(|e| {
         state_error(
             "ERR_STATE_GET",
@@ -229,7 +225,9 @@ pub(crate) async fn bulk_get(
         .collect::<Result<Vec<_>, _>>()?;
     let policy = shared.policies.component_outbound(app, name);
     let result = policy.run(|_| store.bulk_get(&full), state_outcome).await;
-    observe(name, "bulk_get", started, result.is_ok());
+    component
+        .state_metrics
+        .observe(name, Op::BulkGet, started, result.is_ok());
     result.map_err(|e| {
         state_error(
             "ERR_STATE_BULK_GET",
@@ -253,7 +251,9 @@ pub(crate) async fn delete(
     let policy = shared.policies.component_outbound(app, name);
     let mut op = Reuse::new(&policy, op);
     let result = policy.run(|_| store.delete(op.next()), state_outcome).await;
-    observe(name, "delete", started, result.is_ok());
+    component
+        .state_metrics
+        .observe(name, Op::Delete, started, result.is_ok());
     result.map_err(|e| {
         state_error(
             "ERR_STATE_DELETE",
@@ -320,7 +320,9 @@ pub(crate) async fn transact(
             result
         }
     };
-    observe(name, "transaction", started, result.is_ok());
+    component
+        .state_metrics
+        .observe(name, Op::Transaction, started, result.is_ok());
     result.map_err(|e: RunError<StateError>| {
         state_error(
             "ERR_STATE_TRANSACTION",

@@ -1,6 +1,8 @@
 //! The save script's conditions against a real Redis (`HERD_TEST_REDIS_URL`; skipped when unset):
 //! a condition reads only what it needs, yet a later operation of a transaction still sees what
 //! an earlier one wrote, and a failed transaction changes nothing. Keys carry a per-run prefix.
+//! What a server without the script does to a save is tried on a `redis-server` of the test's
+//! own (skipped when none is installed), as it flushes the server's scripts.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -212,4 +214,106 @@ async fn a_plain_save_clears_the_ttl_of_an_earlier_one() {
     let got = s.get(&k, Consistency::Eventual).await.unwrap().unwrap();
     assert_eq!(got.expires_at, None);
     clean(&s, &[&k]).await;
+}
+
+/// A redis-server of the test's own (no persistence) on a free port below the ephemeral range,
+/// killed when dropped.
+struct PrivateRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts one and waits (up to 10 s) until it accepts connections; `None` (test skipped) when
+/// `redis-server` is not installed.
+fn private_redis() -> Option<PrivateRedis> {
+    let start = std::process::id().wrapping_mul(1_009) % 12_000;
+    let port = (0..12_000)
+        .map(|n| (20_000 + (start + n) % 12_000) as u16)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below the ephemeral range");
+    let spawned = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let Ok(child) = spawned else {
+        eprintln!("skipped: redis-server is not installed");
+        return None;
+    };
+    let server = PrivateRedis {
+        child,
+        url: format!("redis://127.0.0.1:{port}"),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not listen on {port} within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(server)
+}
+
+#[tokio::test]
+async fn a_save_loads_the_script_when_the_server_does_not_have_it() {
+    let Some(server) = private_redis() else {
+        return;
+    };
+    let s = RedisStore::connect(RedisSettings {
+        url: server.url.clone(),
+        replicas: 0,
+        strong_timeout: Duration::from_secs(1),
+        timeout: Duration::from_secs(5),
+        outbox_key: "herd-outbox||t".into(),
+    })
+    .await
+    .unwrap();
+
+    // A new server has no scripts: the save is answered NOSCRIPT, loads it and goes again.
+    s.transact(vec![set("k", "1", None, Concurrency::Unspecified)])
+        .await
+        .unwrap();
+    let (value, v1) = read(&s, "k").await.unwrap();
+    assert_eq!(value, "1");
+
+    // Scripts the server forgot (a restart, SCRIPT FLUSH) are loaded again, and a conditional
+    // save still checks its ETag.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut s.conn.clone())
+        .await
+        .unwrap();
+    s.transact(vec![set(
+        "k",
+        "2",
+        Some(&v1.to_string()),
+        Concurrency::Unspecified,
+    )])
+    .await
+    .unwrap();
+    let (value, v2) = read(&s, "k").await.unwrap();
+    assert_eq!((value.as_str(), v2 > v1), ("2", true));
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut s.conn.clone())
+        .await
+        .unwrap();
+    let err = s
+        .transact(vec![set(
+            "k",
+            "3",
+            Some(&v1.to_string()),
+            Concurrency::Unspecified,
+        )])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StateError::EtagMismatch { .. }), "{err:?}");
 }
