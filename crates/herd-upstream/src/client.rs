@@ -165,9 +165,7 @@ impl Client {
         loop {
             let (mut conn, reused) = match self.checkout(addr) {
                 Some(conn) => (conn, true),
-                // Boxed: connecting (and a TLS handshake) is rare next to reusing a connection,
-                // and inline its state would make every request's future larger to move.
-                None => (Box::pin(self.connect(addr)).await?, false),
+                None => (self.connect(addr).await?, false),
             };
             let read_before = conn.read.load(Ordering::Relaxed);
             match conn.tx.try_send_request(req).await {
