@@ -402,14 +402,12 @@ async fn serve(
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tasks.spawn(async move {
-                    tokio::select! {
-                        biased;
-                        ended = conn => if let Err(e) = ended {
+                    let served = async move {
+                        if let Err(e) = conn.await {
                             tracing::debug!("gateway connection ended: {e}");
-                        },
-                        () = waiting.expired(&slot) => {}
-                    }
-                    waiting.closed(&slot);
+                        }
+                    };
+                    waiting.watch(&slot, served).await;
                 });
             }
             Some(acceptor) => {
@@ -431,14 +429,7 @@ async fn serve(
                         tracing::debug!("gateway connection ended: {e}");
                     }
                 };
-                tasks.spawn(async move {
-                    tokio::select! {
-                        biased;
-                        () = served => {}
-                        () = waiting.expired(&slot) => {}
-                    }
-                    waiting.closed(&slot);
-                });
+                tasks.spawn(async move { waiting.watch(&slot, served).await });
             }
         }
     }

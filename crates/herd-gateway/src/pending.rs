@@ -14,11 +14,13 @@
 //!
 //! `herd_gateway_pending_connections` is the number waiting, and
 //! `herd_gateway_pending_closed_total{reason="timeout"|"capacity"}` counts the closed ones.
-//! The request path pays one relaxed atomic load per request once the first has arrived.
+//! The request path pays one relaxed atomic load per request once the first has arrived, and
+//! the connection's task stops polling the deadline then (`Pending::watch`).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -108,6 +110,30 @@ impl Pending {
             waiting.len()
         };
         self.gauge.set(count as f64);
+    }
+
+    /// Runs `conn`, a connection's whole life, until it ends or until the connection of `slot`
+    /// must be closed ([`Pending::expired`]), then counts it closed. Once its first request has
+    /// arrived the deadline is dropped, so the wake-ups of the requests that follow poll no timer.
+    pub async fn watch(&self, slot: &Slot, conn: impl Future<Output = ()>) {
+        let mut conn = std::pin::pin!(conn);
+        let mut expiry = Some(Box::pin(self.expired(slot)));
+        std::future::poll_fn(|cx| {
+            if conn.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            if let Some(expired) = &mut expiry {
+                // `expired` never resolves once a request arrived: stop polling it.
+                if slot.served.load(Ordering::Relaxed) {
+                    expiry = None;
+                } else if expired.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        self.closed(slot);
     }
 
     /// Resolves when the connection of `slot` must be closed: its time ran out, or a newer

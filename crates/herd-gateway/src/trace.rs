@@ -8,6 +8,8 @@
 //! This runs for every proxied request, so ids live in fixed-size byte arrays, read and written
 //! by `herd_telemetry::traceparent` without allocating, and the request id is kept as the header
 //! value it arrived as (cloning one shares its bytes) instead of being copied into a `String`.
+//! The `traceparent` sent upstream is built once with the context, and a request id that is the
+//! trace id is a slice of it: one allocation for both.
 //!
 //! When spans are exported, [`TraceContext::start_span`] starts the request's SERVER span (a
 //! child of the incoming `traceparent`, or a new root) and takes its ids, so the `traceparent`
@@ -16,6 +18,7 @@
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use herd_telemetry::traceparent::{
     TRACEPARENT, Traceparent, header_value, hex_into, new_span_id, new_trace_id,
 };
@@ -35,9 +38,11 @@ pub struct TraceContext {
     flags: [u8; 2],
     /// The incoming parent span id, 16 hex digits, when the request carried a valid one.
     parent: Option<[u8; 16]>,
-    /// This hop's span id once a span was started; otherwise each upstream `traceparent` gets
-    /// a fresh one.
+    /// This hop's span id once a span was started; otherwise the upstream `traceparent` names a
+    /// fresh one.
     span: Option<[u8; 16]>,
+    /// The `traceparent` sent upstream while no span was started: this trace, a fresh span id.
+    upstream: Option<HeaderValue>,
     /// The request id returned to the client and passed upstream.
     request_id: HeaderValue,
     /// Whether the request id is the trace id (the client sent none).
@@ -58,6 +63,16 @@ impl TraceContext {
                 (t, None, *b"01")
             }
         };
+        let mut span_id = [0u8; 16];
+        hex_into(u128::from(new_span_id()), &mut span_id);
+        let upstream = Bytes::from_owner(
+            Traceparent {
+                trace_id,
+                parent_id: span_id,
+                flags,
+            }
+            .to_bytes(),
+        );
         let mut request_id_is_trace = false;
         let request_id = headers
             .get(X_REQUEST_ID)
@@ -68,13 +83,17 @@ impl TraceContext {
             .cloned()
             .unwrap_or_else(|| {
                 request_id_is_trace = true;
-                header_value(trace_id)
+                // The trace id digits of the upstream `traceparent` (`00-<trace id>-...`).
+                HeaderValue::from_maybe_shared(upstream.slice(3..35)).expect("hex digits")
             });
         Self {
             trace_id,
             flags,
             parent,
             span: None,
+            upstream: Some(
+                HeaderValue::from_maybe_shared(upstream).expect("hex digits and dashes"),
+            ),
             request_id,
             request_id_is_trace,
         }
@@ -118,6 +137,7 @@ impl TraceContext {
         self.trace_id = ids.trace_id;
         self.span = Some(ids.parent_id);
         self.flags = ids.flags;
+        self.upstream = None;
         if self.request_id_is_trace {
             self.request_id = header_value(self.trace_id);
         }
@@ -139,8 +159,12 @@ impl TraceContext {
         self.request_id.to_str().unwrap_or_default()
     }
 
-    /// The `traceparent` to send upstream: same trace, a new span id for this hop.
+    /// The `traceparent` to send upstream: same trace, this hop's span id (a fresh one, the same
+    /// on every call, while no span was started).
     pub fn child_traceparent(&self) -> HeaderValue {
+        if let Some(tp) = &self.upstream {
+            return tp.clone();
+        }
         let parent_id = self.span.unwrap_or_else(|| {
             let mut id = [0u8; 16];
             hex_into(u128::from(new_span_id()), &mut id);
@@ -256,6 +280,22 @@ mod tests {
         let b = TraceContext::from_headers(&HeaderMap::new());
         assert_ne!(a.trace_id(), b.trace_id());
         assert!(a.child_traceparent().to_str().unwrap().ends_with("-01"));
+    }
+
+    #[test]
+    fn a_new_request_id_is_the_trace_id_the_upstream_traceparent_carries() {
+        let t = TraceContext::from_headers(&HeaderMap::new());
+        let tp = t.child_traceparent();
+        let tp = tp.to_str().unwrap();
+        assert_eq!(&tp[3..35], t.trace_id());
+        assert_eq!(t.request_id_str(), t.trace_id());
+        assert!(is_hex(16, &tp[36..52]), "{tp}");
+        assert_eq!(t.child_traceparent(), tp, "one span id per hop");
+
+        // A client's request id is kept; the traceparent still carries the trace.
+        let t = TraceContext::from_headers(&headers(&[("x-request-id", "abc-123")]));
+        assert_eq!(t.request_id_str(), "abc-123");
+        assert!(t.child_traceparent().to_str().unwrap()[3..35] == *t.trace_id());
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::endpoint::{EndpointStats, Pick};
 use crate::outlier::Ejector;
 use crate::priority::Places;
 use herd_config::{Balance, BreakerConfig, OutlierSpec};
+use smallvec::SmallVec;
 
 /// A set of endpoints and how to choose among them.
 #[derive(Debug)]
@@ -42,6 +43,12 @@ pub struct Pool {
     /// `SocketAddr` cost more than the rest of the lookup.
     stats: Mutex<HashMap<SocketAddr, Arc<EndpointStats>, foldhash::fast::RandomState>>,
 }
+
+/// Candidates a pick keeps on the stack; larger pools' go to the heap.
+const INLINE: usize = 8;
+
+/// The endpoints a pick chooses among, with their statistics.
+type Candidates = SmallVec<[(SocketAddr, Arc<EndpointStats>); INLINE]>;
 
 /// Why no endpoint was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,13 +113,9 @@ impl Pool {
         self.endpoints.borrow().clone()
     }
 
-    /// The candidates (`all` but those in `exclude`) with their statistics, in one list: the only
-    /// allocation of a pick.
-    fn candidates(
-        &self,
-        all: &[SocketAddr],
-        exclude: &[SocketAddr],
-    ) -> Vec<(SocketAddr, Arc<EndpointStats>)> {
+    /// The candidates (`all` but those in `exclude`) with their statistics, in one list, on the
+    /// stack for up to [`INLINE`] of them: a pick over a small pool allocates nothing.
+    fn candidates(&self, all: &[SocketAddr], exclude: &[SocketAddr]) -> Candidates {
         let mut map = self.stats.lock().expect("stats poisoned");
         if map.len() > all.len() * 2 + 16 {
             map.retain(|a, _| all.contains(a));
@@ -184,7 +187,7 @@ impl Pool {
     }
 
     /// Narrows the candidates to one region priority level, drawn by the levels' shares.
-    fn keep_one_level(&self, candidates: &mut Vec<(SocketAddr, Arc<EndpointStats>)>) {
+    fn keep_one_level(&self, candidates: &mut Candidates) {
         let Some(level) = self.places.draw_level(candidates.iter().map(|(a, _)| a)) else {
             return;
         };
