@@ -12,16 +12,20 @@
 #       herd-info  the same with herd's default HERD_LOG=info (access log on; secondary figure)
 #       nginx      worker_processes 1, upstream keepalive 64, proxy_http_version 1.1, access_log off
 #       haproxy    nbthread 1, http-reuse always, balance roundrobin, mode http, no logging
+#       pingora    bench/pingora: Cloudflare's pingora crates in their load-balancer shape (round
+#                  robin, 1 worker thread, pingora's upstream keep-alive pool), built here with
+#                  fat LTO into $HERD_BENCH_CACHE/pingora-target (PINGORA=0 leaves it out)
 #       direct     wrk straight at backend 1 (no proxy): the reference limit
 #
 # All contenders are started once and stay up side by side (idle while another one is loaded).
 # One warm-up round, then ROUNDS measured rounds; in each round every contender gets the same wrk
 # run, the order rotating from round to round (A B C, B C A, ...). Medians per contender; the
-# ratio is herd / the better of nginx and HAProxy (the direct run is the reference limit, not a
+# ratio is herd / the best of nginx, HAProxy and pingora (the direct run is the reference limit, not a
 # peer).
 #
 # Usage: bash bench/gateway.sh
 #   env: ROUNDS=5 DURATION=5 WARMUP_DURATION=3 CONNS=64 HERD_INFO=1 COUNT_STATUS=1 NGINX_KEEPALIVE=64
+#        PINGORA=1
 #        PROXY_CPU=1 SIDE_CPU=0 HERD_REV=<commit> CARGO_TARGET_DIR HERD_BENCH_CACHE=/tmp/herd-bench
 #        (HERD_REV, CARGO_TARGET_DIR: what is built and where, see build_herd in bench/lib.sh)
 # Exit: 0 when every contender ran (goals met or not), 1 when a contender failed to run.
@@ -36,6 +40,7 @@ WARMUP_DURATION=${WARMUP_DURATION:-3}
 CONNS=${CONNS:-64}
 HERD_INFO=${HERD_INFO:-1}           # 1: also measure herd with HERD_LOG=info (access log on)
 NGINX_KEEPALIVE=${NGINX_KEEPALIVE:-64}   # nginx's upstream `keepalive` (idle connections cached)
+PINGORA=${PINGORA:-1}               # 1: also race the pingora load balancer (bench/pingora)
 COUNT_STATUS=${COUNT_STATUS:-1}     # 1: wrk counts every status code in a Lua response() callback
                                     # 0: only wrk's built-in count of responses >= 400 (cheaper)
 
@@ -61,6 +66,16 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 [ -x "$HAPROXY" ] || apt_install haproxy || true
 [ -x "$HAPROXY" ] || { tail -5 "$WORK/apt.log"; FAILED[haproxy]="cannot install haproxy"; }
+
+PINGORA_BIN="$CACHE/pingora-target/release/pingora-lb"
+if [ "$PINGORA" = 1 ]; then
+  say "building bench/pingora (release, its own target dir; the first build takes minutes)"
+  mkdir -p "$CACHE"
+  command -v cmake >/dev/null || apt_install cmake || true   # pingora's zlib-ng builds with cmake
+  CARGO_TARGET_DIR="$CACHE/pingora-target" cargo build --release --quiet \
+    --manifest-path "$BENCH_ROOT/bench/pingora/Cargo.toml" >"$WORK/pingora-build.log" 2>&1 ||
+    { tail -5 "$WORK/pingora-build.log"; FAILED[pingora]="cannot build bench/pingora"; }
+fi
 
 if ! build_herd hello herd || [ ! -x "$HERD" ] || [ ! -x "$HELLO" ]; then
   cat "$WORK/cargo.log"
@@ -230,11 +245,23 @@ EOF
   wait_http "$PORT" 10 || { echo "haproxy: does not answer"; tail -5 "$dir/out.log"; return 1; }
 }
 
+start_pingora() {
+  free_port PORT
+  PINGORA_LISTEN="127.0.0.1:$PORT" PINGORA_BACKENDS="127.0.0.1:$B1,127.0.0.1:$B2" PINGORA_THREADS=1 \
+    taskset -c "$PROXY_CPU" "$PINGORA_BIN" >"$WORK/pingora.out" 2>&1 &
+  MAIN_PID=$!; KILL_PIDS+=("$MAIN_PID")
+  wait_http "$PORT" 10 || { echo "pingora: does not answer"; tail -5 "$WORK/pingora.out"; return 1; }
+}
+
 start_direct() { PORT=$B1; MAIN_PID=${BPID[1]}; }
 
-CONTENDERS=(herd nginx haproxy direct)
-if [ "$HERD_INFO" = 1 ]; then CONTENDERS=(herd herd_info nginx haproxy direct); fi
-declare -A NAME=([herd]=herd [herd_info]=herd-info [nginx]=nginx [haproxy]=haproxy [direct]=direct)
+CONTENDERS=(herd)
+if [ "$HERD_INFO" = 1 ]; then CONTENDERS+=(herd_info); fi
+CONTENDERS+=(nginx haproxy)
+PEERS=(nginx haproxy)
+if [ "$PINGORA" = 1 ]; then CONTENDERS+=(pingora); PEERS+=(pingora); fi
+CONTENDERS+=(direct)
+declare -A NAME=([herd]=herd [herd_info]=herd-info [nginx]=nginx [haproxy]=haproxy [pingora]=pingora [direct]=direct)
 declare -A RPS=() P99=() P50=() USREQ=() ERRS=() REQS=()   # space-separated per-round values / totals
 OUTSIDE=""                                         # CPU PROXY_CPU busy % during the direct runs
 
@@ -245,6 +272,7 @@ say "load: wrk -t1 -c$CONNS -d${DURATION}s --latency, keep-alive, GET /; 1 warm-
 say "backends: 2 x $HELLO (HELLO_DELAY_MS=0) on 127.0.0.1:$B1 and 127.0.0.1:$B2, pids ${BPID[1]} ${BPID[2]}, shared by all contenders; 'direct' = wrk straight at backend 1 (127.0.0.1:$B1), no proxy: the reference 'limit' (1 backend sharing CPU $SIDE_CPU with wrk)"
 say "herd: HERD_LOG=warn (no per-request access log); herd-info: HERD_LOG=info (herd's default, access log written to its data_dir/herd.log)"
 say "nginx: worker_processes 1, upstream keepalive $NGINX_KEEPALIVE (keepalive_requests 1000000 both sides), proxy_http_version 1.1, Connection \"\", access_log off; haproxy: nbthread 1, http-reuse always, balance roundrobin, mode http, no log"
+[ "$PINGORA" = 1 ] && say "pingora: bench/pingora (pingora-proxy $(grep -m1 -A1 'name = "pingora-proxy"' "$BENCH_ROOT/bench/pingora/Cargo.lock" 2>/dev/null | sed -n 's/version = "\(.*\)"/\1/p' || true)), 1 worker thread, round robin, upstream keep-alive pool"
 
 declare -A C_PORT=() C_PID=()
 for c in "${CONTENDERS[@]}"; do
@@ -334,11 +362,11 @@ for c in "${CONTENDERS[@]}"; do
   # shellcheck disable=SC2086  # one value per word
   { MRPS[$c]=$(median ${RPS[$c]}); MP99[$c]=$(median ${P99[$c]}); MP50[$c]=$(median ${P50[$c]}); MUS[$c]=$(median ${USREQ[$c]}); }
 done
-for c in herd herd_info nginx haproxy direct; do : "${MRPS[$c]:=n/a}" "${MP99[$c]:=n/a}" "${MP50[$c]:=n/a}" "${MUS[$c]:=n/a}"; done
+for c in herd herd_info nginx haproxy pingora direct; do : "${MRPS[$c]:=n/a}" "${MP99[$c]:=n/a}" "${MP50[$c]:=n/a}" "${MUS[$c]:=n/a}"; done
 
 best_of() { # map-name higher|lower -> "peer value"
   local -n m=$1; local best=n/a bv=n/a p
-  for p in nginx haproxy; do
+  for p in "${PEERS[@]}"; do
     [ "${m[$p]}" = n/a ] && continue
     if [ "$bv" = n/a ] || awk -v a="${m[$p]}" -v b="$bv" -v w="$2" 'BEGIN{exit !(w == "higher" ? a+0 > b+0 : a+0 < b+0)}'; then
       best=${NAME[$p]}; bv=${m[$p]}
@@ -350,6 +378,9 @@ read -r rps_peer rps_peer_v < <(best_of MRPS higher)
 read -r p99_peer p99_peer_v < <(best_of MP99 lower)
 rps_ratio=$(ratio "${MRPS[herd]}" "$rps_peer_v")
 p99_ratio=$(ratio "${MP99[herd]}" "$p99_peer_v")
+read -r cpu_peer cpu_peer_v < <(best_of MUS lower)
+cpu_ratio_haproxy=$(ratio "${MUS[herd]}" "${MUS[haproxy]}")
+cpu_ratio_best=$(ratio "${MUS[herd]}" "$cpu_peer_v")
 
 echo
 say "medians over $ROUNDS rounds (CPU budget: $BUDGET); CPU us/req = user+system CPU time of the proxy's processes (direct: backend 1) per request"
@@ -368,7 +399,8 @@ if [ -n "$OUTSIDE" ]; then
 fi
 echo
 cpu="cpu=proxy:$PROXY_CPU,backends+wrk:$SIDE_CPU"
-result "P1 herd_rps=${MRPS[herd]} best_peer=$rps_peer best_peer_rps=$rps_peer_v ratio=$rps_ratio goal=1.15 $(meets "$rps_ratio" '>=' 1.15) nginx_rps=${MRPS[nginx]} haproxy_rps=${MRPS[haproxy]} direct_rps=${MRPS[direct]} herd_info_rps=${MRPS[herd_info]} cpu_us_per_req=herd:${MUS[herd]},nginx:${MUS[nginx]},haproxy:${MUS[haproxy]},herd_info:${MUS[herd_info]} herd_log=warn $cpu"
-result "P1-p99 herd_p99_ms=${MP99[herd]} best_peer=$p99_peer best_peer_p99_ms=$p99_peer_v ratio=$p99_ratio goal=<= $(meets "${MP99[herd]}" '<=' "$p99_peer_v") nginx_p99_ms=${MP99[nginx]} haproxy_p99_ms=${MP99[haproxy]} direct_p99_ms=${MP99[direct]} herd_info_p99_ms=${MP99[herd_info]} herd_log=warn $cpu"
+result "P1 herd_rps=${MRPS[herd]} best_peer=$rps_peer best_peer_rps=$rps_peer_v ratio=$rps_ratio goal=1.15 $(meets "$rps_ratio" '>=' 1.15) nginx_rps=${MRPS[nginx]} haproxy_rps=${MRPS[haproxy]} pingora_rps=${MRPS[pingora]} direct_rps=${MRPS[direct]} herd_info_rps=${MRPS[herd_info]} cpu_us_per_req=herd:${MUS[herd]},nginx:${MUS[nginx]},haproxy:${MUS[haproxy]},pingora:${MUS[pingora]},herd_info:${MUS[herd_info]} herd_log=warn $cpu"
+result "P1-p99 herd_p99_ms=${MP99[herd]} best_peer=$p99_peer best_peer_p99_ms=$p99_peer_v ratio=$p99_ratio goal=<= $(meets "${MP99[herd]}" '<=' "$p99_peer_v") nginx_p99_ms=${MP99[nginx]} haproxy_p99_ms=${MP99[haproxy]} pingora_p99_ms=${MP99[pingora]} direct_p99_ms=${MP99[direct]} herd_info_p99_ms=${MP99[herd_info]} herd_log=warn $cpu"
+result "P1-cpu herd_us_per_req=${MUS[herd]} haproxy_us_per_req=${MUS[haproxy]} ratio_haproxy=$cpu_ratio_haproxy goal=0.9 $(meets "$cpu_ratio_haproxy" '<=' 0.9) best_peer=$cpu_peer best_peer_us_per_req=$cpu_peer_v ratio_best=$cpu_ratio_best nginx_us_per_req=${MUS[nginx]} pingora_us_per_req=${MUS[pingora]} $cpu"
 say "elapsed ${SECONDS}s"
 exit "$status"
