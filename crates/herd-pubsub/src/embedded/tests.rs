@@ -6,12 +6,19 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
-use crate::broker::{Delivery, Nack};
-use crate::testing::{embedded_log, message, next_within, options};
+use crate::broker::Nack;
+use crate::testing::{embedded_log, message, next, options};
 
-/// The next delivery, within 5 s.
-async fn next(consumer: &mut Box<dyn Consumer>) -> Box<dyn Delivery> {
-    next_within(consumer, Duration::from_secs(5)).await
+/// Opens the log at `path` again once the previous handle's writer let go of the file (5 s at most).
+async fn reopen(path: &std::path::Path) -> EmbeddedLog {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match EmbeddedLog::open(path, EmbeddedSettings::default()) {
+            Ok(l) => return l,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
@@ -106,14 +113,7 @@ async fn messages_and_unacknowledged_deliveries_survive_reopening() {
         assert_eq!(b.data(), &Bytes::from("b"));
         // b is handed out but never acknowledged when the log goes away.
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let log = loop {
-        match EmbeddedLog::open(&dir.path().join("log.redb"), EmbeddedSettings::default()) {
-            Ok(l) => break l,
-            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let log = reopen(&dir.path().join("log.redb")).await;
     let mut c = log
         .consume("t", "g", options(8, Duration::from_secs(3600)))
         .await
@@ -224,14 +224,7 @@ async fn acknowledgements_are_kept_across_a_clean_stop() {
         }
         // "c" is handed out (it is in the window's prefetch) or not; it is not acknowledged.
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let log = loop {
-        match EmbeddedLog::open(&dir.path().join("log.redb"), EmbeddedSettings::default()) {
-            Ok(l) => break l,
-            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let log = reopen(&dir.path().join("log.redb")).await;
     let mut c = log
         .consume("t", "g", options(8, Duration::from_secs(3600)))
         .await
