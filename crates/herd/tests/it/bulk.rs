@@ -27,20 +27,7 @@ fn bulk_subscriptions_get_batches_and_per_entry_statuses_settle_them() {
         "deadLetterTopic": "dead",
         "bulkSubscribe": {"enabled": true, "maxMessagesCount": 10, "maxAwaitDurationMs": 300}
     }]);
-    let config = format!(
-        "{}{}[[subscription]]\nservice = \"morgue\"\npubsub = \"pubsub\"\ntopic = \"dead\"\nroute = \"/dead\"\n",
-        subscriber("bulky", 1, dir, &programmatic),
-        subscriber("morgue", 1, dir, &json!([])),
-    );
-    let api = Api::start("bulk", &config);
-    wait_for(
-        "the subscriptions to start",
-        Duration::from_secs(60),
-        || {
-            let meta = api.call("GET", "/v1.0/metadata", "").json();
-            (meta["subscriptions"].as_array()?.len() >= 2).then_some(())
-        },
-    );
+    let api = start_with_morgue("bulk", dir, &programmatic);
     std::thread::scope(|s| {
         for lane in 0..6u64 {
             let api = &api;
@@ -122,20 +109,7 @@ fn bulk_entries_no_rule_matches_are_dead_lettered_not_sent() {
         "deadLetterTopic": "dead",
         "bulkSubscribe": {"enabled": true, "maxMessagesCount": 10, "maxAwaitDurationMs": 300}
     }]);
-    let config = format!(
-        "{}{}[[subscription]]\nservice = \"morgue\"\npubsub = \"pubsub\"\ntopic = \"dead\"\nroute = \"/dead\"\n",
-        subscriber("bulky", 1, dir, &programmatic),
-        subscriber("morgue", 1, dir, &json!([])),
-    );
-    let api = Api::start("bulk-rules", &config);
-    wait_for(
-        "the subscriptions to start",
-        Duration::from_secs(60),
-        || {
-            let meta = api.call("GET", "/v1.0/metadata", "").json();
-            (meta["subscriptions"].as_array()?.len() >= 2).then_some(())
-        },
-    );
+    let api = start_with_morgue("bulk-rules", dir, &programmatic);
     for n in 0..10u64 {
         if n % 2 == 0 {
             let ce = json!({"specversion": "1.0", "id": format!("ce-{n}"), "source": "test", "type": "special", "data": {"n": n}});
@@ -164,4 +138,24 @@ fn bulk_entries_no_rule_matches_are_dead_lettered_not_sent() {
     }
     let dead = events(dir, "morgue");
     assert_eq!(numbers(&dead), BTreeSet::from([1, 3, 5, 7, 9]), "{dead:?}");
+}
+
+/// herd with the `bulky` subscriber (its programmatic subscriptions `programmatic`) and a
+/// `morgue` service subscribed to `dead`, once both subscriptions run.
+fn start_with_morgue(name: &str, dir: &std::path::Path, programmatic: &serde_json::Value) -> Api {
+    let config = format!(
+        "{}{}[[subscription]]\nservice = \"morgue\"\npubsub = \"pubsub\"\ntopic = \"dead\"\nroute = \"/dead\"\n",
+        subscriber("bulky", 1, dir, programmatic),
+        subscriber("morgue", 1, dir, &json!([])),
+    );
+    let api = Api::start(name, &config);
+    wait_for(
+        "the subscriptions to start",
+        Duration::from_secs(60),
+        || {
+            let meta = api.call("GET", "/v1.0/metadata", "").json();
+            (meta["subscriptions"].as_array()?.len() >= 2).then_some(())
+        },
+    );
+    api
 }
