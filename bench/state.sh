@@ -2,7 +2,8 @@
 # shellcheck disable=SC2317  # the contenders' functions are called indirectly ("run_$kind")
 # bench/state.sh — figure P5 of shared/design/BENCHMARKS.md.
 #
-# P5: state get/set through the sidecar API (Dapr's HTTP API v1.0), against Redis used directly.
+# P5: state get/set through the sidecar API (Dapr's HTTP API v1.0), against Redis used directly;
+#     the embedded store against redb used directly, the PostgreSQL backend against pgbench.
 #     One herd (`herd up -d`, no services, `[api]` + two components) pinned to HERD_CPU:
 #       herd-redis-get     GET  /v1.0/state/redis/p5key      state.redis (the shared Redis)
 #       herd-redis-set     POST /v1.0/state/redis            [{"key":"p5key","value":<~110 B JSON>}]
@@ -40,7 +41,8 @@
 #                               get = its SELECT of one live row; set = what a plain save of an
 #                               existing key sends: BEGIN, SELECT ... FOR UPDATE, UPDATE, COMMIT.
 #                               herd sends them over the extended protocol (parameters; the get's
-#                               statement prepared once per connection), pgbench as text.
+#                               statement prepared once per connection, the save's prepared anew
+#                               on each use), pgbench as text.
 #     Both use one table this run creates with herd's layout (<table>, <table>_fences, the sequence
 #     <table>_version), named herd_p5_<time>_<pid> and dropped on exit; herd's row is herd||p5key
 #     (keyPrefix appid, app id herd), pgbench's pgbench||p5key.
@@ -72,10 +74,11 @@
 #   env: ROUNDS=5 DURATION=4 WARMUP_DURATION=2 CONNS="1 16 64" SAME_OPS=1 GOAL_ADDED_MS=0.1
 #        GOAL_GROUP=2 REDIS_HOST=127.0.0.1 REDIS_PORT=6379 REDIS_PRIVATE=0 (1, or no Redis
 #        answering there: a private redis-server on a free port, pinned to HERD_CPU beside herd)
-#        REDB=1 (0: no redb-get / redb-set) GOAL_REDB=0.8 REDB_WARMUP=0.25 (seconds redb-direct
+#        REDB=1 (0: no redb-get / redb-set) GOAL_REDB=0.8 REDB_WARMUP=0 (seconds redb-direct
 #        runs unmeasured after opening the file)
 #        PG=1 (0: no herd-postgres / pgbench) PG_URL=postgres://postgres@127.0.0.1:5432/test
-#        PG_MODE=simple (pgbench -M) PG_PRIME=1 (seconds of unmeasured load before herd-postgres runs)
+#        PG_MODE=simple (pgbench -M) PG_PRIME=1 (whole seconds of unmeasured load before each
+#        herd-postgres run; 0: none)
 #        HERD_CPU=1 LOAD_CPU=0 HERD_REV=<commit> CARGO_TARGET_DIR HERD_BIN=<path: that herd binary, no build>
 #        HERD_BENCH_CACHE=/tmp/herd-bench (HERD_REV, CARGO_TARGET_DIR: see build_herd in bench/lib.sh;
 #        redb-direct is built with build_loadgen into $HERD_BENCH_CACHE/loadgen-target)
@@ -100,11 +103,11 @@ REDIS_HOST=${REDIS_HOST:-127.0.0.1}
 REDIS_PORT=${REDIS_PORT:-6379}
 REDB=${REDB:-1}                     # 1: redb-get / redb-set (redb used directly) beside the embedded store
 GOAL_REDB=${GOAL_REDB:-0.8}         # P5 goal: herd-embedded ops/s ≥ this × redb's, per op and concurrency
-REDB_WARMUP=${REDB_WARMUP:-0.25}    # seconds redb-direct runs unmeasured after opening the file
+REDB_WARMUP=${REDB_WARMUP:-0}       # seconds redb-direct runs unmeasured after opening the file
 PG=${PG:-1}                         # 1: herd-postgres-* / pgbench-* at PG_URL
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
 PG_MODE=${PG_MODE:-simple}          # pgbench -M: simple, extended or prepared
-PG_PRIME=${PG_PRIME:-1}             # seconds of unmeasured load that fill a fresh herd's pool
+PG_PRIME=${PG_PRIME:-1}             # whole seconds of unmeasured load that fill a fresh herd's pool
 read -ra CONNS_LIST <<<"$CONNS"
 
 # CPU budget: herd alone on HERD_CPU (its tokio runtime sizes itself from the affinity: 1 worker;
