@@ -1,5 +1,6 @@
-//! Stopping herd and its services: graceful SIGTERM, SIGKILL of herd, stop/start, readiness by
-//! notification, and the merged logs.
+//! Stopping herd and its services: graceful SIGTERM, SIGKILL of herd, SIGTERM, SIGINT and
+//! `herd down` with instances that never got ready, stop/start, readiness by notification, and
+//! the merged logs.
 
 use std::time::Duration;
 
@@ -40,6 +41,136 @@ fn sigterm_lets_in_flight_requests_finish_and_leaves_no_child() {
         assert!(process_gone(pid), "instance {pid} outlived herd");
     }
     assert!(!herd.data_dir().join("herd.sock").exists());
+}
+
+/// A ready service beside two that are not: `deaf` never accepts on its fd 3 and ignores
+/// SIGTERM (its shell and the shell's child), `crashing` waits out a long backoff.
+const NOT_READY: &str = r#"
+[[service]]
+name = "hello"
+command = ["{hello}"]
+listen = "127.0.0.1:0"
+kill_timeout = "1s"
+
+[[service]]
+name = "deaf"
+command = ["sh", "-c", "trap '' TERM; sleep 1000 & wait"]
+listen = "127.0.0.1:0"
+kill_timeout = "1s"
+ready = { timeout = "60s" }
+
+[[service]]
+name = "crashing"
+command = ["sh", "-c", "exit 3"]
+kill_timeout = "1s"
+restart = { initial_backoff = "60s", max_backoff = "60s" }
+"#;
+
+/// How a test asks herd to stop.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    Signal(Signal),
+    Down,
+}
+
+/// How many live processes are in process group `pgid` (zombies left out).
+fn group_members(pgid: u32) -> usize {
+    let dir = std::fs::read_dir("/proc").expect("read /proc");
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                return false;
+            };
+            // After the command name: state, ppid, pgrp.
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            let mut fields = rest.split(' ');
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
+            state != Some("Z") && pgrp == Some(pgid)
+        })
+        .count()
+}
+
+/// Stops a herd whose instances are ready, starting (ignoring SIGTERM) and in backoff, by
+/// `how`, and checks it exits with success within the instances' kill_timeout (1 s) and a
+/// margin, with no process of any instance left.
+fn stops_with_instances_never_ready(how: Stop) {
+    let mut herd = Herd::prepare(NOT_READY);
+    herd.spawn();
+    let deaf = wait_for(
+        "deaf's shell and its child",
+        Duration::from_secs(10),
+        || {
+            let i = herd.instances("deaf");
+            let pid = i[0]["pid"].as_u64()? as u32;
+            // The shell forked its child, so its trap is in place.
+            (group_members(pid) == 2).then_some(pid)
+        },
+    );
+    let hello = wait_for("hello ready", Duration::from_secs(10), || {
+        let i = herd.instances("hello");
+        (i[0]["state"] == "ready").then(|| i[0]["pid"].as_u64().unwrap() as u32)
+    });
+    wait_for("crashing in backoff", Duration::from_secs(10), || {
+        (herd.instances("crashing")[0]["state"] == "backoff").then_some(())
+    });
+    assert_eq!(herd.instances("deaf")[0]["state"], "starting");
+
+    let down = match how {
+        Stop::Signal(signal) => {
+            herd.signal(signal);
+            None
+        }
+        Stop::Down => Some(
+            std::process::Command::new(crate::util::herd_bin())
+                .arg("-c")
+                .arg(herd.config())
+                .arg("down")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        ),
+    };
+    let status = herd.wait_exit(Duration::from_secs(1 + 5));
+    assert!(status.success(), "{how:?}: {status:?}: {}", herd.stderr());
+    if let Some(mut down) = down {
+        let status = wait_for("herd down to return", Duration::from_secs(5), || {
+            down.try_wait().unwrap()
+        });
+        assert!(status.success(), "herd down: {status:?}");
+    }
+    for pid in [deaf, hello] {
+        assert_eq!(
+            group_members(pid),
+            0,
+            "{how:?}: process group {pid} outlived herd"
+        );
+    }
+    let events = std::fs::read_to_string(herd.dir.path().join("stdout.log")).unwrap();
+    assert!(
+        events.contains(&format!(
+            "pid {deaf} still running 1s after SIGTERM; sent SIGKILL"
+        )),
+        "{how:?}: {events}"
+    );
+    assert!(!herd.data_dir().join("herd.sock").exists());
+}
+
+#[test]
+fn sigterm_stops_herd_with_instances_that_never_got_ready() {
+    stops_with_instances_never_ready(Stop::Signal(Signal::SIGTERM));
+}
+
+#[test]
+fn sigint_stops_herd_with_instances_that_never_got_ready() {
+    stops_with_instances_never_ready(Stop::Signal(Signal::SIGINT));
+}
+
+#[test]
+fn herd_down_stops_herd_with_instances_that_never_got_ready() {
+    stops_with_instances_never_ready(Stop::Down);
 }
 
 #[test]
