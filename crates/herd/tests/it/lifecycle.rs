@@ -44,7 +44,8 @@ fn sigterm_lets_in_flight_requests_finish_and_leaves_no_child() {
 }
 
 /// A ready service beside two that are not: `deaf` never accepts on its fd 3 and ignores
-/// SIGTERM (its shell and the shell's child), `crashing` waits out a long backoff.
+/// SIGTERM (its shell and the shell's child), `crashing` waits out a long backoff; and `leaky`,
+/// ready, whose shell dies on SIGTERM while its child ignores it.
 const NOT_READY: &str = r#"
 [[service]]
 name = "hello"
@@ -64,6 +65,11 @@ name = "crashing"
 command = ["sh", "-c", "exit 3"]
 kill_timeout = "1s"
 restart = { initial_backoff = "60s", max_backoff = "60s" }
+
+[[service]]
+name = "leaky"
+command = ["sh", "-c", "(trap '' TERM; exec sleep 1000) & wait"]
+kill_timeout = "1s"
 "#;
 
 /// How a test asks herd to stop.
@@ -73,42 +79,47 @@ enum Stop {
     Down,
 }
 
-/// How many live processes are in process group `pgid` (zombies left out).
-fn group_members(pgid: u32) -> usize {
+/// The command names of the live processes in process group `pgid` (zombies left out).
+fn group_members(pgid: u32) -> Vec<String> {
     let dir = std::fs::read_dir("/proc").expect("read /proc");
     dir.filter_map(Result::ok)
-        .filter(|e| {
-            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-                return false;
-            };
-            // After the command name: state, ppid, pgrp.
-            let Some((_, rest)) = stat.rsplit_once(") ") else {
-                return false;
-            };
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid pgrp ...`; the name may hold spaces and parentheses.
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1;
             let mut fields = rest.split(' ');
-            let state = fields.next();
-            let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
-            state != Some("Z") && pgrp == Some(pgid)
+            let state = fields.next()?;
+            let pgrp = fields.nth(1)?.parse::<u32>().ok()?;
+            (state != "Z" && pgrp == pgid).then(|| comm.to_string())
         })
-        .count()
+        .collect()
 }
 
-/// Stops a herd whose instances are ready, starting (ignoring SIGTERM) and in backoff, by
-/// `how`, and checks it exits with success within the instances' kill_timeout (1 s) and a
-/// margin, with no process of any instance left.
+/// The pid of `service`'s first instance once its group runs a `sleep`: its shell forked, with
+/// its trap set.
+fn sleeping(herd: &Herd, service: &str) -> u32 {
+    wait_for(
+        &format!("{service}'s sleep"),
+        Duration::from_secs(10),
+        || {
+            let pid = herd.instances(service)[0]["pid"].as_u64()? as u32;
+            group_members(pid)
+                .iter()
+                .any(|c| c == "sleep")
+                .then_some(pid)
+        },
+    )
+}
+
+/// Stops a herd whose instances are ready, starting (ignoring SIGTERM), in backoff, or leave a
+/// process in their group that ignores SIGTERM, by `how`, and checks it exits with success
+/// within the instances' kill_timeout (1 s) and a margin, with no process of any instance left.
 fn stops_with_instances_never_ready(how: Stop) {
     let mut herd = Herd::prepare(NOT_READY);
     herd.spawn();
-    let deaf = wait_for(
-        "deaf's shell and its child",
-        Duration::from_secs(10),
-        || {
-            let i = herd.instances("deaf");
-            let pid = i[0]["pid"].as_u64()? as u32;
-            // The shell forked its child, so its trap is in place.
-            (group_members(pid) == 2).then_some(pid)
-        },
-    );
+    let deaf = sleeping(&herd, "deaf");
+    let leaky = sleeping(&herd, "leaky");
     let hello = wait_for("hello ready", Duration::from_secs(10), || {
         let i = herd.instances("hello");
         (i[0]["state"] == "ready").then(|| i[0]["pid"].as_u64().unwrap() as u32)
@@ -141,20 +152,26 @@ fn stops_with_instances_never_ready(how: Stop) {
         });
         assert!(status.success(), "herd down: {status:?}");
     }
-    for pid in [deaf, hello] {
-        assert_eq!(
-            group_members(pid),
-            0,
-            "{how:?}: process group {pid} outlived herd"
+    for pid in [deaf, hello, leaky] {
+        let left = group_members(pid);
+        assert!(
+            left.is_empty(),
+            "{how:?}: {left:?} of group {pid} outlived herd"
         );
     }
     let events = std::fs::read_to_string(herd.dir.path().join("stdout.log")).unwrap();
-    assert!(
-        events.contains(&format!(
-            "pid {deaf} still running 1s after SIGTERM; sent SIGKILL"
-        )),
-        "{how:?}: {events}"
-    );
+    for event in [
+        format!("pid {deaf} still running 1s after SIGTERM; sent SIGKILL"),
+        format!(
+            "pid {leaky} stopped (killed by SIGTERM); stopping the processes left in its group"
+        ),
+        format!("processes of pid {leaky}'s group still running 1s after SIGTERM; sent SIGKILL"),
+    ] {
+        assert!(
+            events.contains(&event),
+            "{how:?}: no {event:?} in\n{events}"
+        );
+    }
     assert!(!herd.data_dir().join("herd.sock").exists());
 }
 
