@@ -1,9 +1,10 @@
 //! Dapr's gRPC API (`dapr.proto.runtime.v1.Dapr`), so the SDKs that speak gRPC (Python, Go,
 //! Java, .NET, JavaScript in gRPC mode) work against herd unchanged.
 //!
-//! Each listener is plain h2c served by axum; one handler reads the method from the path and
-//! decodes the request with tonic's codec (`tonic::server::Grpc`) into the message types the
-//! `dapr` crate ships. The methods call the same building-block functions as the HTTP API
+//! Each listener is plain h2c served by axum; one handler reads the method from the path, tonic's
+//! server (`tonic::server::Grpc`) takes the message off its gRPC frame, and prost decodes it into
+//! the message types the `dapr` crate ships. tonic runs with a codec that passes bytes through,
+//! so its framing code is in the binary once rather than once per message type. The methods call the same building-block functions as the HTTP API
 //! (`state::ops`, `publish`, `lock`, `invoke`, `meta`), so validation, resiliency policies
 //! and metrics exist once; this module only converts messages and errors:
 //!
@@ -28,11 +29,13 @@ mod runtime;
 mod state;
 mod status;
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use bytes::{Buf, BufMut, Bytes};
 use herd_telemetry::recent;
 use herd_telemetry::traceparent::{TRACEPARENT, TRACESTATE};
 use herd_telemetry::{Traced, context};
@@ -199,22 +202,50 @@ fn trace_bin_to_traceparent(raw: &[u8]) -> Option<String> {
     }
 }
 
-/// Runs one unary method: decodes `Req` (at most `max_body` bytes), calls `f`, encodes the
-/// answer.
+/// A method's body once the gRPC framing is off: the request message's bytes in, the answer's
+/// bytes out.
+type Method = Box<
+    dyn FnOnce(Arc<Ctx>, Bytes) -> Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send>>
+        + Send,
+>;
+
+/// Runs one unary method: decodes `Req`, calls `f`, encodes the answer. Only the protobuf
+/// conversion is per method; the framing, size limit and status handling ([`frame`]) exist
+/// once in the binary rather than once per message type.
 async fn unary<Req, Resp, F, Fut>(ctx: Arc<Ctx>, request: Request, f: F) -> Response
 where
     Req: prost::Message + Default + Send + 'static,
     Resp: prost::Message + Send + 'static,
-    F: FnOnce(Arc<Ctx>, Req) -> Fut + Clone + Send + 'static,
+    F: FnOnce(Arc<Ctx>, Req) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
 {
-    let max = ctx.max_body;
-    let service = tower::service_fn(move |r: tonic::Request<Req>| {
-        let (ctx, f) = (ctx.clone(), f.clone());
-        async move { f(ctx, r.into_inner()).await.map(tonic::Response::new) }
+    let method: Method = Box::new(move |ctx, body| {
+        Box::pin(async move {
+            // What tonic's prost codec answers for a message that does not decode.
+            let req = Req::decode(body).map_err(|e| Status::internal(e.to_string()))?;
+            let resp = f(ctx, req).await?;
+            Ok(Bytes::from(resp.encode_to_vec()))
+        })
     });
-    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default())
-        .apply_max_message_size_config(Some(max), None);
+    frame(ctx, request, method).await
+}
+
+/// The gRPC side of a unary call: reads the request message (at most `max_body` bytes) off its
+/// frame, runs `method` on it and frames the answer.
+async fn frame(ctx: Arc<Ctx>, request: Request, method: Method) -> Response {
+    let max = ctx.max_body;
+    let mut method = Some(method);
+    let service = tower::service_fn(move |r: tonic::Request<Bytes>| {
+        let call = method.take().map(|m| m(ctx.clone(), r.into_inner()));
+        async move {
+            match call {
+                Some(call) => call.await.map(tonic::Response::new),
+                None => Err(Status::internal("a unary method was called twice")),
+            }
+        }
+    });
+    let mut grpc =
+        tonic::server::Grpc::new(RawCodec).apply_max_message_size_config(Some(max), None);
     let response = grpc.unary(service, request).await;
     // tonic refuses an oversize message with OUT_OF_RANGE; gRPC servers elsewhere (daprd's
     // grpc-go among them) say RESOURCE_EXHAUSTED, which is what clients expect.
@@ -229,6 +260,44 @@ where
         )));
     }
     response.into_response()
+}
+
+/// A codec that passes a message's bytes through: the protobuf conversion happens in
+/// [`unary`], outside tonic's generic code.
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
 }
 
 /// Routes a method to its handler.
