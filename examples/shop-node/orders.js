@@ -4,8 +4,10 @@
 // inventory for a reservation (service invocation, idempotent per order), then creates
 // `order-<id>` in `orderstore` in a transaction whose operation metadata names the event type:
 // the store's outbox publishes the order to topic `orders` in the same commit. A sweeper
-// finishes intake entries that stayed without an order (a crash between the steps). Also the
-// order list and lookups, cancelling, and the storefront page.
+// finishes intake entries that stayed without an order (a crash between the steps), and may
+// finish one whose request is still under way: the request that added the intake entry answers
+// 201 whoever stored the order. Also the order list and lookups, cancelling, and the storefront
+// page.
 'use strict';
 
 const crypto = require('node:crypto');
@@ -20,9 +22,22 @@ const STATESTORE = 'statestore';
 const ORDERSTORE = 'orderstore';
 const MAX_LINES = 20;
 const MAX_QUANTITY = 1000;
-const SWEEP_EVERY_MS = 2000;
-const SWEEP_AFTER_MS = 10_000;
+/** How often the sweeper runs, ms (`SHOP_SWEEP_EVERY_MS`; tests make it sweep sooner). */
+const SWEEP_EVERY_MS = msFromEnv('SHOP_SWEEP_EVERY_MS', 2000);
+/** How old an intake entry must be before the sweeper takes it on, ms (`SHOP_SWEEP_AFTER_MS`). */
+const SWEEP_AFTER_MS = msFromEnv('SHOP_SWEEP_AFTER_MS', 10_000);
 const PAGE = path.join(__dirname, '..', 'shop', 'web', 'index.html');
+
+/** The integer number of milliseconds in environment variable `name`, or `fallback`. */
+function msFromEnv(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^[0-9]+$/.test(raw)) {
+    console.error(`orders: ${name} must be a number of milliseconds, not ${raw}`);
+    process.exit(2);
+  }
+  return Number(raw);
+}
 
 const client = connect();
 let ready = false;
@@ -62,7 +77,10 @@ function orderId(req) {
   return { id: `o-${key}`, keyed: true };
 }
 
-/** Adds the order to its intake bucket (kept as it is when already there); the entry. */
+/**
+ * Adds the order to its intake bucket (kept as it is when already there); resolves `{value,
+ * added}`: the entry, and whether this call added it (false for a repeat of the id).
+ */
 function intake(id, items) {
   return addOnce(client, STATESTORE, bucketKey('intake', id), id, { items, created: Date.now() });
 }
@@ -106,7 +124,7 @@ async function place(ctx) {
     const existing = await readOne(client, ORDERSTORE, orderKey(id));
     if (existing) return json(200, shaped(existing.value));
   }
-  const entry = await intake(id, items);
+  const { value: entry, added } = await intake(id, items);
   let reservation;
   try {
     reservation = await reserve(id, entry.items, ctx.traceparent);
@@ -115,8 +133,11 @@ async function place(ctx) {
     console.error(`orders: reserving ${id}: ${err?.message ?? err}`);
     return json(503, { error: 'inventory is not available; the order will be completed', id });
   }
-  const { order, created } = await store(id, entry, reservation);
-  return json(created ? 201 : 200, shaped(order));
+  const { order } = await store(id, entry, reservation);
+  // 201 to the request that put the order in the intake, whoever stored it: the sweeper (a
+  // request can outlast SWEEP_AFTER_MS on a loaded machine) or a concurrent repeat may have
+  // stored it first. A repeat of the id answers 200.
+  return json(added ? 201 : 200, shaped(order));
 }
 
 /** The intake's entries, newest first. */
@@ -177,8 +198,8 @@ async function sweep() {
         continue;
       }
       const reservation = await reserve(id, entry.items);
-      const { order } = await store(id, entry, reservation);
-      console.log(`orders: swept ${id}: ${order.status}`);
+      const { order, created } = await store(id, entry, reservation);
+      console.log(`orders: swept ${id}: ${created ? 'finished' : 'found finished'}, ${order.status}`);
     }
   }
 }

@@ -54,10 +54,12 @@ async function firstFound(client, store, ids, keyOf, limit) {
 const queues = new Map();
 
 /**
- * Adds `id` → `value` to bucket `key` unless the bucket has `id` already; resolves the value the
- * bucket keeps for `id`. Additions to one bucket made while a write to it is under way wait and
- * go together in the next one, so a burst costs a few ETag-checked writes per bucket, not one
- * (and a conflict) per addition.
+ * Adds `id` → `value` to bucket `key` unless the bucket has `id` already; resolves `{value,
+ * added}`: the value the bucket keeps for `id`, and whether this call put it there (false when
+ * `id` was there before, or an earlier addition of the same `id` went into the same write).
+ * Additions to one bucket made while a write to it is under way wait and go together in the
+ * next one, so a burst costs a few ETag-checked writes per bucket, not one (and a conflict) per
+ * addition.
  */
 function addOnce(client, store, key, id, value) {
   return new Promise((resolve, reject) => {
@@ -86,11 +88,10 @@ async function drain(client, store, key, name) {
         const next = { ...(bucket?.value ?? {}) };
         let changed = false;
         const out = batch.map(({ id, value }) => {
-          if (!(id in next)) {
-            next[id] = value;
-            changed = true;
-          }
-          return next[id];
+          if (id in next) return { value: next[id], added: false };
+          next[id] = value;
+          changed = true;
+          return { value, added: true };
         });
         if (!changed) return out;
         return (await transact(client, store, [{ key, value: next, etag: bucket?.etag }])) ? out : undefined;

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use crate::sdk::{npm_install, on_path};
@@ -30,6 +32,12 @@ pub(crate) struct Shop {
 impl Shop {
     /// Starts the example's herd.toml on free ports, or `None` (skipped) without node and npm.
     pub(crate) fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// As `start`, with each `(from, to)` of `changes` made to the herd.toml first (`from` must
+    /// be in it).
+    pub(crate) fn start_with(changes: &[(&str, &str)]) -> Option<Self> {
         if !on_path("node") || !on_path("npm") {
             eprintln!("skipped: node or npm is not on PATH");
             return None;
@@ -52,6 +60,13 @@ impl Shop {
                 "examples/shop-node/herd.toml lost {from}"
             );
             config = config.replace(from, &to);
+        }
+        for (from, to) in changes {
+            assert!(
+                config.contains(from),
+                "examples/shop-node/herd.toml lost {from}"
+            );
+            config = config.replace(from, to);
         }
         let mut herd = Herd::prepare(&config);
         herd.spawn();
@@ -82,6 +97,11 @@ impl Shop {
             api,
             admin: ([127, 0, 0, 1], admin).into(),
         })
+    }
+
+    /// The pids of `service`'s instances.
+    pub(crate) fn pids(&self, service: &str) -> Vec<u32> {
+        self.herd.pids(service)
     }
 
     /// One request through the gateway on a fresh connection.
@@ -200,5 +220,55 @@ impl Shop {
                 .or_default() += 1;
         }
         counts
+    }
+}
+
+/// The loopback address on the port in environment variable `var` of process `pid` (an
+/// instance's `PORT`, or `DAPR_HTTP_PORT`: its sidecar API, under its app id).
+pub(crate) fn instance_addr(pid: u32, var: &str) -> SocketAddr {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the instance's environ");
+    let prefix = format!("{var}=");
+    let port = environ
+        .split(|&b| b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("{var} not in the environment of {pid}"))
+        .parse::<u16>()
+        .unwrap();
+    ([127, 0, 0, 1], port).into()
+}
+
+/// Whether orders' intake (`intake-0` … `intake-15`, read through an orders instance's sidecar
+/// API at `sidecar`) has an entry for `id`.
+pub(crate) fn intake_has(sidecar: SocketAddr, id: &str) -> bool {
+    let keys: Vec<String> = (0..16).map(|i| format!("intake-{i}")).collect();
+    let r = call_at(
+        sidecar,
+        "POST",
+        "/v1.0/state/statestore/bulk",
+        &[("Content-Type", "application/json")],
+        &json!({ "keys": keys }).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["data"].get(id).is_some())
+}
+
+/// Sends `sig` to process `pid`.
+pub(crate) fn signal(pid: u32, sig: Signal) {
+    kill(Pid::from_raw(pid as i32), sig).unwrap();
+}
+
+/// Resumes these processes when dropped, so a failing test leaves none stopped.
+pub(crate) struct Resume(pub(crate) Vec<u32>);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+        }
     }
 }

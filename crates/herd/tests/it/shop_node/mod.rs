@@ -15,11 +15,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Barrier;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use crate::sdk::on_path;
-use crate::util::{Response, wait_for};
-use harness::{Shop, shop_dir};
+use crate::state::call_at;
+use crate::util::{Client, Response, wait_for};
+use harness::{Resume, Shop, shop_dir, signal};
 
 #[test]
 fn node_shop_orders_flow_through_inventory_pubsub_and_notifications() {
@@ -273,6 +275,79 @@ fn node_shop_sells_exactly_its_stock_to_200_concurrent_orders() {
         assert_eq!(shop.notification(id)["kind"], kind, "{id}");
     }
     assert_eq!(shop.available("limited"), 0);
+}
+
+/// The sweeper may take on an intake entry whose request is still under way (after 10 s, which
+/// a burst of orders can take on a loaded machine; here at once) and store the order first.
+/// Staged with stopped processes: inventory stops, so the request waits for its reservation
+/// after writing the intake entry; the instance serving it stops and inventory resumes, so the
+/// other instance's sweeper stores the order; then the instance resumes and meets that order.
+/// The request still answers 201 (it placed the order), a repeat answers 200, and the order is
+/// reserved, stored and notified once.
+#[test]
+fn node_shop_answers_201_to_an_order_the_sweeper_stored_first() {
+    const ORDERS: &str = r#"command = ["node", "orders.js"]"#;
+    let sweep_at_once =
+        format!("{ORDERS}\nenv = {{ SHOP_SWEEP_EVERY_MS = \"50\", SHOP_SWEEP_AFTER_MS = \"0\" }}");
+    let Some(shop) = Shop::start_with(&[(ORDERS, &sweep_at_once)]) else {
+        return;
+    };
+    let before = shop.available("apple");
+    let orders = shop.pids("orders");
+    let inventory = shop.pids("inventory");
+    let (serving, sweeping) = (orders[0], orders[1]);
+    let serving_at = harness::instance_addr(serving, "PORT");
+    let sidecar = harness::instance_addr(sweeping, "DAPR_HTTP_PORT");
+    let _resume = Resume(orders.iter().chain(&inventory).copied().collect());
+
+    let body = r#"{"items":[{"item":"apple","quantity":3}]}"#;
+    let headers = [
+        ("Connection", "close"),
+        ("Content-Type", "application/json"),
+        ("Idempotency-Key", "overtaken"),
+    ];
+    inventory
+        .iter()
+        .for_each(|&pid| signal(pid, Signal::SIGSTOP));
+    let answer = std::thread::scope(|s| {
+        let placing = s.spawn(|| {
+            Client::new(serving_at)
+                .read_timeout(Duration::from_secs(40))
+                .request("POST", "/orders", &headers, body.as_bytes())
+                .unwrap()
+        });
+        wait_for("the intake entry", Duration::from_secs(30), || {
+            harness::intake_has(sidecar, "o-overtaken").then_some(())
+        });
+        signal(serving, Signal::SIGSTOP);
+        inventory
+            .iter()
+            .for_each(|&pid| signal(pid, Signal::SIGCONT));
+        wait_for("the sweeper's order", Duration::from_secs(30), || {
+            let r = call_at(
+                sidecar,
+                "GET",
+                "/v1.0/state/orderstore/order-o-overtaken",
+                &[],
+                "",
+            );
+            (r.status == 200).then_some(())
+        });
+        signal(serving, Signal::SIGCONT);
+        placing.join().unwrap()
+    });
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let order = answer.json();
+    assert_eq!(order["status"], "accepted", "{order}");
+    let stored = shop.call("GET", "/orders/o-overtaken", &[], "");
+    assert_eq!((stored.status, stored.json()), (200, order.clone()));
+    let again = shop.call("POST", "/orders", &headers[1..], body);
+    assert_eq!((again.status, again.json()), (200, order));
+
+    shop.settle(1, 0);
+    assert_eq!(shop.notification("o-overtaken")["kind"], "created");
+    assert_eq!(shop.notification_counts().get("o-overtaken"), Some(&1));
+    assert_eq!(shop.available("apple"), before - 3);
 }
 
 /// An order whose reservation failed (inventory down) stays in the intake and is answered 503;

@@ -6,7 +6,9 @@
 //! operation metadata names the event type, so the store's outbox publishes `order.created` or
 //! `order.rejected` in the same commit. An instance that dies between the steps leaves an
 //! intake entry without an order, which the sweeper finishes with steps 2 and 3; a write that
-//! meets an order already there keeps that one.
+//! meets an order already there keeps that one. The sweeper may also finish an entry whose
+//! request is still under way, so the answer's status comes from step 1 (whether this request
+//! added the entry), not from who stored the order.
 
 use std::sync::Arc;
 
@@ -54,8 +56,9 @@ impl From<Error> for Unfinished {
     }
 }
 
-/// `POST /orders`: 201 with the order placed now, 200 with the one an `Idempotency-Key` placed
-/// before, 400 for a malformed order, 503 when it could not be finished now.
+/// `POST /orders`: 201 with the order placed now (this request added it to the intake), 200
+/// with the one an `Idempotency-Key` placed before, 400 for a malformed order, 503 when it could
+/// not be finished now.
 pub async fn place(State(shop): State<Arc<Shop>>, headers: HeaderMap, body: Bytes) -> Response {
     let tp = reply::traceparent(&headers);
     let tp = tp.as_deref();
@@ -86,13 +89,16 @@ pub async fn place(State(shop): State<Arc<Shop>>, headers: HeaderMap, body: Byte
         created: model::now_ms(),
     };
     // A repeat whose first request is still under way (or died) finishes that entry.
-    let entry = match INTAKE.insert(&shop.sidecar, &id, entry, tp).await {
-        Ok((entry, _)) => entry,
+    let (entry, placed) = match INTAKE.insert(&shop.sidecar, &id, entry, tp).await {
+        Ok(inserted) => inserted,
         Err(e) => return reply::unavailable(&e),
     };
+    // 201 to the request that put the order in the intake, whoever stored it: the sweeper (a
+    // request can outlast its 10 s on a loaded machine) or a concurrent repeat may have stored
+    // it first. A repeat of the id answers 200.
     match finish(&shop, &id, &entry, tp).await {
-        Ok((order, true)) => reply::json(StatusCode::CREATED, &order),
-        Ok((order, false)) => reply::json(StatusCode::OK, &order),
+        Ok((order, _)) if placed => reply::json(StatusCode::CREATED, &order),
+        Ok((order, _)) => reply::json(StatusCode::OK, &order),
         Err(e) => {
             eprintln!("order {id} left to the sweeper: {e}");
             reply::error(

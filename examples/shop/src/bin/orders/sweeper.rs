@@ -2,7 +2,8 @@
 //! have no order, left by an instance that died between placing and storing an order. It asks
 //! inventory again (which answers the reservation it already made) and writes the order
 //! create-only, so instances sweeping the same entry, or a request still finishing it, agree on
-//! one order, one event and the stock taken once.
+//! one order, one event and the stock taken once (such a request still answers 201: see
+//! `place.rs`).
 //!
 //! Entries seen with their order are remembered, so each round reads only the orders it has
 //! not seen yet.
@@ -19,36 +20,48 @@ use tokio_util::sync::CancellationToken;
 use crate::place::finish;
 use crate::{INTAKE, ORDERSTORE, Shop, order_key};
 
-/// How often a round runs.
-const EVERY: Duration = Duration::from_secs(2);
-/// How old an entry must be before the sweeper takes it on, ms.
+/// How often a round runs, ms, unless `SHOP_SWEEP_EVERY_MS` says otherwise (tests sweep sooner).
+const EVERY_MS: u64 = 2_000;
+/// How old an entry must be before the sweeper takes it on, ms, unless `SHOP_SWEEP_AFTER_MS`
+/// says otherwise.
 const AGE_MS: u64 = 10_000;
 /// Orders looked up per bulk get.
 const CHUNK: usize = 100;
 
 /// Sweeps until `stop`.
 pub async fn run(shop: Arc<Shop>, stop: CancellationToken) {
+    let every = Duration::from_millis(ms_from_env("SHOP_SWEEP_EVERY_MS", EVERY_MS).max(1));
+    let age_ms = ms_from_env("SHOP_SWEEP_AFTER_MS", AGE_MS);
     let mut done = HashSet::new();
     // Instances started together sweep at different moments.
-    let first = Duration::from_millis(fastrand::u64(0..EVERY.as_millis() as u64));
+    let first = Duration::from_millis(fastrand::u64(0..every.as_millis() as u64));
     tokio::select! {
         _ = stop.cancelled() => return,
         _ = tokio::time::sleep(first) => {}
     }
     loop {
-        if let Err(e) = sweep(&shop, &mut done).await {
+        if let Err(e) = sweep(&shop, age_ms, &mut done).await {
             eprintln!("sweeper: {e}");
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }
 
-/// One round; `done` holds the ids known to have their order.
-async fn sweep(shop: &Shop, done: &mut HashSet<String>) -> Result<(), Error> {
-    let cutoff = model::now_ms().saturating_sub(AGE_MS);
+/// The milliseconds in environment variable `name`, or `default` when it is unset or not a
+/// number.
+fn ms_from_env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One round over entries at least `age_ms` old; `done` holds the ids known to have their order.
+async fn sweep(shop: &Shop, age_ms: u64, done: &mut HashSet<String>) -> Result<(), Error> {
+    let cutoff = model::now_ms().saturating_sub(age_ms);
     let old: Vec<(String, Intake)> = INTAKE
         .all::<Intake>(&shop.sidecar, None)
         .await?
