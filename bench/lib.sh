@@ -15,7 +15,8 @@
 #   herd        herd_up, herd_ls_json, herd_ready_count, herd_wait_ready
 #   procfs      vmrss_kb, cpu_ticks, affinity_of, threads_of
 #   memory      vmhwm_kb (peak resident set)
-#   loadgen     build_loadgen (bench/loadgen: fixed-rate load generator, echo app), parse_loadgen (L_*)
+#   loadgen     build_loadgen (bench/loadgen: fixed-rate load generator, echo app, redb-direct),
+#               parse_loadgen (L_*)
 #   figures     median, median_int, ratio, meets, round_order
 #
 # Functions return non-zero instead of exiting where a caller may want to carry on (a contender
@@ -336,7 +337,8 @@ round_order() {
 # --- loadgen (bench/loadgen: fixed-rate load generator and echo app) -------------------------
 # build_loadgen: builds bench/loadgen (its own Cargo project, outside the workspace) into
 # $CACHE/loadgen-target (CARGO_TARGET_DIR is not used: another lock file, other features) and
-# sets LOADGEN. Returns 1 when cargo fails (log in $WORK/loadgen-cargo.log).
+# sets LOADGEN; its other binary, redb-direct, lands beside it. Returns 1 when cargo fails (log in
+# $WORK/loadgen-cargo.log).
 LOADGEN=
 build_loadgen() {
   local target="$CACHE/loadgen-target"

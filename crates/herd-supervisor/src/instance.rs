@@ -50,6 +50,11 @@ pub enum Report {
         /// Why.
         reason: String,
     },
+    /// No process is left in the process group of an instance whose first process exited.
+    GroupGone {
+        /// Generation of the instance.
+        generation: u64,
+    },
 }
 
 /// A live process in a slot.
@@ -172,12 +177,19 @@ impl Instance {
 
     /// Sends `signal` to the instance's process group.
     pub fn signal(&self, signal: Signal) {
-        let _ = killpg(Pid::from_raw(self.pid as i32), signal);
+        signal_group(self.pid, signal);
     }
 
     /// Stops watching readiness (the process has exited).
     pub fn forget(&self) {
         self.readiness.abort();
+    }
+
+    /// Whether a process of the instance's group still runs (zombies left out). Asked once its
+    /// first process was reaped: while any member lives the kernel gives the group's id (that
+    /// pid) to no new process, so the group is still the instance's.
+    pub fn group_alive(&self) -> bool {
+        group_alive(self.pid)
     }
 
     /// How long the process has been running.
@@ -202,6 +214,30 @@ impl Instance {
             }
             self.cpu_sample = Some((now, ticks));
         }
+    }
+}
+
+/// Sends `signal` to process group `pgid`.
+pub fn signal_group(pgid: u32, signal: Signal) {
+    let _ = killpg(Pid::from_raw(pgid as i32), signal);
+}
+
+/// Whether a process of group `pgid` still runs (zombies left out).
+fn group_alive(pgid: u32) -> bool {
+    // Asking the kernel first spares the read of /proc in the common case: nobody is left.
+    let member = !matches!(
+        killpg(Pid::from_raw(pgid as i32), None),
+        Err(nix::errno::Errno::ESRCH)
+    );
+    member && procfs::group_runs(pgid)
+}
+
+/// Waits until no process of group `pgid` runs, looking every 50 ms at most.
+pub async fn group_gone(pgid: u32) {
+    let mut interval = Duration::from_millis(2);
+    while group_alive(pgid) {
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_millis(50));
     }
 }
 

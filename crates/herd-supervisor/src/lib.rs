@@ -14,7 +14,8 @@
 //! then SIGKILL after `kill_timeout`) and [`Supervisor::shutdown`] returns once all are reaped.
 //!
 //! Instances never outlive herd: they run with `PR_SET_PDEATHSIG = SIGKILL`, in their own
-//! process groups, which herd signals as a whole.
+//! process groups, which herd signals as a whole; processes still in a group after the
+//! instance's first process exited are stopped the same way, and shutdown waits for them too.
 
 mod backoff;
 mod instance;

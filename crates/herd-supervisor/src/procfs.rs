@@ -1,5 +1,5 @@
-//! What herd reads about its instances from `/proc`: memory, CPU time, and whether an instance
-//! is accepting on the shared socket.
+//! What herd reads about its instances from `/proc`: memory, CPU time, whether an instance
+//! is accepting on the shared socket, and whether a process of its group still runs.
 //!
 //! These are small reads of in-memory kernel files, cheap enough to do from the slot actor on
 //! its one-second tick without a blocking-thread hop.
@@ -41,6 +41,37 @@ fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if p > 0 { p as u64 } else { 4096 }
+}
+
+/// Whether a process other than a zombie is in process group `pgid`. A zombie is left out: an
+/// orphan's zombie waits for whoever adopted it (herd itself when it runs as pid 1) and runs
+/// nothing. Reads every process's `stat`, so it is for the rare group that outlived its first
+/// process.
+pub fn group_runs(pgid: u32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| state_and_group(&stat))
+        .any(|(state, group)| group == pgid && state != 'Z')
+}
+
+/// The state letter and process group of a `/proc/<pid>/stat` text.
+fn state_and_group(stat: &str) -> Option<(char, u32)> {
+    // The command name may contain spaces and parentheses; fields resume after the last ')'.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Then the parent's pid, then the process group.
+    let group = fields.nth(1)?.parse().ok()?;
+    Some((state, group))
 }
 
 /// Whether `pid` is accepting connections on the socket with inode `socket_inode`.
@@ -96,6 +127,38 @@ mod tests {
         assert!(rss_bytes(me).unwrap() > 1024 * 1024);
         assert!(cpu_ticks(me).is_some());
         assert!(rss_bytes(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn parses_state_and_group_from_stat() {
+        let stat = "4242 (a (b) c) S 1 4240 4240 0 -1 4194560 105 0 0 0 0 0 0 0 20 0 1 0";
+        assert_eq!(state_and_group(stat), Some(('S', 4240)));
+        assert_eq!(state_and_group("7 (x) Z 1 7 7"), Some(('Z', 7)));
+        assert_eq!(state_and_group("7 (x)"), None);
+    }
+
+    #[test]
+    fn sees_a_group_run_until_its_processes_are_killed() {
+        use std::os::unix::process::CommandExt;
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 60 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = shell.id();
+        assert!(group_runs(pgid));
+        let group = nix::unistd::Pid::from_raw(pgid as i32);
+        nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
+        // The shell stays a zombie until waited for, and a zombie runs nothing.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while group_runs(pgid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "group {pgid} still runs"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        shell.wait().unwrap();
     }
 
     #[test]

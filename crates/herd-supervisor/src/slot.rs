@@ -2,7 +2,10 @@
 //!
 //! A slot holds at most three kinds of process: the `current` instance serving traffic, a
 //! `candidate` started to replace it (rolling reload, memory limit), and `retiring` instances
-//! that were sent SIGTERM and are draining. Everything that happens to them arrives as a message
+//! that were sent SIGTERM and are draining. An instance whose first process exited while others
+//! of its process group still run leaves those `leftovers`, stopped like a retiring instance
+//! (SIGTERM, SIGKILL of the group `kill_timeout` later); the slot is stopped only once they
+//! are gone too. Everything that happens to them arrives as a message
 //! (commands from the service, reports from watchers, timers from a `DelayQueue`), and the actor
 //! handles one at a time, so the state machine needs no locks. The only shared state is the
 //! [`InstanceStatus`] snapshot it publishes after each message.
@@ -17,12 +20,12 @@ use std::time::{Duration, Instant};
 use herd_config::ServiceSpec;
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{DelayQueue, delay_queue};
 
 use crate::backoff::{Decision, RestartTracker};
-use crate::instance::{Instance, Report};
+use crate::instance::{self, Instance, Report};
 use crate::shared::Shared;
 use crate::status::{InstanceState, InstanceStatus};
 
@@ -97,6 +100,7 @@ impl SlotHandle {
             current: None,
             candidate: None,
             retiring: Vec::new(),
+            leftovers: Vec::new(),
             phase: Phase::Stopped,
             restart_timer: None,
             timers: DelayQueue::new(),
@@ -152,6 +156,17 @@ struct Retiring {
     reply: Option<(ReplaceReply, Replaced)>,
     /// Waiting for its requests to be answered before SIGTERM.
     draining: bool,
+    /// The last signal its group was sent: SIGTERM (with its SIGKILL timer armed) or SIGKILL.
+    signalled: Option<Signal>,
+}
+
+/// Processes of an instance's group that still run after its first process was reaped.
+struct Leftover {
+    generation: u64,
+    /// The group's id: the reaped process's pid.
+    pgid: u32,
+    /// Reports [`Report::GroupGone`] once none runs.
+    watcher: AbortHandle,
 }
 
 struct Slot {
@@ -162,6 +177,7 @@ struct Slot {
     current: Option<Instance>,
     candidate: Option<(Instance, Option<ReplaceReply>)>,
     retiring: Vec<Retiring>,
+    leftovers: Vec<Leftover>,
     phase: Phase,
     tracker: RestartTracker,
     restart_timer: Option<delay_queue::Key>,
@@ -231,7 +247,10 @@ impl Slot {
     }
 
     fn idle(&self) -> bool {
-        self.current.is_none() && self.candidate.is_none() && self.retiring.is_empty()
+        self.current.is_none()
+            && self.candidate.is_none()
+            && self.retiring.is_empty()
+            && self.leftovers.is_empty()
     }
 
     async fn event(&self, text: String) {
@@ -334,6 +353,7 @@ impl Slot {
             instance,
             reply,
             draining,
+            signalled: None,
         });
         if !draining {
             self.terminate(generation);
@@ -348,6 +368,7 @@ impl Slot {
             .find(|r| r.instance.generation == generation)
         {
             r.draining = false;
+            r.signalled = Some(Signal::SIGTERM);
             r.instance.signal(Signal::SIGTERM);
             self.timers
                 .insert(Timer::Kill(generation), self.spec.kill_timeout);
@@ -378,6 +399,7 @@ impl Slot {
                 instance: cand,
                 reply: None,
                 draining: false,
+                signalled: Some(Signal::SIGKILL),
             });
         }
         if let Some(cur) = self.current.take() {
@@ -438,6 +460,7 @@ impl Slot {
             Report::NotReady { generation, reason } => self.on_not_ready(generation, reason).await,
             Report::Exited { generation, how } => self.on_exit(generation, how).await,
             Report::Drained { generation } => self.on_drained(generation),
+            Report::GroupGone { generation } => self.on_group_gone(generation).await,
         }
     }
 
@@ -509,6 +532,7 @@ impl Slot {
                 instance: cand,
                 reply: None,
                 draining: false,
+                signalled: Some(Signal::SIGKILL),
             });
         }
     }
@@ -521,7 +545,8 @@ impl Slot {
         {
             let r = self.retiring.swap_remove(pos);
             r.instance.forget();
-            self.event(format!("pid {} stopped ({how})", r.instance.pid))
+            let left = self.left_behind(&r.instance, r.signalled);
+            self.event(format!("pid {} stopped ({how}){left}", r.instance.pid))
                 .await;
             if let Some((reply, report)) = r.reply {
                 let _ = reply.send(Ok(report));
@@ -533,7 +558,9 @@ impl Slot {
         {
             let cur = self.current.take().expect("checked above");
             cur.forget();
-            self.event(format!("pid {} exited ({how})", cur.pid)).await;
+            let left = self.left_behind(&cur, None);
+            self.event(format!("pid {} exited ({how}){left}", cur.pid))
+                .await;
             self.last_exit = Some(how);
             // A starting replacement takes over; otherwise this is a crash.
             if self.phase == Phase::Running && self.candidate.is_none() {
@@ -546,8 +573,9 @@ impl Slot {
         {
             let (cand, reply) = self.candidate.take().expect("checked above");
             cand.forget();
+            let left = self.left_behind(&cand, None);
             self.event(format!(
-                "replacement pid {} exited before it was ready ({how})",
+                "replacement pid {} exited before it was ready ({how}){left}",
                 cand.pid
             ))
             .await;
@@ -575,18 +603,84 @@ impl Slot {
             Timer::Kill(generation) => {
                 if let Some(r) = self
                     .retiring
-                    .iter()
+                    .iter_mut()
                     .find(|r| r.instance.generation == generation)
                 {
                     let pid = r.instance.pid;
+                    r.signalled = Some(Signal::SIGKILL);
                     r.instance.signal(Signal::SIGKILL);
                     self.event(format!(
                         "pid {pid} still running {} after SIGTERM; sent SIGKILL",
                         humantime::format_duration(self.spec.kill_timeout)
                     ))
                     .await;
+                } else if let Some(pos) = self
+                    .leftovers
+                    .iter()
+                    .position(|l| l.generation == generation)
+                {
+                    let left = self.leftovers.swap_remove(pos);
+                    left.watcher.abort();
+                    instance::signal_group(left.pgid, Signal::SIGKILL);
+                    self.event(format!(
+                        "processes of pid {}'s group still running {} after SIGTERM; sent SIGKILL",
+                        left.pgid,
+                        humantime::format_duration(self.spec.kill_timeout)
+                    ))
+                    .await;
+                    self.notify_stopped();
                 }
             }
+        }
+    }
+
+    /// The first process of `instance` was reaped; what still runs in its process group is left
+    /// of the instance and stops like a retiring one: SIGTERM (unless the group had it; SIGKILL
+    /// again if it had that), then SIGKILL `kill_timeout` after the SIGTERM. Returns the note for
+    /// the instance's exit event.
+    fn left_behind(&mut self, instance: &Instance, signalled: Option<Signal>) -> &'static str {
+        if !instance.group_alive() {
+            return "";
+        }
+        let generation = instance.generation;
+        match signalled {
+            // Nothing survives it; the group is only waiting to be reaped.
+            Some(Signal::SIGKILL) => {
+                instance.signal(Signal::SIGKILL);
+                return "";
+            }
+            // Its SIGKILL timer is armed.
+            Some(_) => {}
+            None => {
+                instance.signal(Signal::SIGTERM);
+                self.timers
+                    .insert(Timer::Kill(generation), self.spec.kill_timeout);
+            }
+        }
+        let (pgid, reports) = (instance.pid, self.reports.clone());
+        let watcher = self.tasks.spawn(async move {
+            instance::group_gone(pgid).await;
+            let _ = reports.send(Report::GroupGone { generation }).await;
+        });
+        self.leftovers.push(Leftover {
+            generation,
+            pgid,
+            watcher,
+        });
+        "; stopping the processes left in its group"
+    }
+
+    /// No process of a leftover group runs any more.
+    async fn on_group_gone(&mut self, generation: u64) {
+        if let Some(pos) = self
+            .leftovers
+            .iter()
+            .position(|l| l.generation == generation)
+        {
+            let left = self.leftovers.swap_remove(pos);
+            self.event(format!("pid {}'s group has ended", left.pgid))
+                .await;
+            self.notify_stopped();
         }
     }
 

@@ -356,7 +356,8 @@ struct Running {
 }
 
 impl Running {
-    /// Waits for SIGTERM, SIGINT or `herd down`; SIGHUP is logged and ignored.
+    /// Waits for SIGTERM, SIGINT or `herd down`; SIGHUP is logged and ignored. Whichever came
+    /// cancels the shutdown token, so a signal and `herd down` take one path down.
     async fn wait_for_stop(&self) -> std::io::Result<()> {
         let shutdown = &self.background.shutdown;
         let mut term = signal(SignalKind::terminate())?;
@@ -370,6 +371,7 @@ impl Running {
                 _ = shutdown.cancelled() => { tracing::info!("herd down: stopping"); break }
             }
         }
+        shutdown.cancel();
         Ok(())
     }
 

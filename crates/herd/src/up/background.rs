@@ -18,9 +18,10 @@ use crate::render;
 /// The tasks that run beside the building blocks until shutdown: the ready report, the
 /// overview sampler, the control server, metrics upkeep and the admin listener.
 pub(super) struct Background {
-    /// Cancelled by `herd down`.
+    /// herd is stopping: cancelled by `herd down`, SIGTERM or SIGINT, and with `stop`.
     pub(super) shutdown: CancellationToken,
-    /// Ends the control server, the sampler, upkeep and the admin listener.
+    /// Ends every task below: the ready report (through `shutdown`), the control server, the
+    /// sampler, upkeep and the admin listener.
     pub(super) stop: CancellationToken,
     /// Every task above, and the control server's connections.
     pub(super) tracker: TaskTracker,
@@ -40,10 +41,12 @@ impl Background {
         listener: UnixListener,
         admin: Option<std::net::TcpListener>,
     ) -> Self {
-        let shutdown = CancellationToken::new();
+        let control_stop = CancellationToken::new();
+        // A child of `stop`, so every task here ends on `stop` whatever made herd stop: an
+        // instance that never gets ready must not keep the ready report, and herd, waiting.
+        let shutdown = control_stop.child_token();
         let tracker = TaskTracker::new();
         tracker.spawn(report_ready(supervisor.clone(), started, shutdown.clone()));
-        let control_stop = CancellationToken::new();
         // The overview behind the dashboard and `herd monit`: a sample every second.
         let sampler = herd_telemetry::Sampler::new(metrics.clone(), services_view(supervisor));
         tracker.spawn(sampler.clone().run(control_stop.clone()));

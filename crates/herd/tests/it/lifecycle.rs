@@ -1,5 +1,6 @@
-//! Stopping herd and its services: graceful SIGTERM, SIGKILL of herd, stop/start, readiness by
-//! notification, and the merged logs.
+//! Stopping herd and its services: graceful SIGTERM, SIGKILL of herd, SIGTERM, SIGINT and
+//! `herd down` with instances that never got ready, stop/start, readiness by notification, and
+//! the merged logs.
 
 use std::time::Duration;
 
@@ -40,6 +41,153 @@ fn sigterm_lets_in_flight_requests_finish_and_leaves_no_child() {
         assert!(process_gone(pid), "instance {pid} outlived herd");
     }
     assert!(!herd.data_dir().join("herd.sock").exists());
+}
+
+/// A ready service beside two that are not: `deaf` never accepts on its fd 3 and ignores
+/// SIGTERM (its shell and the shell's child), `crashing` waits out a long backoff; and `leaky`,
+/// ready, whose shell dies on SIGTERM while its child ignores it.
+const NOT_READY: &str = r#"
+[[service]]
+name = "hello"
+command = ["{hello}"]
+listen = "127.0.0.1:0"
+kill_timeout = "1s"
+
+[[service]]
+name = "deaf"
+command = ["sh", "-c", "trap '' TERM; sleep 1000 & wait"]
+listen = "127.0.0.1:0"
+kill_timeout = "1s"
+ready = { timeout = "60s" }
+
+[[service]]
+name = "crashing"
+command = ["sh", "-c", "exit 3"]
+kill_timeout = "1s"
+restart = { initial_backoff = "60s", max_backoff = "60s" }
+
+[[service]]
+name = "leaky"
+command = ["sh", "-c", "(trap '' TERM; exec sleep 1000) & wait"]
+kill_timeout = "1s"
+"#;
+
+/// How a test asks herd to stop.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    Signal(Signal),
+    Down,
+}
+
+/// The command names of the live processes in process group `pgid` (zombies left out).
+fn group_members(pgid: u32) -> Vec<String> {
+    let dir = std::fs::read_dir("/proc").expect("read /proc");
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid pgrp ...`; the name may hold spaces and parentheses.
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1;
+            let mut fields = rest.split(' ');
+            let state = fields.next()?;
+            let pgrp = fields.nth(1)?.parse::<u32>().ok()?;
+            (state != "Z" && pgrp == pgid).then(|| comm.to_string())
+        })
+        .collect()
+}
+
+/// The pid of `service`'s first instance once its group runs a `sleep`: its shell forked, with
+/// its trap set.
+fn sleeping(herd: &Herd, service: &str) -> u32 {
+    wait_for(
+        &format!("{service}'s sleep"),
+        Duration::from_secs(10),
+        || {
+            let pid = herd.instances(service)[0]["pid"].as_u64()? as u32;
+            group_members(pid)
+                .iter()
+                .any(|c| c == "sleep")
+                .then_some(pid)
+        },
+    )
+}
+
+/// Stops a herd whose instances are ready, starting (ignoring SIGTERM), in backoff, or leave a
+/// process in their group that ignores SIGTERM, by `how`, and checks it exits with success
+/// within the instances' kill_timeout (1 s) and a margin, with no process of any instance left.
+fn stops_with_instances_never_ready(how: Stop) {
+    let mut herd = Herd::prepare(NOT_READY);
+    herd.spawn();
+    let deaf = sleeping(&herd, "deaf");
+    let leaky = sleeping(&herd, "leaky");
+    let hello = wait_for("hello ready", Duration::from_secs(10), || {
+        let i = herd.instances("hello");
+        (i[0]["state"] == "ready").then(|| i[0]["pid"].as_u64().unwrap() as u32)
+    });
+    wait_for("crashing in backoff", Duration::from_secs(10), || {
+        (herd.instances("crashing")[0]["state"] == "backoff").then_some(())
+    });
+    assert_eq!(herd.instances("deaf")[0]["state"], "starting");
+
+    let down = match how {
+        Stop::Signal(signal) => {
+            herd.signal(signal);
+            None
+        }
+        Stop::Down => Some(
+            std::process::Command::new(crate::util::herd_bin())
+                .arg("-c")
+                .arg(herd.config())
+                .arg("down")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        ),
+    };
+    let status = herd.wait_exit(Duration::from_secs(1 + 5));
+    assert!(status.success(), "{how:?}: {status:?}: {}", herd.stderr());
+    if let Some(mut down) = down {
+        let status = wait_for("herd down to return", Duration::from_secs(5), || {
+            down.try_wait().unwrap()
+        });
+        assert!(status.success(), "herd down: {status:?}");
+    }
+    for pid in [deaf, hello, leaky] {
+        let left = group_members(pid);
+        assert!(
+            left.is_empty(),
+            "{how:?}: {left:?} of group {pid} outlived herd"
+        );
+    }
+    let events = std::fs::read_to_string(herd.dir.path().join("stdout.log")).unwrap();
+    for event in [
+        format!("pid {deaf} still running 1s after SIGTERM; sent SIGKILL"),
+        format!(
+            "pid {leaky} stopped (killed by SIGTERM); stopping the processes left in its group"
+        ),
+        format!("processes of pid {leaky}'s group still running 1s after SIGTERM; sent SIGKILL"),
+    ] {
+        assert!(
+            events.contains(&event),
+            "{how:?}: no {event:?} in\n{events}"
+        );
+    }
+    assert!(!herd.data_dir().join("herd.sock").exists());
+}
+
+#[test]
+fn sigterm_stops_herd_with_instances_that_never_got_ready() {
+    stops_with_instances_never_ready(Stop::Signal(Signal::SIGTERM));
+}
+
+#[test]
+fn sigint_stops_herd_with_instances_that_never_got_ready() {
+    stops_with_instances_never_ready(Stop::Signal(Signal::SIGINT));
+}
+
+#[test]
+fn herd_down_stops_herd_with_instances_that_never_got_ready() {
+    stops_with_instances_never_ready(Stop::Down);
 }
 
 #[test]
