@@ -33,9 +33,10 @@ for t in "${TARGETS[@]}"; do
     while IFS= read -r line; do printf '%s %s\n' "$(($(date +%s) - start))" "$line"; done >"$log"
   set -e
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
-  secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | awk '{print $5}' | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | awk '{print $2}')
-  last_new=$(grep -E '^[0-9]+ #[0-9]+[[:space:]]+NEW' "$log" | tail -1 | awk '{print $1}')
+  # A run that crashed has no "Done" line; one that found nothing new has no NEW line.
+  secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | awk '{print $5}' | tail -1 || true)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | awk '{print $2}' || true)
+  last_new=$(grep -E '^[0-9]+ #[0-9]+[[:space:]]+NEW' "$log" | tail -1 | awk '{print $1}' || true)
   crashes=$(grep -c -E 'panicked at|==ERROR|deadly signal|ERROR: libFuzzer' "$log" || true)
   cargo +nightly fuzz cmin -s none --release "$t" >/dev/null 2>&1 || true
   corpus=$(find "corpus/$t" -type f | wc -l)

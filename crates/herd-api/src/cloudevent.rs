@@ -57,11 +57,15 @@ pub fn wrap(e: &Envelope<'_>) -> Result<Bytes, String> {
     }
     // A JSON payload goes into `data` as the bytes it came in, checked but not rebuilt: parsing
     // it into a tree and writing it out again was most of a publish's CPU for 1 KB messages.
+    // JSON is UTF-8; skipping over a string does not check that, so it is checked first.
     let data = if e.content_type.contains("json") {
-        serde_json::from_slice::<serde::de::IgnoredAny>(e.body).map_err(|err| {
+        let text = std::str::from_utf8(e.body).map_err(|err| {
             format!("the body is not JSON ({err}) but the content type says it is")
         })?;
-        Data::Json(e.body.trim_ascii())
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|err| {
+            format!("the body is not JSON ({err}) but the content type says it is")
+        })?;
+        Data::Json(text.trim_ascii().as_bytes())
     } else {
         match std::str::from_utf8(e.body) {
             Ok(text) => Data::Text(text),
@@ -230,6 +234,17 @@ mod tests {
             tracestate: Some("k=v"),
             attributes: &[],
         }
+    }
+
+    #[test]
+    fn a_json_body_with_invalid_utf8_in_a_string_is_refused() {
+        // serde skips over a string without checking its bytes: the envelope would not be JSON.
+        let body = b"{\"traceparent\":\"00-0\x99f7\"}";
+        let err = wrap(&envelope("application/json", body)).unwrap_err();
+        assert!(err.contains("not JSON"), "{err}");
+        let ok = wrap(&envelope("application/json", "{\"k\":\"caf\u{e9}\"}".as_bytes())).unwrap();
+        let event: Value = serde_json::from_slice(&ok).unwrap();
+        assert_eq!(event["data"]["k"], "caf\u{e9}");
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! parent's trace id (or a new one) and a new span id, so ids still flow to the next hop and
 //! into log lines at the cost of two random numbers. Work runs inside it with
 //! [`Traced::wrap`]: the OpenTelemetry context becomes current for every poll (so
-//! [`current_traceparent`] and child hops see it) and a `tracing` span carrying `trace_id` is
-//! entered, so every log line written meanwhile names the trace (`logs.rs`). That span is at
-//! ERROR level so that it exists whenever anything at all is logged.
+//! [`current_traceparent`] and child hops see it), so every log line written meanwhile names
+//! the trace (`logs.rs`). JSON lines read the trace id from that context; for the text format a
+//! `tracing` span carrying `trace_id` is entered as well, at ERROR level so that it exists
+//! whenever anything at all is logged.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -156,7 +157,11 @@ impl Traced {
 
     /// Runs `work` inside this hop: its context current, log lines carrying its trace id.
     pub fn wrap<F: Future>(&self, work: F) -> impl Future<Output = F::Output> + use<F> {
-        let log = tracing::error_span!("trace", trace_id = %self.sc.trace_id());
+        let log = if crate::logs::spanless() {
+            tracing::Span::none()
+        } else {
+            tracing::error_span!("trace", trace_id = %self.sc.trace_id())
+        };
         opentelemetry::context::FutureExt::with_context(work.instrument(log), self.cx.clone())
     }
 

@@ -12,10 +12,18 @@
 //!
 //! The trace id is found through [`TraceIdLayer`], which keeps the `trace_id` field of a span
 //! in the span's extensions when the span is created, so formatting a line reads it without
-//! parsing the span's formatted fields.
+//! parsing the span's formatted fields; failing that, a JSON line takes it from the current
+//! OpenTelemetry context (the hop [`crate::Traced::wrap`] runs its work in). With the JSON format
+//! installed, `wrap` therefore enters no `tracing` span at all ([`spanless`]): creating one per
+//! request (a registry slot, the id formatted twice, the filter consulted on every poll) cost
+//! about as much as the rest of a sidecar API request's telemetry. The text format prints the
+//! span's fields, so there `wrap` keeps the span.
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use opentelemetry::trace::TraceContextExt as _;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -70,8 +78,19 @@ impl LogFormat {
     }
 }
 
+/// Set when the JSON format is installed: its lines find the trace id in the OpenTelemetry
+/// context, so hops need no `tracing` span to carry it.
+static SPANLESS: AtomicBool = AtomicBool::new(false);
+
+/// Whether log lines take the trace id from the OpenTelemetry context, so that
+/// [`crate::Traced::wrap`] can leave out the `tracing` span.
+pub fn spanless() -> bool {
+    SPANLESS.load(Ordering::Relaxed)
+}
+
 /// Installs the process-wide subscriber writing to stderr in `format`, filtered by `HERD_LOG`.
 pub fn init(format: LogFormat) {
+    SPANLESS.store(format == LogFormat::Json, Ordering::Relaxed);
     let filter = tracing_subscriber::EnvFilter::try_from_env(FILTER_VAR)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let registry = tracing_subscriber::registry()
@@ -216,17 +235,26 @@ where
     }
 }
 
-/// The trace id of the innermost span around the event that has one.
+/// The trace id of the innermost span around the event that has one, else that of the current
+/// OpenTelemetry context.
 fn trace_id_of<S, N>(ctx: &FmtContext<'_, S, N>) -> Option<String>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    ctx.event_scope().and_then(|scope| {
-        scope
-            .into_iter()
-            .find_map(|span| span.extensions().get::<TraceId>().map(|t| t.0.clone()))
-    })
+    ctx.event_scope()
+        .and_then(|scope| {
+            scope
+                .into_iter()
+                .find_map(|span| span.extensions().get::<TraceId>().map(|t| t.0.clone()))
+        })
+        .or_else(|| {
+            opentelemetry::Context::map_current(|cx| {
+                let span = cx.span();
+                let sc = span.span_context();
+                sc.is_valid().then(|| sc.trace_id().to_string())
+            })
+        })
 }
 
 thread_local! {
@@ -348,6 +376,27 @@ mod tests {
         assert_eq!(out[1]["key"], "v");
         assert_eq!(out[1]["level"], "WARN");
         assert!(out[1]["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn lines_inside_a_hop_without_a_span_carry_its_trace_id() {
+        let hop = crate::Traced::start(
+            opentelemetry::trace::SpanKind::Server,
+            "",
+            &opentelemetry::Context::new(),
+            Vec::new,
+        );
+        let out = lines(|| {
+            tracing::info!("before");
+            let _current = hop.context().clone().attach();
+            tracing::warn!("inside");
+            let access = r#"{"status":200}"#;
+            tracing::info!(target: ACCESS_TARGET, "{access}");
+        });
+        assert!(out[0].get("trace_id").is_none(), "{}", out[0]);
+        assert_eq!(out[1]["trace_id"], hop.trace_id());
+        assert_eq!(out[2]["trace_id"], hop.trace_id());
+        assert_eq!(out[2]["status"], 200);
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //! the provider for the services, takes the recent requests, and keeps the overview built from
 //! this sample and the one before. The dashboard's JSON endpoint and `herd monit` hand out the
 //! last overview, so every reader sees the same numbers and none of them costs a render.
+//!
+//! It samples only while someone watches: after [`WATCHED`] without a reader it stops, and the
+//! next reader gets a sample taken at once (its rates cover the time since the sample before)
+//! and starts it again. A herd nobody looks at spends no CPU on rendering and parsing metrics
+//! text, and keeps none of that code resident.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -19,6 +24,9 @@ pub type Services = Arc<dyn Fn() -> Vec<ServiceView> + Send + Sync>;
 /// How often a sample is taken.
 pub const EVERY: Duration = Duration::from_secs(1);
 
+/// How long the sampler keeps sampling after the last reader.
+pub const WATCHED: Duration = Duration::from_secs(60);
+
 /// Recent requests included in an overview.
 pub const TRACES: usize = 50;
 
@@ -29,6 +37,8 @@ pub struct Sampler {
     /// The previous sample, for deltas.
     previous: Mutex<Option<(Instant, Snapshot)>>,
     latest: Mutex<Arc<Overview>>,
+    /// When the overview was last read (tokio's clock, so tests can run on paused time).
+    read: Mutex<tokio::time::Instant>,
 }
 
 impl Sampler {
@@ -39,6 +49,7 @@ impl Sampler {
             services,
             previous: Mutex::new(None),
             latest: Mutex::new(Arc::new(Overview::default())),
+            read: Mutex::new(tokio::time::Instant::now()),
         });
         s.sample();
         s
@@ -72,12 +83,23 @@ impl Sampler {
         built
     }
 
-    /// The overview of the last sample.
+    /// The overview of the last sample; one taken now when the sampler had stopped for want of
+    /// readers.
     pub fn latest(&self) -> Arc<Overview> {
+        let now = tokio::time::Instant::now();
+        let last_read = std::mem::replace(&mut *self.read.lock().expect("sampler poisoned"), now);
+        if now.duration_since(last_read) >= WATCHED {
+            return self.sample();
+        }
         self.latest.lock().expect("sampler poisoned").clone()
     }
 
-    /// Samples every [`EVERY`] until `stop`.
+    /// Whether a reader asked within [`WATCHED`].
+    fn watched(&self) -> bool {
+        self.read.lock().expect("sampler poisoned").elapsed() < WATCHED
+    }
+
+    /// Samples every [`EVERY`] while watched, until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -85,9 +107,76 @@ impl Sampler {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
-                    self.sample();
+                    if self.watched() {
+                        self.sample();
+                    }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A sampler whose services count the samples taken.
+    fn counting() -> (Arc<Sampler>, Arc<AtomicUsize>) {
+        let taken = Arc::new(AtomicUsize::new(0));
+        let count = taken.clone();
+        let services: Services = Arc::new(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            Vec::new()
+        });
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        (Sampler::new(metrics, services), taken)
+    }
+
+    /// Lets the sampler's task run through `secs` seconds of paused time.
+    async fn pass(secs: u64) {
+        for _ in 0..secs * 10 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sampling_stops_without_readers_and_a_reader_restarts_it() {
+        let (sampler, taken) = counting();
+        assert_eq!(taken.load(Ordering::SeqCst), 1, "the first sample at once");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(sampler.clone().run(stop.clone()));
+        pass(5).await;
+        let watched = taken.load(Ordering::SeqCst);
+        assert!(watched >= 5, "sampling every second while new: {watched}");
+        pass(WATCHED.as_secs() + 5).await;
+        let idle = taken.load(Ordering::SeqCst);
+        pass(20).await;
+        assert_eq!(
+            taken.load(Ordering::SeqCst),
+            idle,
+            "no samples without readers"
+        );
+        sampler.latest();
+        assert_eq!(
+            taken.load(Ordering::SeqCst),
+            idle + 1,
+            "a late reader gets a fresh sample"
+        );
+        pass(5).await;
+        assert!(
+            taken.load(Ordering::SeqCst) >= idle + 5,
+            "sampling again once read"
+        );
+        // A reader within the window reads the kept overview.
+        let before = taken.load(Ordering::SeqCst);
+        sampler.latest();
+        assert_eq!(taken.load(Ordering::SeqCst), before);
+        stop.cancel();
+        task.await.unwrap();
     }
 }

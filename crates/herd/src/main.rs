@@ -11,6 +11,7 @@ mod monit;
 mod render;
 mod sidecar;
 mod startup;
+mod trim;
 mod up;
 
 use std::path::Path;

@@ -126,7 +126,8 @@ fn services_view(supervisor: &Arc<Supervisor>) -> herd_telemetry::sampler::Servi
 }
 
 /// Logs once when every instance is first ready, with the time since `herd up` began: the
-/// start-up figure (P7) that `bench/` reads.
+/// start-up figure (P7) that `bench/` reads. Then releases the pages only start-up used
+/// (`trim.rs`).
 async fn report_ready(
     supervisor: Arc<Supervisor>,
     started: std::time::Instant,
@@ -146,6 +147,9 @@ async fn report_ready(
         if instances.clone().all(|i| i.state == InstanceState::Ready) {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             tracing::info!("ready: {total} instance(s) in {ms:.1} ms");
+            // Start-up is over: the code only it ran need not stay resident.
+            let kb = crate::trim::release();
+            tracing::debug!("released {kb} kB of start-up code and read-only data");
             return;
         }
     }
