@@ -242,7 +242,11 @@ mod tests {
         let body = b"{\"traceparent\":\"00-0\x99f7\"}";
         let err = wrap(&envelope("application/json", body)).unwrap_err();
         assert!(err.contains("not JSON"), "{err}");
-        let ok = wrap(&envelope("application/json", "{\"k\":\"caf\u{e9}\"}".as_bytes())).unwrap();
+        let ok = wrap(&envelope(
+            "application/json",
+            "{\"k\":\"caf\u{e9}\"}".as_bytes(),
+        ))
+        .unwrap();
         let event: Value = serde_json::from_slice(&ok).unwrap();
         assert_eq!(event["data"]["k"], "caf\u{e9}");
     }
