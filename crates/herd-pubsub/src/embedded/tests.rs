@@ -142,8 +142,15 @@ async fn a_file_with_the_older_layout_of_consumption_state_is_moved_to_the_new_o
         let txn = db.begin_write().unwrap();
         {
             let mut messages = txn.open_table(MESSAGES).unwrap();
+            // Published now (a record published at 0 is past the retention time: the first
+            // sweep would remove it), never expiring.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
             for seq in 1..=5u64 {
-                let mut record = vec![0u8; 16];
+                let mut record = now.to_le_bytes().to_vec();
+                record.extend_from_slice(&[0u8; 8]);
                 record.extend_from_slice(format!("m{seq}").as_bytes());
                 messages.insert(("t", seq), record.as_slice()).unwrap();
             }
@@ -160,12 +167,14 @@ async fn a_file_with_the_older_layout_of_consumption_state_is_moved_to_the_new_o
     }
     {
         let log = EmbeddedLog::open(&path, EmbeddedSettings::default()).unwrap();
-        // A new group starts at the oldest message kept.
+        // A new group starts at the oldest message kept: "m1", unless the first sweep (at
+        // open) removed it before, as every group ("g") had acknowledged it.
         let mut fresh = log
             .consume("t", "fresh", ConsumeOptions::default())
             .await
             .unwrap();
-        assert_eq!(next(&mut fresh).await.data(), &Bytes::from("m1"));
+        let first = next(&mut fresh).await.data().clone();
+        assert!(first == "m1" || first == "m2", "{first:?}");
         let mut c = log
             .consume("t", "g", options(8, Duration::from_secs(3600)))
             .await
