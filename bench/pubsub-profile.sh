@@ -8,8 +8,8 @@
 # sub-http role receives them under a declarative [[subscription]] (max_in_flight SUB_IN_FLIGHT;
 # BULK=1 makes it a bulk subscription of BULK_MAX messages). Once every message was delivered herd is
 # stopped and callgrind_annotate prints the inclusive cost of the functions that matter, per
-# message: the publish handler, the writer thread's commits (publish batches with fsync, claim and
-# ack batches without), the delivery tasks (CloudEvent parsing, the POST), hyper and axum.
+# message: the publish handler, the writer thread's commits (publish batches with fsync, sweeps),
+# the consumers' claims (read transactions on tokio's blocking pool) and acks, the delivery tasks (CloudEvent parsing, the POST), hyper and axum.
 #
 # Usage: bash bench/pubsub-profile.sh   (about 1–3 minutes; the output file stays in $OUT_DIR)
 #   env: TOTAL=4000 IN_FLIGHT=64 SUB_IN_FLIGHT=64 MSG_BYTES=1024 BULK=0 BULK_MAX=64

@@ -1,8 +1,9 @@
 //! The embedded backend (`pubsub.embedded`, herd's default): a durable log per topic in a redb
 //! database in the data directory. This is the handle callers use ([`EmbeddedLog`]); every
-//! write goes to its one writer thread, whose commit path (numbered) is in `embedded/commit.rs`;
-//! the groups' consumption state is in `embedded/groups.rs`, and a group's deliveries come from
-//! `embedded/consume.rs`.
+//! write to the file goes to its one writer thread, whose commit path (numbered) is in
+//! `embedded/commit.rs`; the groups' consumption state is in `embedded/groups.rs`, in memory
+//! shared by the consumers (which claim and settle there, on their own side) and the writer
+//! (which writes it into its commits), and a group's deliveries come from `embedded/consume.rs`.
 //!
 //! A new group starts at the oldest message still retained, so subscribers that appear after a
 //! publish (an app still starting) get it. Messages are removed once every group is past them,
@@ -19,12 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use redb::Database;
 use tokio::sync::{Notify, mpsc};
 
 use crate::broker::{ConsumeOptions, Consumer, Message, PubSub};
 use crate::error::PubSubError;
 use commit::{Job, MAX_BATCH, Reply, Writer};
 use consume::EmbeddedConsumer;
+use groups::Groups;
 pub use settings::EmbeddedSettings;
 
 /// Jobs waiting for the writer at most; senders wait beyond that (back-pressure).
@@ -32,9 +35,19 @@ const QUEUE: usize = 4096;
 
 /// The embedded pub/sub log.
 pub struct EmbeddedLog {
-    jobs: mpsc::Sender<Job>,
-    wakers: Arc<Wakers>,
+    shared: Arc<Shared>,
     sweeper: tokio::task::JoinHandle<()>,
+}
+
+/// What the handle, its consumers and their deliveries share. Its sender keeps the writer
+/// running: the writer stops (writing the groups' last changes) once the handle and every
+/// consumer and delivery are gone, so no claim or settle comes after that last commit.
+struct Shared {
+    jobs: mpsc::Sender<Job>,
+    /// For reads (claims); every write goes through the writer thread.
+    db: Arc<Database>,
+    groups: Arc<Mutex<Groups>>,
+    wakers: Arc<Wakers>,
 }
 
 impl Drop for EmbeddedLog {
@@ -76,20 +89,23 @@ fn internal(e: impl std::fmt::Display) -> PubSubError {
 impl EmbeddedLog {
     /// Opens (or creates) the log at `path`. Must be called inside a tokio runtime.
     pub fn open(path: &Path, settings: EmbeddedSettings) -> Result<Self, PubSubError> {
-        let db = herd_storage::create(path).map_err(PubSubError::Unavailable)?;
+        let db = Arc::new(herd_storage::create(path).map_err(PubSubError::Unavailable)?);
         let wakers = Arc::new(Wakers::default());
-        let mut writer = Writer::open(db, wakers.clone(), settings)?;
+        let mut writer = Writer::open(db.clone(), wakers.clone(), settings)?;
+        let groups = writer.groups();
         let (tx, rx) = mpsc::channel(QUEUE);
         herd_storage::writer("herd-pubsub-writer", rx, MAX_BATCH, move |batch| {
             writer.run_batch(batch)
         })
         .map_err(internal)?;
         let sweeper = herd_storage::every(Duration::from_secs(1), tx.clone(), || Job::Sweep);
-        Ok(Self {
+        let shared = Arc::new(Shared {
             jobs: tx,
+            db,
+            groups,
             wakers,
-            sweeper,
-        })
+        });
+        Ok(Self { shared, sweeper })
     }
 }
 
@@ -111,7 +127,10 @@ impl PubSub for EmbeddedLog {
 
     async fn publish(&self, topic: &str, message: Message) -> Result<(), PubSubError> {
         let topic = topic.to_string();
-        submit(&self.jobs, |reply| Job::Publish(topic, message, reply)).await
+        submit(&self.shared.jobs, |reply| {
+            Job::Publish(topic, message, reply)
+        })
+        .await
     }
 
     async fn consume(
@@ -121,8 +140,7 @@ impl PubSub for EmbeddedLog {
         options: ConsumeOptions,
     ) -> Result<Box<dyn Consumer>, PubSubError> {
         Ok(Box::new(EmbeddedConsumer::new(
-            self.jobs.clone(),
-            self.wakers.of(topic),
+            self.shared.clone(),
             topic,
             group,
             options,

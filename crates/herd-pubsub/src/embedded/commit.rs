@@ -9,23 +9,28 @@
 //!    `commit` returns. Concurrent publishers share that fsync (group commit).
 //! 4. Only then is each publish acknowledged, and consumers of the topic are woken.
 //!
-//! Claims and acks change the groups' state in memory (`embedded/groups.rs`) and are answered
-//! at once, reading messages through a read transaction; that state is written into the next
-//! commit (a publish batch, the sweep, fsynced when it carries group state) and when the writer
-//! stops. A crash can therefore forget recent claims and acks, and those messages are delivered
-//! again: at-least-once, never at-most-once.
+//! The groups' consumption state (`embedded/groups.rs`) is shared with the consumers, which
+//! claim and settle on their own side without a job for this thread. The writer locks it only to
+//! encode the groups changed since the last commit into the commit it is making anyway (a
+//! publish batch; the sweep, fsynced when it carries group state; the last commit when the
+//! writer stops). A change made after that encoding leaves its group dirty for the next commit,
+//! and a commit that fails marks its groups dirty again. A crash can therefore forget recent
+//! claims and acks, and those messages are delivered again: at-least-once, never at-most-once.
+//!
+//! The sweep computes the floors (per topic, the lowest message a group still needs) and
+//! encodes the groups under one lock, so the commit that removes messages below the floors
+//! carries group state at least as far along as those floors. A group's floor only rises, so a
+//! claim reading an older snapshot never reserves a message that sweep removes.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
-};
+use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::groups::{self, Groups, Source};
+use super::groups::{self, Groups, Row, lock};
 use super::{EmbeddedSettings, Wakers, internal};
 use crate::broker::Message;
 use crate::error::PubSubError;
@@ -33,7 +38,7 @@ use crate::error::PubSubError;
 /// `(topic, seq)` → `[published at ms][expires at ms, 0 = never][data]`.
 pub(super) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 /// Topic → the last sequence number used.
-const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
+pub(super) const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
 /// `(topic, idempotency key)` → forgotten at ms.
 const DEDUPE: TableDefinition<(&str, &str), u64> = TableDefinition::new("dedupe");
 
@@ -52,25 +57,17 @@ pub(super) type Claimed = (u64, u32, Bytes);
 /// What the writer thread is asked to do.
 pub(super) enum Job {
     Publish(String, Message, Reply<()>),
-    Claim {
-        topic: Arc<str>,
-        group: Arc<str>,
-        max: usize,
-        ack_timeout: Duration,
-        reply: Reply<Vec<Claimed>>,
-    },
-    Settle {
-        topic: Arc<str>,
-        group: Arc<str>,
-        seq: u64,
-        /// `None`: ack; `Some(d)`: visible again after `d`.
-        retry: Option<Duration>,
-        reply: Reply<()>,
-    },
     Sweep,
+    /// Tests: a commit that takes until `release` says so (a slow fsync); `entered` is
+    /// signalled once its write transaction is open and holds the groups' changes.
+    #[cfg(test)]
+    Hold {
+        entered: oneshot::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    },
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -83,7 +80,7 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-fn ms(d: Duration) -> u64 {
+pub(super) fn ms(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
 }
 
@@ -99,21 +96,21 @@ pub(super) fn live_body(record: &[u8], now: u64) -> Result<Option<Bytes>, PubSub
     Ok(Some(Bytes::copy_from_slice(&record[16..])))
 }
 
-/// The writer thread's state: the file, and the groups' consumption state it keeps in memory.
-/// Dropped when the writer stops (every sender gone): the groups' last changes are written
-/// then.
+/// The writer thread's state: the file, and the groups' consumption state it shares with the
+/// consumers. Dropped when the writer stops (every sender gone, and with them every consumer):
+/// the groups' last changes are written then.
 pub(super) struct Writer {
-    db: Database,
-    groups: Groups,
+    db: Arc<Database>,
+    groups: Arc<Mutex<Groups>>,
     wakers: Arc<Wakers>,
     settings: EmbeddedSettings,
 }
 
 impl Writer {
     /// Creates the tables of a new log (or moves an older file's layout to this one) and reads
-    /// the groups' state.
+    /// the groups' state, which the writer and the consumers then share.
     pub(super) fn open(
-        db: Database,
+        db: Arc<Database>,
         wakers: Arc<Wakers>,
         settings: EmbeddedSettings,
     ) -> Result<Self, PubSubError> {
@@ -123,103 +120,78 @@ impl Writer {
         txn.open_table(DEDUPE).map_err(internal)?;
         let groups = groups::load(&txn)?;
         txn.commit().map_err(internal)?;
-        let mut writer = Self {
+        Ok(Self {
             db,
-            groups,
+            groups: Arc::new(Mutex::new(groups)),
             wakers,
             settings,
-        };
-        writer.groups.written();
-        Ok(writer)
+        })
     }
 
-    /// Runs a batch: claims, acks and sweeps first (in memory, and the sweep's own commit),
-    /// then the publishes in one fsynced commit. Claims and acks queued behind a publish batch
-    /// so never wait for its fsync, and delivery keeps up while publishers keep the disk busy.
+    /// The groups' state, for the consumers.
+    pub(super) fn groups(&self) -> Arc<Mutex<Groups>> {
+        self.groups.clone()
+    }
+
+    /// Runs a batch: the sweep first (its own commit), then the publishes in one fsynced
+    /// commit. Claims and acks are not jobs: they never wait for either.
     pub(super) fn run_batch(&mut self, batch: &mut Vec<Job>) {
-        let mut durable = Vec::new();
-        let mut sweep = false;
-        let mut read = None;
         let now = now_ms();
+        let mut sweep = false;
+        let mut publishes = Vec::new();
         for job in batch.drain(..) {
             match job {
-                job @ Job::Publish(..) => durable.push(job),
-                Job::Claim {
-                    topic,
-                    group,
-                    max,
-                    ack_timeout,
-                    reply,
-                } => {
-                    let result = (|| {
-                        if read.is_none() {
-                            read = Some(self.db.begin_read().map_err(internal)?);
-                        }
-                        let txn = read.as_ref().expect("just begun");
-                        let messages = txn.open_table(MESSAGES).map_err(internal)?;
-                        let heads = txn.open_table(HEADS).map_err(internal)?;
-                        let head = heads
-                            .get(&*topic)
-                            .map_err(internal)?
-                            .map_or(0, |v| v.value());
-                        let source = Source {
-                            messages: &messages,
-                            head,
-                        };
-                        self.groups
-                            .claim(source, &topic, &group, max, now, ms(ack_timeout))
-                    })();
-                    drop(reply.send(result));
-                }
-                Job::Settle {
-                    topic,
-                    group,
-                    seq,
-                    retry,
-                    reply,
-                } => {
-                    let at = retry.map(|d| now + ms(d));
-                    self.groups.settle(&topic, &group, seq, at);
-                    drop(reply.send(Ok(())));
-                }
+                Job::Publish(topic, message, reply) => publishes.push((topic, message, reply)),
                 Job::Sweep => sweep = true,
+                #[cfg(test)]
+                Job::Hold { entered, release } => self.hold(entered, release),
             }
         }
-        drop(read);
         if sweep {
             self.sweep(now);
         }
-        if !durable.is_empty() {
-            self.publish(&mut durable, now);
+        if !publishes.is_empty() {
+            self.publish(publishes, now);
         }
+    }
+
+    /// Encodes the groups changed since the last commit, for the commit being made (see
+    /// [`Writer::finish`]).
+    fn changed_groups(&self) -> Vec<Row> {
+        lock(&self.groups).take_changed()
+    }
+
+    /// Writes `rows` into `txn` and commits it; when either fails, their groups are dirty
+    /// again (the next commit writes them as they are then).
+    fn finish(&self, txn: WriteTransaction, rows: &[Row]) -> Result<(), PubSubError> {
+        let committed = groups::write(&txn, rows).and_then(|()| txn.commit().map_err(internal));
+        if committed.is_err() && !rows.is_empty() {
+            lock(&self.groups).unwritten(rows);
+        }
+        committed
     }
 
     /// One fsynced commit of `batch`'s publishes and the groups' changes; every publish is
     /// answered after it.
-    fn publish(&mut self, batch: &mut Vec<Job>, now: u64) {
+    fn publish(&mut self, batch: Vec<(String, Message, Reply<()>)>, now: u64) {
         let mut answers = Vec::with_capacity(batch.len());
         let mut published: Vec<String> = Vec::new();
         let committed = (|| -> Result<(), PubSubError> {
             let txn = self.db.begin_write().map_err(internal)?;
             {
                 let mut t = Tables::open(&txn)?;
-                for job in batch.drain(..) {
-                    if let Job::Publish(topic, message, reply) = job {
-                        let result = t.publish(&topic, &message, now, &self.settings);
-                        if result.is_ok() && published.last() != Some(&topic) {
-                            published.push(topic);
-                        }
-                        answers.push((reply, result));
+                for (topic, message, reply) in batch {
+                    let result = t.publish(&topic, &message, now, &self.settings);
+                    if result.is_ok() && published.last() != Some(&topic) {
+                        published.push(topic);
                     }
+                    answers.push((reply, result));
                 }
             }
-            self.groups.write(&txn)?;
-            txn.commit().map_err(internal)
+            self.finish(txn, &self.changed_groups())
         })();
-        batch.clear();
-        match &committed {
-            Ok(()) => self.groups.written(),
-            Err(e) => tracing::error!("pub/sub commit failed: {e}"),
+        if let Err(e) = &committed {
+            tracing::error!("pub/sub commit failed: {e}");
         }
         for (reply, result) in answers {
             let answer = match &committed {
@@ -243,37 +215,57 @@ impl Writer {
     /// Removes what no group needs any more, and writes the groups' changes: fsynced when
     /// there are any, so consumption state reaches the disk within a sweep period even while
     /// nothing is published.
+    ///
+    /// The floors and the rows come from one lock: the commit that removes messages below a
+    /// group's floor carries that group's state as of the floor (or a later one, written
+    /// before), never an older one that still needs them.
     fn sweep(&mut self, now: u64) {
-        let durable = self.groups.dirty();
+        let (floors, rows) = {
+            let mut groups = lock(&self.groups);
+            (groups.floors(), groups.take_changed())
+        };
         let committed = (|| -> Result<(), PubSubError> {
             let mut txn = self.db.begin_write().map_err(internal)?;
-            if !durable {
+            if rows.is_empty() {
                 txn.set_durability(Durability::None).map_err(internal)?;
             }
             {
                 let mut t = Tables::open(&txn)?;
-                t.sweep(now, &self.groups.floors(), &self.settings)?;
+                t.sweep(now, &floors, &self.settings)?;
             }
-            self.groups.write(&txn)?;
-            txn.commit().map_err(internal)
+            self.finish(txn, &rows)
         })();
-        match committed {
-            Ok(()) => self.groups.written(),
-            Err(e) => tracing::warn!("pub/sub sweep failed: {e}"),
+        if let Err(e) = committed {
+            // The rows may not have reached `finish` (the sweep failed before); marking them
+            // twice changes nothing.
+            lock(&self.groups).unwritten(&rows);
+            tracing::warn!("pub/sub sweep failed: {e}");
         }
+    }
+
+    /// A commit of the groups' changes held open until `release` (see [`Job::Hold`]).
+    #[cfg(test)]
+    fn hold(&mut self, entered: oneshot::Sender<()>, release: std::sync::mpsc::Receiver<()>) {
+        let txn = self.db.begin_write().expect("begin");
+        let rows = self.changed_groups();
+        let _ = entered.send(());
+        // A test that panicked dropped the sender: go on.
+        let _ = release.recv();
+        self.finish(txn, &rows).expect("commit");
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        if !self.groups.dirty() {
+        let rows = self.changed_groups();
+        if rows.is_empty() {
             return;
         }
-        let committed = (|| -> Result<(), PubSubError> {
-            let txn = self.db.begin_write().map_err(internal)?;
-            self.groups.write(&txn)?;
-            txn.commit().map_err(internal)
-        })();
+        let committed = self
+            .db
+            .begin_write()
+            .map_err(internal)
+            .and_then(|txn| self.finish(txn, &rows));
         if let Err(e) = committed {
             tracing::warn!("pub/sub log: consumption state not written at stop: {e}");
         }
@@ -334,7 +326,7 @@ impl<'t> Tables<'t> {
     fn sweep(
         &mut self,
         now: u64,
-        needed: &HashMap<&str, u64>,
+        needed: &HashMap<String, u64>,
         settings: &EmbeddedSettings,
     ) -> Result<(), PubSubError> {
         let cutoff = now.saturating_sub(ms(settings.retention));

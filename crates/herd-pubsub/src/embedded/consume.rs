@@ -1,10 +1,14 @@
-//! A group's deliveries from the embedded log: a consumer claims batches from the writer and
-//! hands them out one by one; a delivery's ack or nack is a job for the writer too.
+//! A group's deliveries from the embedded log: a consumer claims batches and hands them out one
+//! by one; a delivery's ack or nack changes the group's state at once. Neither is a job for the
+//! writer thread, so neither waits for a commit (with publishers busy, each ends in an fsync):
+//! a claim reads the messages in a read transaction on tokio's blocking pool (a read can wait
+//! for the disk; the runtime never does) and reserves them in the groups' state
+//! (`embedded/groups.rs`); a settle is a change in memory, under the same short lock.
 //!
 //! A consumer keeps up to a window's worth of claimed messages ready beside the window handed
 //! out, and claims more in the background once half of them are gone: a place freed in the
-//! window is filled at once, not after the writer's next turn (with publishers busy, behind an
-//! fsync). With a window of 1 (in order) it claims only when the window is free.
+//! window is filled at once, not after a claim's round trip. With a window of 1 (in order) it
+//! claims only when the window is free.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,22 +16,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::oneshot::error::TryRecvError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
-use super::Wake;
-use super::commit::{Claimed, Job};
+use super::commit::{Claimed, ms, now_ms};
+use super::groups::{self, lock};
+use super::{Shared, Wake, internal};
 use crate::broker::{ConsumeOptions, Consumer, Delivery, Nack};
 use crate::error::PubSubError;
 
-/// One consumer of a group: claims batches from the writer, hands them out one by one.
+/// One consumer of a group: claims batches, hands them out one by one.
 ///
 /// At most `max_in_flight` deliveries are out at once (the window), and at most as many more
 /// are claimed and ready, so a stalled app holds two windows' worth of messages in herd at
-/// most. `next` is cancel-safe: a claim sent to the writer is kept (with the publish count seen
-/// before it) until its answer is read, and a window place taken is kept until it is used.
+/// most, and a consumer has one claim running at most. `next` is cancel-safe: a claim started
+/// is kept (with the publish count seen before it) until its answer is read, and a window
+/// place taken is kept until it is used.
 pub(super) struct EmbeddedConsumer {
-    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
     wake: Arc<Wake>,
     topic: Arc<str>,
     group: Arc<str>,
@@ -40,17 +46,16 @@ pub(super) struct EmbeddedConsumer {
 }
 
 impl EmbeddedConsumer {
-    /// A consumer of `group` on `topic`, woken by `wake` when the topic gets a message.
+    /// A consumer of `group` on `topic`, woken when the topic gets a message.
     pub(super) fn new(
-        jobs: mpsc::Sender<Job>,
-        wake: Arc<Wake>,
+        shared: Arc<Shared>,
         topic: &str,
         group: &str,
         options: ConsumeOptions,
     ) -> Self {
         Self {
-            jobs,
-            wake,
+            wake: shared.wakers.of(topic),
+            shared,
             topic: topic.into(),
             group: group.into(),
             options,
@@ -61,27 +66,24 @@ impl EmbeddedConsumer {
         }
     }
 
-    /// Sends a claim for up to `max` messages.
-    async fn send_claim(&mut self, max: usize) -> Result<(), PubSubError> {
+    /// Starts a claim for up to `max` messages. The publish count is read before the claim's
+    /// read transaction begins: a publish that snapshot misses raises it.
+    fn start_claim(&mut self, max: usize) {
         let published = self.wake.published();
-        let (reply, answer) = oneshot::channel();
-        let job = Job::Claim {
-            topic: self.topic.clone(),
-            group: self.group.clone(),
-            max,
-            ack_timeout: self.options.ack_timeout,
-            reply,
-        };
-        self.jobs.send(job).await.map_err(|_| stopped())?;
-        self.claim = Some(PendingClaim { answer, published });
-        Ok(())
+        let shared = self.shared.clone();
+        let (topic, group) = (self.topic.clone(), self.group.clone());
+        let ack_timeout = ms(self.options.ack_timeout);
+        let task = tokio::task::spawn_blocking(move || {
+            groups::claim(&shared.db, &shared.groups, &topic, &group, max, ack_timeout)
+        });
+        self.claim = Some(PendingClaim { task, published });
     }
 
     /// The delivery of `claimed`, in the window place `permit`.
     fn delivery(&self, claimed: Claimed, permit: OwnedSemaphorePermit) -> Box<dyn Delivery> {
         let (seq, attempt, data) = claimed;
         Box::new(EmbeddedDelivery {
-            jobs: self.jobs.clone(),
+            shared: self.shared.clone(),
             topic: self.topic.clone(),
             group: self.group.clone(),
             seq,
@@ -97,13 +99,9 @@ fn window(options: ConsumeOptions) -> usize {
     options.max_in_flight.max(1) as usize
 }
 
-fn stopped() -> PubSubError {
-    PubSubError::Unavailable("pub/sub writer stopped".into())
-}
-
-/// A claim sent to the writer and not yet answered.
+/// A claim started and not yet answered.
 struct PendingClaim {
-    answer: oneshot::Receiver<Result<Vec<Claimed>, PubSubError>>,
+    task: JoinHandle<Result<Vec<Claimed>, PubSubError>>,
     published: u64,
 }
 
@@ -120,29 +118,19 @@ impl Consumer for EmbeddedConsumer {
         let prefetch = if window > 1 { window } else { 0 };
         loop {
             // A background claim's answer, if it is in.
-            if let Some(pending) = self.claim.as_mut() {
-                match pending.answer.try_recv() {
-                    Ok(Ok(batch)) => {
-                        self.claim = None;
-                        self.ready.extend(batch);
-                    }
-                    Ok(Err(e)) => {
-                        self.claim = None;
-                        return Some(Err(e));
-                    }
-                    Err(TryRecvError::Closed) => {
-                        self.claim = None;
-                        return Some(Err(stopped()));
-                    }
-                    Err(TryRecvError::Empty) => {}
+            if let Some(pending) = self.claim.as_mut()
+                && pending.task.is_finished()
+            {
+                let answer = (&mut pending.task).await;
+                self.claim = None;
+                match answer.map_err(internal) {
+                    Ok(Ok(batch)) => self.ready.extend(batch),
+                    Ok(Err(e)) | Err(e) => return Some(Err(e)),
                 }
             }
             if !self.ready.is_empty() {
                 if self.claim.is_none() && self.ready.len() <= prefetch / 2 {
-                    let max = prefetch - self.ready.len();
-                    if let Err(e) = self.send_claim(max).await {
-                        return Some(Err(e));
-                    }
+                    self.start_claim(prefetch - self.ready.len());
                 }
                 let permit = match self.held.take() {
                     Some(p) => p,
@@ -157,17 +145,13 @@ impl Consumer for EmbeddedConsumer {
                 if self.held.is_none() {
                     self.held = Some(self.permits.clone().acquire_owned().await.ok()?);
                 }
-                let max = prefetch.max(1 + self.permits.available_permits());
-                if let Err(e) = self.send_claim(max).await {
-                    return Some(Err(e));
-                }
+                self.start_claim(prefetch.max(1 + self.permits.available_permits()));
             }
-            let pending = self.claim.as_mut().expect("a claim was just sent");
-            let answer = (&mut pending.answer).await;
+            let pending = self.claim.as_mut().expect("a claim was just started");
+            let answer = (&mut pending.task).await;
             let PendingClaim { published, .. } = self.claim.take().expect("still pending");
-            match answer {
-                Err(_) => return Some(Err(stopped())),
-                Ok(Err(e)) => return Some(Err(e)),
+            match answer.map_err(internal) {
+                Ok(Err(e)) | Err(e) => return Some(Err(e)),
                 Ok(Ok(batch)) if batch.is_empty() => {
                     // Register before comparing, so a publish right now is not missed.
                     let woken = self.wake.notify.notified();
@@ -187,7 +171,7 @@ impl Consumer for EmbeddedConsumer {
 }
 
 struct EmbeddedDelivery {
-    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
     topic: Arc<str>,
     group: Arc<str>,
     seq: u64,
@@ -197,34 +181,13 @@ struct EmbeddedDelivery {
 }
 
 impl EmbeddedDelivery {
-    /// Queues the ack or nack, frees the delivery's place in the window, then waits for the
-    /// writer's answer.
-    ///
-    /// The place is freed once the job is queued rather than once it is answered: the writer
-    /// applies jobs in the order they were queued, so this settle lands before any claim the
-    /// freed place leads to, and the consumer claims its next message in the same writer batch
-    /// as this ack.
+    /// Applies the ack or nack to the group's state, then frees the delivery's place in the
+    /// window (on drop): the claim the freed place leads to sees this settle. It reaches the
+    /// disk with the writer's next commit.
     async fn settle(self: Box<Self>, retry: Option<Duration>) -> Result<(), PubSubError> {
-        let EmbeddedDelivery {
-            jobs,
-            topic,
-            group,
-            seq,
-            _permit: permit,
-            ..
-        } = *self;
-        let stopped = || PubSubError::Unavailable("pub/sub writer stopped".into());
-        let (reply, answer) = oneshot::channel();
-        let job = Job::Settle {
-            topic,
-            group,
-            seq,
-            retry,
-            reply,
-        };
-        jobs.send(job).await.map_err(|_| stopped())?;
-        drop(permit);
-        answer.await.map_err(|_| stopped())?
+        let at = retry.map(|d| now_ms() + ms(d));
+        lock(&self.shared.groups).settle(&self.topic, &self.group, self.seq, at);
+        Ok(())
     }
 }
 

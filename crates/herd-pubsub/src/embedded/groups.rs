@@ -1,21 +1,38 @@
 //! The embedded log's consumption state: per group, the next message to hand out and the
 //! deliveries handed out and not yet acknowledged (attempts, when due again).
 //!
-//! It lives in the writer thread's memory: a claim or an ack changes a map, not a B-tree, and
-//! costs no commit. Each group's state is written as one row of `groups` (its next sequence
-//! number and its unacknowledged deliveries) into the next commit that writes anyway (a publish
-//! batch, a sweep) and when the writer stops. Everything below `next` that is not listed was
-//! acknowledged, so a crash, which loses what was not written yet, hands out again what was
-//! acknowledged since: at-least-once.
+//! It lives in memory behind one lock that the consumers and the writer thread share: a claim
+//! or an ack changes a map, not a B-tree, costs no commit and never waits for one. A claim
+//! ([`claim`]) reads a snapshot (a read transaction) first, reserves under the lock only what
+//! that snapshot holds, and reads the bodies after releasing it; a settle is one change under
+//! the lock. The writer takes the lock only to encode the groups changed since its last commit
+//! ([`Groups::take_changed`], which counts them as written: a change after it marks the group
+//! dirty again) into the commit it is making anyway (a publish batch, a sweep, its last one
+//! when it stops); a commit that fails marks them dirty again ([`Groups::unwritten`]). Each
+//! group's state is one row of `groups` (its next sequence number and its unacknowledged
+//! deliveries). Everything below `next` that is not listed was acknowledged, so a crash, which
+//! loses what was not written yet, hands out again what was acknowledged since: at-least-once.
+//!
+//! A group's floor (the lowest message it still needs) only rises: a claim adds deliveries at
+//! or above `next` and settles remove them. The sweep takes the floors and the changed rows
+//! under one lock and removes messages below the floors in the commit that carries those rows,
+//! so no group, on disk or in memory, needs a message that commit removes, and a claim that
+//! reads an older snapshot reserves nothing it removes. A new group starts at the oldest
+//! message of its claim's snapshot, which a concurrent sweep may be removing: that group is
+//! handed those messages once, as if it had claimed before the sweep.
 //!
 //! Files written before this layout kept the same state in two tables, `cursors` and a row per
 //! delivery in `pending`; opening such a file moves them into `groups` ([`load`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
 
-use redb::{ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
+    WriteTransaction,
+};
 
-use super::commit::{Claimed, live_body};
+use super::commit::{Claimed, HEADS, MESSAGES, live_body, now_ms};
 use super::internal;
 use crate::error::PubSubError;
 
@@ -124,7 +141,7 @@ pub(super) fn load(txn: &WriteTransaction) -> Result<Groups, PubSubError> {
     let has = |t: &str| names.iter().any(|n| n == t);
     if has(OLD_CURSORS.name()) || has(OLD_PENDING.name()) {
         migrate(txn, &mut groups)?;
-        groups.write(txn)?;
+        write(txn, &groups.take_changed())?;
     }
     Ok(groups)
 }
@@ -157,11 +174,17 @@ fn migrate(txn: &WriteTransaction, groups: &mut Groups) -> Result<(), PubSubErro
     Ok(())
 }
 
-/// What a claim reads: the topic's messages and its last sequence number.
-pub(super) struct Source<'a, M> {
-    pub(super) messages: &'a M,
-    pub(super) head: u64,
+/// What a claim hands out, decided under the lock ([`Groups::reserve`]) and read after it: the
+/// deliveries due again (sequence number, attempt) and the new messages' sequence numbers.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Reserved {
+    pub(super) due: Vec<(u64, u32)>,
+    pub(super) new: std::ops::Range<u64>,
 }
+
+/// A changed group's row, encoded by [`Groups::take_changed`] for the commit the writer is
+/// making: topic, group, row.
+pub(super) type Row = (String, String, Vec<u8>);
 
 impl Groups {
     fn insert(&mut self, topic: &str, group: &str, state: Group) {
@@ -171,13 +194,16 @@ impl Groups {
             .insert(group.to_string(), state);
     }
 
-    /// `group`'s state, created starting at `start` (marked dirty) if it has none.
-    fn get_or(&mut self, topic: &str, group: &str, start: u64) -> &mut Group {
-        if !self
-            .topics
+    /// Whether `group` has state (groups are never removed).
+    pub(super) fn has(&self, topic: &str, group: &str) -> bool {
+        self.topics
             .get(topic)
             .is_some_and(|g| g.contains_key(group))
-        {
+    }
+
+    /// `group`'s state, created starting at `start` (marked dirty) if it has none.
+    fn get_or(&mut self, topic: &str, group: &str, start: u64) -> &mut Group {
+        if !self.has(topic, group) {
             let state = Group {
                 next: start,
                 pending: BTreeMap::new(),
@@ -192,85 +218,76 @@ impl Groups {
             .expect("just inserted")
     }
 
-    /// Hands out up to `max` messages to `group`: deliveries due again first, then new
-    /// messages from its next sequence number (a new group starts at the oldest message kept).
-    pub(super) fn claim<M>(
+    /// Reserves up to `max` deliveries for `group` in a snapshot that holds `topic`'s messages
+    /// `snapshot.0..=snapshot.1` (oldest kept, last published): deliveries due again first
+    /// (attempt counted, due again after `ack_timeout`), then new messages from the group's next
+    /// sequence number on (pending from now on). A group without state starts at the oldest
+    /// message kept; one whose next message was removed (retention) skips to it.
+    ///
+    /// Only what the snapshot holds is reserved: a delivery above its head was handed out from
+    /// a newer snapshot and is left for a claim that can read it. The caller reads the messages
+    /// after the lock is released and hands what it finds no more (removed, expired) to
+    /// [`Groups::forget`].
+    pub(super) fn reserve(
         &mut self,
-        source: Source<'_, M>,
         topic: &str,
         group: &str,
+        (oldest, head): (u64, u64),
         max: usize,
         now: u64,
         ack_timeout: u64,
-    ) -> Result<Vec<Claimed>, PubSubError>
-    where
-        M: ReadableTable<(&'static str, u64), &'static [u8]>,
-    {
-        let messages = source.messages;
-        let start = match self.topics.get(topic).and_then(|g| g.get(group)) {
-            Some(_) => 0,
-            None => oldest(messages, topic, source.head)?,
-        };
-        let state = self.get_or(topic, group, start);
-        let mut out = Vec::new();
+    ) -> Reserved {
+        let state = self.get_or(topic, group, oldest);
         let mut changed = false;
-        // Redeliveries first: deliveries whose ack timeout or retry delay has passed.
-        let due: Vec<u64> = state
-            .pending
-            .iter()
-            .filter(|(_, p)| p.due <= now)
-            .take(max)
-            .map(|(&seq, _)| seq)
-            .collect();
-        for seq in due {
+        if state.next < oldest {
+            // Everything below the oldest message kept is gone for good (sweeps remove a
+            // prefix), in this snapshot and every later one.
+            state.next = oldest;
             changed = true;
-            let body = match messages.get((topic, seq)).map_err(internal)? {
-                Some(record) => live_body(record.value(), now)?,
-                None => None,
+        }
+        let mut due = Vec::new();
+        for (&seq, p) in state.pending.range_mut(..=head) {
+            if due.len() == max {
+                break;
+            }
+            if p.due <= now {
+                p.attempts += 1;
+                p.due = now + ack_timeout;
+                due.push((seq, p.attempts));
+            }
+        }
+        let room = (max - due.len()) as u64;
+        let first = state.next;
+        let end = head.saturating_add(1).min(first.saturating_add(room));
+        let new = first..end.max(first);
+        for seq in new.clone() {
+            let p = Pending {
+                attempts: 1,
+                due: now + ack_timeout,
             };
-            match body {
-                Some(data) => {
-                    let p = state.pending.get_mut(&seq).expect("listed above");
-                    p.attempts += 1;
-                    p.due = now + ack_timeout;
-                    out.push((seq, p.attempts, data));
-                }
-                // Removed by retention or expired by its TTL: nothing to redeliver.
-                None => {
-                    state.pending.remove(&seq);
-                }
-            }
+            state.pending.insert(seq, p);
         }
-        // Then new messages.
-        if out.len() < max && state.next <= source.head {
-            changed = true;
-            let mut next = source.head + 1;
-            for entry in messages
-                .range((topic, state.next)..=(topic, source.head))
-                .map_err(internal)?
-            {
-                let (k, v) = entry.map_err(internal)?;
-                let seq = k.value().1;
-                if out.len() == max {
-                    next = seq;
-                    break;
-                }
-                if let Some(data) = live_body(v.value(), now)? {
-                    let p = Pending {
-                        attempts: 1,
-                        due: now + ack_timeout,
-                    };
-                    state.pending.insert(seq, p);
-                    out.push((seq, 1, data));
-                }
-            }
-            state.next = next;
-        }
-        if changed {
+        state.next = new.end;
+        if changed || !due.is_empty() || !new.is_empty() {
             state.dirty = true;
             self.dirty = true;
         }
-        Ok(out)
+        Reserved { due, new }
+    }
+
+    /// Drops `seqs` from `group`'s deliveries: reserved, then found removed (by retention) or
+    /// expired (by its TTL), so there is nothing to deliver. Both are final, so this holds
+    /// whatever changed since the reservation.
+    pub(super) fn forget(&mut self, topic: &str, group: &str, seqs: &[u64]) {
+        let Some(state) = self.topics.get_mut(topic).and_then(|g| g.get_mut(group)) else {
+            return;
+        };
+        for seq in seqs {
+            if state.pending.remove(seq).is_some() {
+                state.dirty = true;
+                self.dirty = true;
+            }
+        }
     }
 
     /// Settles `seq` for `group`: `None` acknowledges it, `Some(at)` makes it due again at `at`.
@@ -295,51 +312,143 @@ impl Groups {
         }
     }
 
-    /// Per topic, the lowest sequence number some group still needs.
-    pub(super) fn floors(&self) -> HashMap<&str, u64> {
+    /// Per topic, the lowest sequence number some group still needs. A group's floor only
+    /// rises (claims add deliveries at or above `next`; settles remove them), so messages below
+    /// it are never needed by that group again.
+    pub(super) fn floors(&self) -> HashMap<String, u64> {
         self.topics
             .iter()
             .filter_map(|(topic, groups)| {
                 let low = groups.values().map(Group::floor).min()?;
-                Some((topic.as_str(), low))
+                Some((topic.clone(), low))
             })
             .collect()
     }
 
-    /// Whether some group changed since it was last written.
-    pub(super) fn dirty(&self) -> bool {
-        self.dirty
-    }
-
-    /// Writes every changed group into `txn`. They count as written only once `txn` commits:
-    /// call [`Groups::written`] then.
-    pub(super) fn write(&self, txn: &WriteTransaction) -> Result<(), PubSubError> {
+    /// Encodes every group changed since it was last taken and counts it as written: a change
+    /// after this marks the group dirty again, for the next commit. When the commit the rows go
+    /// into fails, hand them to [`Groups::unwritten`].
+    pub(super) fn take_changed(&mut self) -> Vec<Row> {
         if !self.dirty {
-            return Ok(());
+            return Vec::new();
         }
-        let mut table: Table<(&str, &str), &[u8]> = txn.open_table(GROUPS).map_err(internal)?;
-        let mut row = Vec::new();
-        for (topic, groups) in &self.topics {
-            for (group, state) in groups.iter().filter(|(_, s)| s.dirty) {
+        let mut rows = Vec::new();
+        for (topic, groups) in &mut self.topics {
+            for (group, state) in groups.iter_mut().filter(|(_, s)| s.dirty) {
+                let mut row = Vec::new();
                 state.encode(&mut row);
-                table
-                    .insert((topic.as_str(), group.as_str()), row.as_slice())
-                    .map_err(internal)?;
+                state.dirty = false;
+                rows.push((topic.clone(), group.clone(), row));
             }
         }
-        Ok(())
+        self.dirty = false;
+        rows
     }
 
-    /// The transaction [`Groups::write`] wrote into committed.
-    pub(super) fn written(&mut self) {
-        if !self.dirty {
-            return;
+    /// The commit `rows` ([`Groups::take_changed`]) went into failed: their groups are dirty
+    /// again, so the next commit writes their state as it is then.
+    pub(super) fn unwritten(&mut self, rows: &[Row]) {
+        for (topic, group, _) in rows {
+            if let Some(state) = self.topics.get_mut(topic).and_then(|g| g.get_mut(group)) {
+                state.dirty = true;
+                self.dirty = true;
+            }
         }
-        for state in self.topics.values_mut().flat_map(|g| g.values_mut()) {
-            state.dirty = false;
-        }
-        self.dirty = false;
     }
+}
+
+/// Writes `rows` ([`Groups::take_changed`]) into `txn`.
+pub(super) fn write(txn: &WriteTransaction, rows: &[Row]) -> Result<(), PubSubError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut table: Table<(&str, &str), &[u8]> = txn.open_table(GROUPS).map_err(internal)?;
+    for (topic, group, row) in rows {
+        table
+            .insert((topic.as_str(), group.as_str()), row.as_slice())
+            .map_err(internal)?;
+    }
+    Ok(())
+}
+
+/// Hands out up to `max` messages of `topic` to `group`: deliveries due again first, then new
+/// messages from its next sequence number (a new group starts at the oldest message kept).
+///
+/// Runs on the caller's side, never on the writer thread: the messages come from a read
+/// transaction, which sees the last commit and does not wait for one in progress, so only
+/// committed messages are handed out. `groups` is locked only to reserve (and, for messages
+/// found expired, to drop them), never while reading.
+pub(super) fn claim(
+    db: &Database,
+    groups: &Mutex<Groups>,
+    topic: &str,
+    group: &str,
+    max: usize,
+    ack_timeout: u64,
+) -> Result<Vec<Claimed>, PubSubError> {
+    let now = now_ms();
+    // The snapshot first: what is reserved below is what it holds.
+    let txn = db.begin_read().map_err(internal)?;
+    let messages = txn.open_table(MESSAGES).map_err(internal)?;
+    let head = txn
+        .open_table(HEADS)
+        .map_err(internal)?
+        .get(topic)
+        .map_err(internal)?
+        .map_or(0, |v| v.value());
+    let oldest = oldest(&messages, topic, head)?;
+    let mut out = Vec::new();
+    while out.len() < max {
+        let reserved = lock(groups).reserve(
+            topic,
+            group,
+            (oldest, head),
+            max - out.len(),
+            now,
+            ack_timeout,
+        );
+        if reserved.due.is_empty() && reserved.new.is_empty() {
+            break;
+        }
+        // Reserved and not there to deliver: removed by retention, or expired.
+        let mut gone = Vec::new();
+        for (seq, attempt) in reserved.due {
+            let body = match messages.get((topic, seq)).map_err(internal)? {
+                Some(record) => live_body(record.value(), now)?,
+                None => None,
+            };
+            match body {
+                Some(data) => out.push((seq, attempt, data)),
+                None => gone.push(seq),
+            }
+        }
+        if !reserved.new.is_empty() {
+            let mut expected = reserved.new.start;
+            let range = (topic, reserved.new.start)..(topic, reserved.new.end);
+            for entry in messages.range(range).map_err(internal)? {
+                let (k, v) = entry.map_err(internal)?;
+                let seq = k.value().1;
+                gone.extend(expected..seq);
+                expected = seq + 1;
+                match live_body(v.value(), now)? {
+                    Some(data) => out.push((seq, 1, data)),
+                    None => gone.push(seq),
+                }
+            }
+            gone.extend(expected..reserved.new.end);
+        }
+        if gone.is_empty() {
+            break;
+        }
+        lock(groups).forget(topic, group, &gone);
+    }
+    Ok(out)
+}
+
+/// The groups' state, locked. Critical sections change maps and encode rows; nothing waits
+/// for the disk under it.
+pub(super) fn lock(groups: &Mutex<Groups>) -> MutexGuard<'_, Groups> {
+    groups.lock().expect("poisoned")
 }
 
 /// The oldest sequence number still stored for `topic`, or the next one to be used.
@@ -414,5 +523,47 @@ mod tests {
         assert_eq!(Group::decode(&[1, 2, 3]), None);
         assert_eq!(Group::decode(&[0; 8 + 5]), None);
         assert!(Group::decode(&[0; 8]).is_some());
+    }
+
+    #[test]
+    fn a_claim_reserves_only_what_its_snapshot_holds() {
+        let mut groups = Groups::default();
+        // Messages 3..=5 kept: a new group starts at 3.
+        let r = groups.reserve("t", "g", (3, 5), 2, 1000, 50);
+        assert_eq!((r.due, r.new), (vec![], 3..5));
+        // Both due again: a snapshot with head 3 (older than the claim that handed out 4)
+        // reserves 3 only, and nothing new.
+        groups.settle("t", "g", 4, Some(0));
+        groups.settle("t", "g", 3, Some(0));
+        let r = groups.reserve("t", "g", (3, 3), 8, 1000, 50);
+        assert_eq!((r.due, r.new), (vec![(3, 2)], 5..5));
+        let r = groups.reserve("t", "g", (3, 5), 8, 1000, 50);
+        assert_eq!((r.due, r.new), (vec![(4, 2)], 5..6));
+        // Retention removed up to 9: the group skips to the oldest kept.
+        let r = groups.reserve("t", "g", (10, 10), 8, 1000, 50);
+        assert_eq!((r.due, r.new), (vec![], 10..11));
+        // Found expired or removed: dropped, so the floor rises.
+        groups.forget("t", "g", &[3, 4, 5]);
+        assert_eq!(groups.floors()["t"], 10);
+    }
+
+    #[test]
+    fn a_group_changed_after_its_row_was_taken_is_written_again() {
+        let mut groups = Groups::default();
+        groups.reserve("t", "g", (1, 3), 8, 1000, 50);
+        let rows = groups.take_changed();
+        assert_eq!(rows.len(), 1);
+        assert!(groups.take_changed().is_empty(), "counted as written");
+        // An ack after the rows were taken (the commit is under way): dirty again.
+        groups.settle("t", "g", 2, None);
+        let again = groups.take_changed();
+        assert_eq!(again.len(), 1);
+        assert_ne!(again[0].2, rows[0].2);
+        // A retry's due time is not written; it changes nothing on disk.
+        groups.settle("t", "g", 1, Some(5));
+        assert!(groups.take_changed().is_empty());
+        // The commit of `again` failed: written by the next one.
+        groups.unwritten(&again);
+        assert_eq!(groups.take_changed(), again);
     }
 }
