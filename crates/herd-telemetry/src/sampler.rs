@@ -3,9 +3,9 @@
 //! this sample and the one before. The dashboard's JSON endpoint and `herd monit` hand out the
 //! last overview, so every reader sees the same numbers and none of them costs a render.
 //!
-//! It samples only while someone watches: after [`WATCHED`] without a reader it stops, and the
-//! next reader gets a sample taken at once (its rates cover the time since the sample before)
-//! and starts it again. A herd nobody looks at spends no CPU on rendering and parsing metrics
+//! It samples only while someone watches: it starts with the first reader and stops after
+//! [`WATCHED`] without one; a reader that finds it stopped gets a sample taken at once (its
+//! rates cover the time since the sample before) and starts it again. A herd nobody looks at spends no CPU on rendering and parsing metrics
 //! text, and keeps none of that code resident.
 
 use std::sync::{Arc, Mutex};
@@ -37,8 +37,9 @@ pub struct Sampler {
     /// The previous sample, for deltas.
     previous: Mutex<Option<(Instant, Snapshot)>>,
     latest: Mutex<Arc<Overview>>,
-    /// When the overview was last read (tokio's clock, so tests can run on paused time).
-    read: Mutex<tokio::time::Instant>,
+    /// When the overview was last read, if ever (tokio's clock, so tests can run on paused
+    /// time).
+    read: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Sampler {
@@ -49,7 +50,7 @@ impl Sampler {
             services,
             previous: Mutex::new(None),
             latest: Mutex::new(Arc::new(Overview::default())),
-            read: Mutex::new(tokio::time::Instant::now()),
+            read: Mutex::new(None),
         });
         s.sample();
         s
@@ -87,8 +88,8 @@ impl Sampler {
     /// readers.
     pub fn latest(&self) -> Arc<Overview> {
         let now = tokio::time::Instant::now();
-        let last_read = std::mem::replace(&mut *self.read.lock().expect("sampler poisoned"), now);
-        if now.duration_since(last_read) >= WATCHED {
+        let last_read = self.read.lock().expect("sampler poisoned").replace(now);
+        if last_read.is_none_or(|t| now.duration_since(t) >= WATCHED) {
             return self.sample();
         }
         self.latest.lock().expect("sampler poisoned").clone()
@@ -96,7 +97,10 @@ impl Sampler {
 
     /// Whether a reader asked within [`WATCHED`].
     fn watched(&self) -> bool {
-        self.read.lock().expect("sampler poisoned").elapsed() < WATCHED
+        self.read
+            .lock()
+            .expect("sampler poisoned")
+            .is_some_and(|t| t.elapsed() < WATCHED)
     }
 
     /// Samples every [`EVERY`] while watched, until `stop`.
@@ -145,14 +149,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn sampling_stops_without_readers_and_a_reader_restarts_it() {
+    async fn sampling_runs_only_while_someone_reads() {
         let (sampler, taken) = counting();
         assert_eq!(taken.load(Ordering::SeqCst), 1, "the first sample at once");
         let stop = CancellationToken::new();
         let task = tokio::spawn(sampler.clone().run(stop.clone()));
+        pass(10).await;
+        assert_eq!(
+            taken.load(Ordering::SeqCst),
+            1,
+            "no samples before a reader"
+        );
+        sampler.latest();
+        assert_eq!(
+            taken.load(Ordering::SeqCst),
+            2,
+            "the first reader gets a fresh sample"
+        );
         pass(5).await;
         let watched = taken.load(Ordering::SeqCst);
-        assert!(watched >= 5, "sampling every second while new: {watched}");
+        assert!(watched >= 6, "sampling every second once read: {watched}");
+        // A reader within the window reads the kept overview.
+        sampler.latest();
+        assert_eq!(taken.load(Ordering::SeqCst), watched);
         pass(WATCHED.as_secs() + 5).await;
         let idle = taken.load(Ordering::SeqCst);
         pass(20).await;
@@ -172,10 +191,6 @@ mod tests {
             taken.load(Ordering::SeqCst) >= idle + 5,
             "sampling again once read"
         );
-        // A reader within the window reads the kept overview.
-        let before = taken.load(Ordering::SeqCst);
-        sampler.latest();
-        assert_eq!(taken.load(Ordering::SeqCst), before);
         stop.cancel();
         task.await.unwrap();
     }
