@@ -97,3 +97,49 @@ async fn expired_keys_are_invisible_then_swept() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Group commit: jobs of one batch that touch the same key are checked in order against the
+/// batch's own writes. A compare-and-set behind a committed one with the same (now stale) ETag
+/// is refused and writes nothing; the committed one is answered `Ok`, and only its value is
+/// stored. A client answered 409 can therefore re-read and find its write absent.
+#[tokio::test]
+async fn a_batch_answers_each_job_by_its_own_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::open(&dir.path().join("s.redb")).unwrap();
+    store.set(set("k", "0", None)).await.unwrap();
+    let etag = store
+        .get("k", Consistency::Strong)
+        .await
+        .unwrap()
+        .unwrap()
+        .etag;
+    let write = |op: SetOp| {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        (
+            Job::Write(vec![WriteOp::Set(op)], Vec::new(), reply),
+            answer,
+        )
+    };
+    let (first, first_answer) = write(set("k", "1", Some(etag.clone())));
+    let (stale, stale_answer) = write(set("k", "2", Some(etag.clone())));
+    let (create, create_answer) = write(set("n", "a", None));
+    let (again, again_answer) = write(set("n", "b", None));
+    let mut batch = vec![first, stale, create, again];
+    run_batch(&store.db, &mut batch);
+
+    assert_eq!(first_answer.await.unwrap(), Ok(()));
+    assert!(matches!(
+        stale_answer.await.unwrap(),
+        Err(StateError::EtagMismatch { .. })
+    ));
+    assert_eq!(create_answer.await.unwrap(), Ok(()));
+    assert!(matches!(
+        again_answer.await.unwrap(),
+        Err(StateError::EtagMismatch { .. })
+    ));
+    let k = store.get("k", Consistency::Strong).await.unwrap().unwrap();
+    assert_eq!(k.value, Bytes::from_static(b"1"));
+    assert!(k.etag.parse::<u64>().unwrap() > etag.parse::<u64>().unwrap());
+    let n = store.get("n", Consistency::Strong).await.unwrap().unwrap();
+    assert_eq!(n.value, Bytes::from_static(b"a"));
+}
