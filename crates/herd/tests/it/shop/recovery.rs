@@ -8,13 +8,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use super::Shop;
-use crate::shop_node::harness::{Resume, instance_addr, intake_has, signal};
+use crate::shop_node::harness::place_overtaken_by_the_sweeper;
 use crate::state::call_at;
-use crate::util::{Client, wait_for};
+use crate::util::wait_for;
 
 /// The bucket of an id in the shop's lists: FNV-1a (32 bit) modulo 16, as the README says.
 fn bucket(id: &str) -> u32 {
@@ -146,41 +145,13 @@ fn a_request_the_sweeper_overtook_still_answers_201() {
     let before = shop.available("apple");
     let orders = shop.herd.pids("orders");
     let inventory = shop.herd.pids("inventory");
-    let (serving, sweeping) = (orders[0], orders[1]);
-    let serving_at = instance_addr(serving, "PORT");
-    let sidecar = instance_addr(sweeping, "DAPR_HTTP_PORT");
-    let _resume = Resume(orders.iter().chain(&inventory).copied().collect());
-
     let body = r#"{"items":[{"item":"apple","quantity":3}]}"#;
     let headers = [
         ("Connection", "close"),
         ("Content-Type", "application/json"),
         ("Idempotency-Key", "overtaken"),
     ];
-    inventory
-        .iter()
-        .for_each(|&pid| signal(pid, Signal::SIGSTOP));
-    let answer = std::thread::scope(|s| {
-        let placing = s.spawn(|| {
-            Client::new(serving_at)
-                .read_timeout(Duration::from_secs(40))
-                .request("POST", "/orders", &headers, body.as_bytes())
-                .unwrap()
-        });
-        wait_for("the intake entry", Duration::from_secs(30), || {
-            intake_has(sidecar, "o-overtaken").then_some(())
-        });
-        signal(serving, Signal::SIGSTOP);
-        inventory
-            .iter()
-            .for_each(|&pid| signal(pid, Signal::SIGCONT));
-        wait_for("the sweeper's order", Duration::from_secs(30), || {
-            let path = "/v1.0/state/orderstore/order-o-overtaken";
-            (call_at(sidecar, "GET", path, &[], "").status == 200).then_some(())
-        });
-        signal(serving, Signal::SIGCONT);
-        placing.join().unwrap()
-    });
+    let answer = place_overtaken_by_the_sweeper(&orders, &inventory, "o-overtaken", &headers, body);
     assert_eq!(answer.status, 201, "{}", answer.body);
     let order = answer.json();
     assert_eq!(order["status"], "accepted", "{order}");

@@ -262,6 +262,49 @@ pub(crate) fn signal(pid: u32, sig: Signal) {
     kill(Pid::from_raw(pid as i32), sig).unwrap();
 }
 
+/// Places an order (`POST /orders` with `headers`, the `Idempotency-Key` making its id `id`,
+/// and `body`) on the first of two `orders` instances while the second one's sweeper overtakes
+/// it: `inventory` is paused so the request waits for its reservation after writing the intake
+/// entry, then the serving instance is paused and inventory resumed, so the other instance's
+/// sweeper (run with `SHOP_SWEEP_AFTER_MS=0`) stores the order first; then the serving instance
+/// resumes and meets that order. Returns the request's answer.
+pub(crate) fn place_overtaken_by_the_sweeper(
+    orders: &[u32],
+    inventory: &[u32],
+    id: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
+    let (serving, sweeping) = (orders[0], orders[1]);
+    let serving_at = instance_addr(serving, "PORT");
+    let sidecar = instance_addr(sweeping, "DAPR_HTTP_PORT");
+    let _resume = Resume(orders.iter().chain(inventory).copied().collect());
+    inventory
+        .iter()
+        .for_each(|&pid| signal(pid, Signal::SIGSTOP));
+    std::thread::scope(|s| {
+        let placing = s.spawn(|| {
+            Client::new(serving_at)
+                .read_timeout(Duration::from_secs(40))
+                .request("POST", "/orders", headers, body.as_bytes())
+                .unwrap()
+        });
+        wait_for("the intake entry", Duration::from_secs(30), || {
+            intake_has(sidecar, id).then_some(())
+        });
+        signal(serving, Signal::SIGSTOP);
+        inventory
+            .iter()
+            .for_each(|&pid| signal(pid, Signal::SIGCONT));
+        wait_for("the sweeper's order", Duration::from_secs(30), || {
+            let path = format!("/v1.0/state/orderstore/order-{id}");
+            (call_at(sidecar, "GET", &path, &[], "").status == 200).then_some(())
+        });
+        signal(serving, Signal::SIGCONT);
+        placing.join().unwrap()
+    })
+}
+
 /// Resumes these processes when dropped, so a failing test leaves none stopped.
 pub(crate) struct Resume(pub(crate) Vec<u32>);
 

@@ -15,13 +15,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Barrier;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use crate::sdk::on_path;
-use crate::state::call_at;
-use crate::util::{Client, Response, wait_for};
-use harness::{Resume, Shop, shop_dir, signal};
+use crate::util::{Response, wait_for};
+use harness::{Shop, shop_dir};
 
 #[test]
 fn node_shop_orders_flow_through_inventory_pubsub_and_notifications() {
@@ -295,47 +293,14 @@ fn node_shop_answers_201_to_an_order_the_sweeper_stored_first() {
     let before = shop.available("apple");
     let orders = shop.pids("orders");
     let inventory = shop.pids("inventory");
-    let (serving, sweeping) = (orders[0], orders[1]);
-    let serving_at = harness::instance_addr(serving, "PORT");
-    let sidecar = harness::instance_addr(sweeping, "DAPR_HTTP_PORT");
-    let _resume = Resume(orders.iter().chain(&inventory).copied().collect());
-
     let body = r#"{"items":[{"item":"apple","quantity":3}]}"#;
     let headers = [
         ("Connection", "close"),
         ("Content-Type", "application/json"),
         ("Idempotency-Key", "overtaken"),
     ];
-    inventory
-        .iter()
-        .for_each(|&pid| signal(pid, Signal::SIGSTOP));
-    let answer = std::thread::scope(|s| {
-        let placing = s.spawn(|| {
-            Client::new(serving_at)
-                .read_timeout(Duration::from_secs(40))
-                .request("POST", "/orders", &headers, body.as_bytes())
-                .unwrap()
-        });
-        wait_for("the intake entry", Duration::from_secs(30), || {
-            harness::intake_has(sidecar, "o-overtaken").then_some(())
-        });
-        signal(serving, Signal::SIGSTOP);
-        inventory
-            .iter()
-            .for_each(|&pid| signal(pid, Signal::SIGCONT));
-        wait_for("the sweeper's order", Duration::from_secs(30), || {
-            let r = call_at(
-                sidecar,
-                "GET",
-                "/v1.0/state/orderstore/order-o-overtaken",
-                &[],
-                "",
-            );
-            (r.status == 200).then_some(())
-        });
-        signal(serving, Signal::SIGCONT);
-        placing.join().unwrap()
-    });
+    let answer =
+        harness::place_overtaken_by_the_sweeper(&orders, &inventory, "o-overtaken", &headers, body);
     assert_eq!(answer.status, 201, "{}", answer.body);
     let order = answer.json();
     assert_eq!(order["status"], "accepted", "{order}");
