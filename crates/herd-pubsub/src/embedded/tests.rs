@@ -243,14 +243,9 @@ async fn acknowledgements_are_kept_across_a_clean_stop() {
     crate::testing::quiet(&mut c, "acknowledged before the stop").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_and_acks_are_answered_while_a_commit_is_in_progress() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = std::sync::Arc::new(embedded_log(dir.path()));
-    for body in ["a", "b"] {
-        log.publish("t", message(body)).await.unwrap();
-    }
-    // The writer opens a commit and holds it (as an fsync does while the disk is busy).
+/// Makes the writer open a commit and hold it (as an fsync does while the disk is busy) until
+/// the returned sender sends.
+async fn hold_the_writer(log: &EmbeddedLog) -> std::sync::mpsc::Sender<()> {
     let (entered, in_commit) = tokio::sync::oneshot::channel();
     let (release, held) = std::sync::mpsc::channel();
     log.shared
@@ -262,6 +257,17 @@ async fn claims_and_acks_are_answered_while_a_commit_is_in_progress() {
         .await
         .unwrap();
     in_commit.await.unwrap();
+    release
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_and_acks_are_answered_while_a_commit_is_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(embedded_log(dir.path()));
+    for body in ["a", "b"] {
+        log.publish("t", message(body)).await.unwrap();
+    }
+    // The writer opens a commit and holds it (as an fsync does while the disk is busy).
+    let release = hold_the_writer(&log).await;
     // A publish queued behind it waits for it...
     let publish = tokio::spawn({
         let log = log.clone();
@@ -312,17 +318,7 @@ async fn an_ack_made_after_a_commit_encoded_its_group_is_written_by_the_next_one
         .unwrap();
     next(&mut c).await.ack().await.unwrap();
     // The held commit encoded the groups (with "a" acknowledged) before it was entered.
-    let (entered, in_commit) = tokio::sync::oneshot::channel();
-    let (release, held) = std::sync::mpsc::channel();
-    log.shared
-        .jobs
-        .send(commit::Job::Hold {
-            entered,
-            release: held,
-        })
-        .await
-        .unwrap();
-    in_commit.await.unwrap();
+    let release = hold_the_writer(&log).await;
     let b = next(&mut c).await;
     assert_eq!(b.data(), &Bytes::from("b"));
     b.ack().await.unwrap();
