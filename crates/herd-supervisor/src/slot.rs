@@ -20,12 +20,14 @@ use std::time::{Duration, Instant};
 use herd_config::ServiceSpec;
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{DelayQueue, delay_queue};
 
+mod leftover;
+
 use crate::backoff::{Decision, RestartTracker};
-use crate::instance::{self, Instance, Report};
+use crate::instance::{Instance, Report};
 use crate::shared::Shared;
 use crate::status::{InstanceState, InstanceStatus};
 
@@ -160,15 +162,6 @@ struct Retiring {
     signalled: Option<Signal>,
 }
 
-/// Processes of an instance's group that still run after its first process was reaped.
-struct Leftover {
-    generation: u64,
-    /// The group's id: the reaped process's pid.
-    pgid: u32,
-    /// Reports [`Report::GroupGone`] once none runs.
-    watcher: AbortHandle,
-}
-
 struct Slot {
     shared: Arc<Shared>,
     spec: Arc<ServiceSpec>,
@@ -177,7 +170,7 @@ struct Slot {
     current: Option<Instance>,
     candidate: Option<(Instance, Option<ReplaceReply>)>,
     retiring: Vec<Retiring>,
-    leftovers: Vec<Leftover>,
+    leftovers: Vec<leftover::Leftover>,
     phase: Phase,
     tracker: RestartTracker,
     restart_timer: Option<delay_queue::Key>,
@@ -614,73 +607,10 @@ impl Slot {
                         humantime::format_duration(self.spec.kill_timeout)
                     ))
                     .await;
-                } else if let Some(pos) = self
-                    .leftovers
-                    .iter()
-                    .position(|l| l.generation == generation)
-                {
-                    let left = self.leftovers.swap_remove(pos);
-                    left.watcher.abort();
-                    instance::signal_group(left.pgid, Signal::SIGKILL);
-                    self.event(format!(
-                        "processes of pid {}'s group still running {} after SIGTERM; sent SIGKILL",
-                        left.pgid,
-                        humantime::format_duration(self.spec.kill_timeout)
-                    ))
-                    .await;
-                    self.notify_stopped();
+                } else {
+                    self.kill_leftover(generation).await;
                 }
             }
-        }
-    }
-
-    /// The first process of `instance` was reaped; what still runs in its process group is left
-    /// of the instance and stops like a retiring one: SIGTERM (unless the group had it; SIGKILL
-    /// again if it had that), then SIGKILL `kill_timeout` after the SIGTERM. Returns the note for
-    /// the instance's exit event.
-    fn left_behind(&mut self, instance: &Instance, signalled: Option<Signal>) -> &'static str {
-        if !instance.group_alive() {
-            return "";
-        }
-        let generation = instance.generation;
-        match signalled {
-            // Nothing survives it; the group is only waiting to be reaped.
-            Some(Signal::SIGKILL) => {
-                instance.signal(Signal::SIGKILL);
-                return "";
-            }
-            // Its SIGKILL timer is armed.
-            Some(_) => {}
-            None => {
-                instance.signal(Signal::SIGTERM);
-                self.timers
-                    .insert(Timer::Kill(generation), self.spec.kill_timeout);
-            }
-        }
-        let (pgid, reports) = (instance.pid, self.reports.clone());
-        let watcher = self.tasks.spawn(async move {
-            instance::group_gone(pgid).await;
-            let _ = reports.send(Report::GroupGone { generation }).await;
-        });
-        self.leftovers.push(Leftover {
-            generation,
-            pgid,
-            watcher,
-        });
-        "; stopping the processes left in its group"
-    }
-
-    /// No process of a leftover group runs any more.
-    async fn on_group_gone(&mut self, generation: u64) {
-        if let Some(pos) = self
-            .leftovers
-            .iter()
-            .position(|l| l.generation == generation)
-        {
-            let left = self.leftovers.swap_remove(pos);
-            self.event(format!("pid {}'s group has ended", left.pgid))
-                .await;
-            self.notify_stopped();
         }
     }
 
