@@ -59,12 +59,11 @@ pub fn wrap(e: &Envelope<'_>) -> Result<Bytes, String> {
     // it into a tree and writing it out again was most of a publish's CPU for 1 KB messages.
     // JSON is UTF-8; skipping over a string does not check that, so it is checked first.
     let data = if e.content_type.contains("json") {
-        let text = std::str::from_utf8(e.body).map_err(|err| {
+        let not_json = |err: &dyn std::fmt::Display| {
             format!("the body is not JSON ({err}) but the content type says it is")
-        })?;
-        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|err| {
-            format!("the body is not JSON ({err}) but the content type says it is")
-        })?;
+        };
+        let text = std::str::from_utf8(e.body).map_err(|err| not_json(&err))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|err| not_json(&err))?;
         Data::Json(text.trim_ascii().as_bytes())
     } else {
         match std::str::from_utf8(e.body) {
