@@ -14,6 +14,8 @@
 //! those fixed (or when all were keys that could simply be left out) every validation problem
 //! at once as well.
 
+use std::ops::Range;
+
 use serde::de::{DeserializeOwned, IntoDeserializer};
 use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
@@ -107,22 +109,50 @@ fn is_array_of_tables(value: &DeValue<'_>) -> bool {
 }
 
 /// Deserializes `doc` as `T`, with the path of the failing key when it does not.
+///
+/// toml places every error it raises at the span of what it refused: the value, the key of an
+/// unknown field, or the table lacking a key (for a `[table]`, its header). The path is that of
+/// the deepest key, value or array item in `doc` whose span holds the error's.
 fn attempt<T: DeserializeOwned>(
     doc: Spanned<DeTable<'_>>,
 ) -> Result<T, (KeyPath, toml::de::Error)> {
-    serde_path_to_error::deserialize(doc.into_deserializer()).map_err(|e| {
-        let path = KeyPath(
-            e.path()
-                .iter()
-                .filter_map(|s| match s {
-                    serde_path_to_error::Segment::Seq { index } => Some(Segment::Index(*index)),
-                    serde_path_to_error::Segment::Map { key } => Some(Segment::Key(key.clone())),
-                    _ => None,
-                })
-                .collect(),
-        );
-        (path, e.into_inner())
+    T::deserialize(doc.clone().into_deserializer()).map_err(|e| {
+        let mut path = e
+            .span()
+            .and_then(|span| path_in_table(doc.get_ref(), &span))
+            .unwrap_or_default();
+        path.reverse();
+        (KeyPath(path), e)
     })
+}
+
+/// Whether `outer` holds `inner`.
+fn holds(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// The path (innermost segment first) to what in `table` holds `span`. A table's own span can
+/// be its header only, so every child is searched, not only those whose spans hold `span`.
+fn path_in_table(table: &DeTable<'_>, span: &Range<usize>) -> Option<Vec<Segment>> {
+    table.iter().find_map(|(key, value)| {
+        let mut path = path_in_value(value.get_ref(), span)
+            .or_else(|| (holds(&value.span(), span) || holds(&key.span(), span)).then(Vec::new))?;
+        path.push(Segment::Key(key.get_ref().to_string()));
+        Some(path)
+    })
+}
+
+fn path_in_value(value: &DeValue<'_>, span: &Range<usize>) -> Option<Vec<Segment>> {
+    match value {
+        DeValue::Table(t) => path_in_table(t, span),
+        DeValue::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
+            let mut path = path_in_value(item.get_ref(), span)
+                .or_else(|| holds(&item.span(), span).then(Vec::new))?;
+            path.push(Segment::Index(index));
+            Some(path)
+        }),
+        _ => None,
+    }
 }
 
 /// Deserializes `doc` as `T`, reporting and taking out what serde refuses until the rest goes

@@ -269,20 +269,17 @@ pub(crate) fn from_yaml(
     out: &mut Vec<Resiliency>,
     errors: &mut Vec<ConfigError>,
 ) {
-    let parsed: Result<Resource, _> =
-        serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(doc));
-    let resource = match parsed {
+    // serde_norway's message starts with the path of the key it refused.
+    let resource = match serde_norway::from_str::<Resource>(doc) {
         Ok(r) => r,
         Err(e) => {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            let line = inner.location().map(|l| first + l.line() - 1);
+            let line = e.location().map(|l| first + l.line() - 1);
             errors.push(ConfigError {
                 file: file.to_path_buf(),
                 line: line.or(Some(first)),
                 column: None,
-                key: (key != "." && !key.is_empty()).then_some(key),
-                message: inner.to_string(),
+                key: None,
+                message: e.to_string(),
             });
             return;
         }

@@ -622,6 +622,21 @@ fn dapr_resiliency_files_are_read_with_scopes_and_located_errors() {
         "{errs}"
     );
     assert!(errs.0.iter().all(|e| e.file.ends_with("b.yaml")));
+
+    // A value of the wrong type: the message names the key, the error its line.
+    std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+    let wrong = "kind: Resiliency\nmetadata:\n  name: typo\nspec:\n  policies:\n    retries:\n      r:\n        maxRetries: lots\n";
+    std::fs::write(dir.path().join("c.yaml"), wrong).unwrap();
+    let mut c = load_str(&toml).unwrap();
+    let errs = load_resources(&mut c, &[]).unwrap_err();
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    assert_eq!(errs.0[0].line, Some(8), "{errs}");
+    assert!(
+        errs.0[0]
+            .to_string()
+            .contains("spec.policies.retries.r.maxRetries: invalid type: string \"lots\""),
+        "{errs}"
+    );
 }
 
 #[test]

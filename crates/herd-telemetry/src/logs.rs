@@ -30,6 +30,7 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -38,7 +39,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// The variable naming the log format.
 pub const FORMAT_VAR: &str = "HERD_LOG_FORMAT";
-/// The variable holding the log filter (`tracing_subscriber::EnvFilter` syntax).
+/// The variable holding the log filter: a default level and `target=level` pairs separated by
+/// commas (`info,herd_api=debug`), as `tracing_subscriber::filter::Targets` reads them.
 pub const FILTER_VAR: &str = "HERD_LOG";
 /// The target of the gateway's access lines.
 pub const ACCESS_TARGET: &str = "herd::access";
@@ -91,8 +93,7 @@ pub fn spanless() -> bool {
 /// Installs the process-wide subscriber writing to stderr in `format`, filtered by `HERD_LOG`.
 pub fn init(format: LogFormat) {
     SPANLESS.store(format == LogFormat::Json, Ordering::Relaxed);
-    let filter = tracing_subscriber::EnvFilter::try_from_env(FILTER_VAR)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = filter(std::env::var(FILTER_VAR).ok().as_deref());
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(TraceIdLayer);
@@ -112,6 +113,22 @@ pub fn init(format: LogFormat) {
                     .with_target(false),
             )
             .init(),
+    }
+}
+
+/// The filter `HERD_LOG` names, `info` when it is unset or empty. A value that does not parse
+/// is reported on stderr (the log is not set up yet) and `info` is used.
+///
+/// `Targets` rather than `EnvFilter`: herd's directives name targets and levels only, and
+/// `EnvFilter`'s span and field matching pulls a regex engine into the binary.
+fn filter(value: Option<&str>) -> Targets {
+    let info = || Targets::new().with_default(tracing::Level::INFO);
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => info(),
+        Some(v) => v.parse().unwrap_or_else(|e| {
+            eprintln!("herd: {FILTER_VAR}={v:?} is not a log filter ({e}); logging at info");
+            info()
+        }),
     }
 }
 
@@ -326,6 +343,23 @@ where
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+    use tracing::Level;
+
+    #[test]
+    fn the_filter_reads_a_default_and_per_target_levels() {
+        let f = filter(Some("warn,herd_api=debug,herd::access=off"));
+        assert!(f.would_enable("herd_api::state", &Level::DEBUG));
+        assert!(!f.would_enable("herd_api::state", &Level::TRACE));
+        assert!(!f.would_enable("herd_gateway", &Level::INFO));
+        assert!(f.would_enable("herd_gateway", &Level::WARN));
+        assert!(!f.would_enable(ACCESS_TARGET, &Level::ERROR));
+        // Unset, empty or unreadable: info.
+        for value in [None, Some(" "), Some("herd_api=loud")] {
+            let f = filter(value);
+            assert!(f.would_enable("herd", &Level::INFO), "{value:?}");
+            assert!(!f.would_enable("herd", &Level::DEBUG), "{value:?}");
+        }
+    }
 
     /// A writer collecting what the subscriber writes.
     #[derive(Clone, Default)]
