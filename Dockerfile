@@ -7,9 +7,14 @@ COPY . .
 RUN cargo build --release --locked -p herd \
  && strip target/release/herd
 
-# Runtime: Debian slim (glibc, bash for the health check, nothing else), a non-root user.
+# Runtime: Debian slim (glibc, bash for the health check, tini, nothing else), a non-root user.
+# tini is process 1: it passes signals on to herd and reaps the processes an app leaves behind
+# (a grandchild whose parent exited is handed to process 1, and herd waits only for its own).
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/herd --no-create-home herd \
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tini \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --home-dir /var/lib/herd --no-create-home herd \
  && mkdir -p /etc/herd /var/lib/herd \
  && chown herd:herd /var/lib/herd
 COPY --from=build /src/target/release/herd /usr/local/bin/herd
@@ -25,5 +30,5 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9901 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && head -1 <&3 | grep -q ' 200 '"]
 # SIGTERM stops herd gracefully (gateway drain, instances retired within kill_timeout).
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["herd", "-c", "/etc/herd/herd.toml"]
+ENTRYPOINT ["tini", "--", "herd", "-c", "/etc/herd/herd.toml"]
 CMD ["up"]

@@ -352,6 +352,13 @@ fn the_image_start_command_serves_its_healthcheck_and_stops_on_sigterm() {
         instruction(&dockerfile, "CMD"),
     ]
     .concat();
+    // tini is process 1 (it reaps what apps leave behind) and runs herd.
+    assert_eq!(argv[..2], ["tini", "--"], "{argv:?}");
+    assert!(
+        dockerfile.contains("apt-get install -y --no-install-recommends tini"),
+        "the runtime image installs tini"
+    );
+    let argv = argv[2..].to_vec();
     assert_eq!(argv[0], "herd");
     assert!(
         argv.contains(&image_config.to_string()),
