@@ -114,6 +114,8 @@ async function store(id, entry, reservation) {
   finished.add(id);
   if (created) return { order, created };
   const existing = await readOne(client, ORDERSTORE, orderKey(id));
+  // A conflict means the order is stored: not finding it is the store's fault, said plainly.
+  if (!existing) throw new Error(`orderstore refused ${id} as stored but holds no such order`);
   return { order: existing.value, created: false };
 }
 
