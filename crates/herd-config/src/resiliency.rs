@@ -273,7 +273,9 @@ pub(crate) fn from_yaml(
     let resource = match serde_norway::from_str::<Resource>(doc) {
         Ok(r) => r,
         Err(e) => {
-            let line = e.location().map(|l| first + l.line() - 1);
+            let line = e
+                .location()
+                .map(|l| crate::dapr::file_line(doc, first, l.line()));
             errors.push(ConfigError {
                 file: file.to_path_buf(),
                 line: line.or(Some(first)),
