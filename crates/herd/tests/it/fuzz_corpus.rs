@@ -63,10 +63,15 @@ fn every_fuzz_corpus_file_replays() {
         let corpus = files(&fuzz_dir().join("corpus").join(target));
         assert!(!corpus.is_empty(), "fuzz/corpus/{target} is empty");
         for file in corpus {
-            entry(&std::fs::read(&file).unwrap());
+            let data = std::fs::read(&file).unwrap();
+            let replayed = std::panic::catch_unwind(|| entry(&data));
             // A panic on another thread (a store's writer) would not fail the call itself.
             let panics = herd_testkit::crash::take_panics();
-            assert!(panics.is_empty(), "{}: {panics:?}", file.display());
+            assert!(
+                replayed.is_ok() && panics.is_empty(),
+                "{}: {panics:?}",
+                file.display()
+            );
         }
     }
 }
