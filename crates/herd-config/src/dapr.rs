@@ -187,6 +187,18 @@ fn documents(text: &str) -> Vec<(usize, String)> {
     docs
 }
 
+/// A parse error of document `doc` (starting at line `first` of `file`), placed on the file's
+/// line. serde_norway's message starts with the path of the key it refused.
+pub(crate) fn yaml_error(
+    file: &Path,
+    doc: &str,
+    first: usize,
+    error: &serde_norway::Error,
+) -> ConfigError {
+    let line = error.location().map(|l| file_line(doc, first, l.line()));
+    plain_error(file, line.or(Some(first)), error.to_string())
+}
+
 /// The line of the file where line `yaml_line` (1-based) of `doc`, a document starting at line
 /// `first`, starts. A YAML parser also ends a line at a lone CR, NEL, LS and PS, which an editor
 /// shows within one line; so its line numbers are mapped back to lines ended by LF.
@@ -308,8 +320,7 @@ fn read_file(
         let resource: Resource = match serde_norway::from_str(&doc) {
             Ok(r) => r,
             Err(e) => {
-                let line = e.location().map(|l| file_line(&doc, first, l.line()));
-                errors.push(plain_error(file, line.or(Some(first)), e.to_string()));
+                errors.push(yaml_error(file, &doc, first, &e));
                 continue;
             }
         };

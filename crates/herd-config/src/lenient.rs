@@ -44,7 +44,7 @@ pub(crate) fn read(source: &Source) -> Result<Read, Vec<ConfigError>> {
     if !syntax.is_empty() {
         return Err(syntax.iter().map(|e| toml_error(source, e, None)).collect());
     }
-    if let Ok(raw) = attempt::<RawConfig>(doc.clone()) {
+    if let Ok(raw) = attempt::<RawConfig>(&doc) {
         return Ok(Read {
             raw,
             errors: Vec::new(),
@@ -114,7 +114,7 @@ fn is_array_of_tables(value: &DeValue<'_>) -> bool {
 /// unknown field, or the table lacking a key (for a `[table]`, its header). The path is that of
 /// the deepest key, value or array item in `doc` whose span holds the error's.
 fn attempt<T: DeserializeOwned>(
-    doc: Spanned<DeTable<'_>>,
+    doc: &Spanned<DeTable<'_>>,
 ) -> Result<T, (KeyPath, toml::de::Error)> {
     T::deserialize(doc.clone().into_deserializer()).map_err(|e| {
         let mut path = e
@@ -166,7 +166,7 @@ fn lenient<T: DeserializeOwned>(
 ) -> Option<T> {
     let mut taken: Vec<KeyPath> = Vec::new();
     for _ in 0..MAX_ROUNDS {
-        let (mut path, error) = match attempt::<T>(doc.clone()) {
+        let (mut path, error) = match attempt::<T>(&doc) {
             Ok(t) => return Some(t),
             Err(e) => e,
         };

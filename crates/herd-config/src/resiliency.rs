@@ -269,20 +269,10 @@ pub(crate) fn from_yaml(
     out: &mut Vec<Resiliency>,
     errors: &mut Vec<ConfigError>,
 ) {
-    // serde_norway's message starts with the path of the key it refused.
     let resource = match serde_norway::from_str::<Resource>(doc) {
         Ok(r) => r,
         Err(e) => {
-            let line = e
-                .location()
-                .map(|l| crate::dapr::file_line(doc, first, l.line()));
-            errors.push(ConfigError {
-                file: file.to_path_buf(),
-                line: line.or(Some(first)),
-                column: None,
-                key: None,
-                message: e.to_string(),
-            });
+            errors.push(crate::dapr::yaml_error(file, doc, first, &e));
             return;
         }
     };

@@ -5,8 +5,8 @@
 //!
 //! It samples only while someone watches: it starts with the first reader and stops after
 //! [`WATCHED`] without one; a reader that finds it stopped gets a sample taken at once (its
-//! rates cover the time since the sample before) and starts it again. A herd nobody looks at spends no CPU on rendering and parsing metrics
-//! text, and keeps none of that code resident.
+//! rates cover the time since the sample before) and starts it again. A herd nobody looks at
+//! spends no CPU on rendering and parsing metrics text, and keeps none of that code resident.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};

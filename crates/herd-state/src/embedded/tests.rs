@@ -9,6 +9,16 @@ use bytes::Bytes;
 use super::*;
 use crate::store::{Concurrency, Guard, SetOp, StateStore};
 
+/// The ETag `key` holds now.
+async fn etag_of(store: &Embedded, key: &str) -> String {
+    store
+        .get(key, Consistency::Strong)
+        .await
+        .unwrap()
+        .unwrap()
+        .etag
+}
+
 fn set(key: &str, value: &str, etag: Option<String>) -> SetOp {
     SetOp {
         key: key.into(),
@@ -51,12 +61,7 @@ async fn concurrent_compare_and_set_has_one_winner_per_version() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Embedded::open(&dir.path().join("s.redb")).unwrap());
     store.set(set("k", "0", None)).await.unwrap();
-    let etag = store
-        .get("k", Consistency::Strong)
-        .await
-        .unwrap()
-        .unwrap()
-        .etag;
+    let etag = etag_of(&store, "k").await;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..64 {
         let (store, etag) = (store.clone(), etag.clone());
@@ -107,12 +112,7 @@ async fn a_batch_answers_each_job_by_its_own_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let store = Embedded::open(&dir.path().join("s.redb")).unwrap();
     store.set(set("k", "0", None)).await.unwrap();
-    let etag = store
-        .get("k", Consistency::Strong)
-        .await
-        .unwrap()
-        .unwrap()
-        .etag;
+    let etag = etag_of(&store, "k").await;
     let write = |op: SetOp| {
         let (reply, answer) = tokio::sync::oneshot::channel();
         (

@@ -58,14 +58,18 @@ impl Slot {
         "; stopping the processes left in its group"
     }
 
-    /// No process of a leftover group runs any more.
-    pub(super) async fn on_group_gone(&mut self, generation: u64) {
-        if let Some(pos) = self
+    /// Takes the leftover group of `generation` out of the list, if it is one.
+    fn take_leftover(&mut self, generation: u64) -> Option<Leftover> {
+        let pos = self
             .leftovers
             .iter()
-            .position(|l| l.generation == generation)
-        {
-            let left = self.leftovers.swap_remove(pos);
+            .position(|l| l.generation == generation)?;
+        Some(self.leftovers.swap_remove(pos))
+    }
+
+    /// No process of a leftover group runs any more.
+    pub(super) async fn on_group_gone(&mut self, generation: u64) {
+        if let Some(left) = self.take_leftover(generation) {
             self.event(format!("pid {}'s group has ended", left.pgid))
                 .await;
             self.notify_stopped();
@@ -75,12 +79,7 @@ impl Slot {
     /// The SIGKILL timer of `generation` fired and it is a leftover group, not a retiring
     /// instance: the group gets SIGKILL.
     pub(super) async fn kill_leftover(&mut self, generation: u64) {
-        if let Some(pos) = self
-            .leftovers
-            .iter()
-            .position(|l| l.generation == generation)
-        {
-            let left = self.leftovers.swap_remove(pos);
+        if let Some(left) = self.take_leftover(generation) {
             left.watcher.abort();
             instance::signal_group(left.pgid, Signal::SIGKILL);
             self.event(format!(
