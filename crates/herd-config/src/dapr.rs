@@ -187,43 +187,6 @@ fn documents(text: &str) -> Vec<(usize, String)> {
     docs
 }
 
-/// A parse error of document `doc` (starting at line `first` of `file`), placed on the file's
-/// line. serde_norway's message starts with the path of the key it refused.
-pub(crate) fn yaml_error(
-    file: &Path,
-    doc: &str,
-    first: usize,
-    error: &serde_norway::Error,
-) -> ConfigError {
-    let line = error.location().map(|l| file_line(doc, first, l.line()));
-    plain_error(file, line.or(Some(first)), error.to_string())
-}
-
-/// The line of the file where line `yaml_line` (1-based) of `doc`, a document starting at line
-/// `first`, starts. A YAML parser also ends a line at a lone CR, NEL, LS and PS, which an editor
-/// shows within one line; so its line numbers are mapped back to lines ended by LF.
-pub(crate) fn file_line(doc: &str, first: usize, yaml_line: usize) -> usize {
-    let (mut line, mut newlines) = (1, 0);
-    let mut chars = doc.chars().peekable();
-    while line < yaml_line {
-        let Some(c) = chars.next() else { break };
-        match c {
-            '\r' if chars.peek() == Some(&'\n') => {
-                chars.next();
-                newlines += 1;
-                line += 1;
-            }
-            '\n' => {
-                newlines += 1;
-                line += 1;
-            }
-            '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' => line += 1,
-            _ => {}
-        }
-    }
-    first + newlines
-}
-
 /// A Dapr `Subscription`: one [`SubscriptionSpec`] per scoped app (every service when unscoped).
 fn subscription(
     file: &Path,
@@ -320,7 +283,7 @@ fn read_file(
         let resource: Resource = match serde_norway::from_str(&doc) {
             Ok(r) => r,
             Err(e) => {
-                errors.push(yaml_error(file, &doc, first, &e));
+                errors.push(crate::source::yaml_error(file, &doc, first, &e));
                 continue;
             }
         };
@@ -423,16 +386,6 @@ fn read_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn yaml_lines_are_mapped_to_the_lines_an_editor_shows() {
-        let doc = "a: 1\nb: x\u{85}y\rz\r\nc: 2\n";
-        // YAML lines 1..=5 start on file lines 10, 11, 11, 11, 12.
-        let lines: Vec<usize> = (1..=5).map(|l| file_line(doc, 10, l)).collect();
-        assert_eq!(lines, vec![10, 11, 11, 11, 12]);
-        // Past the end: the line after the last.
-        assert_eq!(file_line(doc, 10, 9), 13);
-    }
 
     #[test]
     fn documents_keep_their_line_numbers() {

@@ -272,7 +272,7 @@ pub(crate) fn from_yaml(
     let resource = match serde_norway::from_str::<Resource>(doc) {
         Ok(r) => r,
         Err(e) => {
-            errors.push(crate::dapr::yaml_error(file, doc, first, &e));
+            errors.push(crate::source::yaml_error(file, doc, first, &e));
             return;
         }
     };
