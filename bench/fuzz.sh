@@ -3,12 +3,13 @@
 # in one process (the machine is shared; no -jobs), growing fuzz/corpus/<target>/, then
 # minimises each corpus (`cargo fuzz cmin`). Prints one line per target:
 #
-#   RESULT F1 target=<t> execs=<n> seconds=<s> execs_per_s=<n> cov=<edges> corpus=<files>
-#          last_new_s=<s> last_cov_s=<s> crashes=<n> goal=no-crash,plateau met|missed
+#   RESULT F1 target=<t> execs=<n> seconds=<s> execs_per_s=<n> cov=<edges> cov_half=<edges>
+#          corpus=<files> last_new_s=<s> last_cov_s=<s> crashes=<n> goal=no-crash,plateau met|missed
 #
 # `last_new_s` is when libFuzzer last kept an input for new features (which include finer ones
 # than edges: hit-count buckets, compared values); `last_cov_s` is when edge coverage (`cov:`)
-# last grew. The target has plateaued when edge coverage stopped growing in the first half of
+# last grew, and `cov_half` the edge coverage at half the run's time (so `cov - cov_half` is what
+# the second half found). The target has plateaued when edge coverage stopped growing in the first half of
 # the run. A crash stops that target and leaves the input in
 # fuzz/artifacts/<target>/.
 #
@@ -44,6 +45,9 @@ for t in "${TARGETS[@]}"; do
   last_new=$(grep -E '^[0-9]+ #[0-9]+[[:space:]]+NEW' "$log" | tail -1 | awk '{print $1}' || true)
   last_cov=$(awk '{ for (i = 2; i < NF; i++) if ($i == "cov:" && $(i + 1) + 0 > best) { best = $(i + 1) + 0; at = $1 } }
     END { print at + 0 }' "$log")
+  cov_half=$(awk -v half="$((SECONDS_EACH / 2))" '$1 > half { exit }
+    { for (i = 2; i < NF; i++) if ($i == "cov:" && $(i + 1) + 0 > best) best = $(i + 1) + 0 }
+    END { print best + 0 }' "$log")
   crashes=$(grep -c -E 'panicked at|==ERROR|deadly signal|ERROR: libFuzzer' "$log" || true)
   cargo +nightly fuzz cmin -s none --release "$t" >/dev/null 2>&1 || true
   corpus=$(find "corpus/$t" -type f | wc -l)
@@ -51,7 +55,7 @@ for t in "${TARGETS[@]}"; do
   goal=met
   ((crashes == 0)) || goal=missed
   ((${last_cov:-0} * 2 <= secs)) || goal=missed
-  result "F1 target=$t execs=$execs seconds=$secs execs_per_s=$((execs / (secs > 0 ? secs : 1))) cov=${cov:-0} corpus=$corpus last_new_s=${last_new:-0} last_cov_s=${last_cov:-0} crashes=$crashes nproc=$(nproc) goal=no-crash,plateau $goal"
+  result "F1 target=$t execs=$execs seconds=$secs execs_per_s=$((execs / (secs > 0 ? secs : 1))) cov=${cov:-0} cov_half=$cov_half corpus=$corpus last_new_s=${last_new:-0} last_cov_s=${last_cov:-0} crashes=$crashes nproc=$(nproc) goal=no-crash,plateau $goal"
   if ((crashes)); then
     grep -E -m3 -A4 'panicked at|ERROR' "$log" | sed 's/^/# /'
   fi

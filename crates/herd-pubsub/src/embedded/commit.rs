@@ -3,8 +3,9 @@
 //! Write path for a publish, numbered:
 //! 1. The API task sends the message to the writer thread over a bounded channel.
 //! 2. The writer takes every job queued behind it (up to `MAX_BATCH`) into one write transaction:
-//!    a publish appends at `head + 1` of its topic (or, when its idempotency key was seen within
-//!    the dedupe window, is accepted without being stored again).
+//!    the publishes of each topic become one row of `batches` (`embedded/batches.rs`) numbered
+//!    from `head + 1` of the topic (a publish whose idempotency key was seen within the dedupe
+//!    window is accepted without being stored again).
 //! 3. A batch holding a publish commits with `Durability::Immediate`: redb fsyncs before
 //!    `commit` returns. Concurrent publishers share that fsync (group commit).
 //! 4. Only then is each publish acknowledged, and consumers of the topic are woken.
@@ -30,13 +31,12 @@ use bytes::Bytes;
 use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::batches::{self, BATCHES, Batch};
 use super::groups::{self, Groups, Row, lock};
 use super::{EmbeddedSettings, Wakers, internal};
 use crate::broker::Message;
 use crate::error::PubSubError;
 
-/// `(topic, seq)` → `[published at ms][expires at ms, 0 = never][data]`.
-pub(super) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 /// Topic → the last sequence number used.
 pub(super) const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
 /// `(topic, idempotency key)` → forgotten at ms.
@@ -44,8 +44,8 @@ const DEDUPE: TableDefinition<(&str, &str), u64> = TableDefinition::new("dedupe"
 
 /// Jobs committed together at most.
 pub(super) const MAX_BATCH: usize = 512;
-/// Messages (and forgotten idempotency keys) removed per topic per sweep, at most; sweeps run
-/// every second, so this bounds the rate a topic can be cleaned at.
+/// Batches of messages (and forgotten idempotency keys) removed per topic per sweep, at most;
+/// sweeps run every second, so this bounds the rate a topic can be cleaned at.
 const SWEEP_LIMIT: usize = 100_000;
 
 /// Where the writer sends a job's answer, after the commit.
@@ -73,27 +73,8 @@ pub(super) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    bytes
-        .get(at..at + 8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
 pub(super) fn ms(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
-}
-
-/// A message record's body, unless it expired by `now`.
-pub(super) fn live_body(record: &[u8], now: u64) -> Result<Option<Bytes>, PubSubError> {
-    if record.len() < 16 {
-        return Err(internal("truncated message record"));
-    }
-    let expires = u64_at(record, 8);
-    if expires != 0 && expires <= now {
-        return Ok(None);
-    }
-    Ok(Some(Bytes::copy_from_slice(&record[16..])))
 }
 
 /// The writer thread's state: the file, and the groups' consumption state it shares with the
@@ -115,7 +96,7 @@ impl Writer {
         settings: EmbeddedSettings,
     ) -> Result<Self, PubSubError> {
         let txn = db.begin_write().map_err(internal)?;
-        txn.open_table(MESSAGES).map_err(internal)?;
+        batches::migrate(&txn)?;
         txn.open_table(HEADS).map_err(internal)?;
         txn.open_table(DEDUPE).map_err(internal)?;
         let groups = groups::load(&txn)?;
@@ -174,18 +155,32 @@ impl Writer {
     /// One fsynced commit of `batch`'s publishes and the groups' changes; every publish is
     /// answered after it.
     fn publish(&mut self, batch: Vec<(String, Message, Reply<()>)>, now: u64) {
-        let mut answers = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
         let mut published: Vec<String> = Vec::new();
         let committed = (|| -> Result<(), PubSubError> {
             let txn = self.db.begin_write().map_err(internal)?;
             {
                 let mut t = Tables::open(&txn)?;
+                // Per topic, in the order first seen: its batch.
+                let mut rows: Vec<(String, Batch)> = Vec::new();
                 for (topic, message, reply) in batch {
-                    let result = t.publish(&topic, &message, now, &self.settings);
-                    if result.is_ok() && published.last() != Some(&topic) {
-                        published.push(topic);
+                    replies.push(reply);
+                    if t.seen(&topic, &message, now, &self.settings)? {
+                        continue;
                     }
-                    answers.push((reply, result));
+                    let at = match rows.iter().position(|(t, _)| *t == topic) {
+                        Some(at) => at,
+                        None => {
+                            rows.push((topic, Batch::new(now)));
+                            rows.len() - 1
+                        }
+                    };
+                    let expires = message.ttl.map_or(0, |t| now + ms(t).max(1));
+                    rows[at].1.push(expires, &message.data);
+                }
+                for (topic, batch) in rows {
+                    t.append(&topic, &batch)?;
+                    published.push(topic);
                 }
             }
             self.finish(txn, &self.changed_groups())
@@ -193,16 +188,14 @@ impl Writer {
         if let Err(e) = &committed {
             tracing::error!("pub/sub commit failed: {e}");
         }
-        for (reply, result) in answers {
+        for reply in replies {
             let answer = match &committed {
-                Ok(()) => result,
+                Ok(()) => Ok(()),
                 Err(e) => Err(PubSubError::Unavailable(format!("commit failed: {e}"))),
             };
             drop(reply.send(answer));
         }
         if committed.is_ok() {
-            published.sort_unstable();
-            published.dedup();
             for topic in published {
                 let wake = self.wakers.of(&topic);
                 wake.published
@@ -273,7 +266,7 @@ impl Drop for Writer {
 }
 
 struct Tables<'t> {
-    messages: Table<'t, (&'static str, u64), &'static [u8]>,
+    batches: Table<'t, (&'static str, u64), &'static [u8]>,
     heads: Table<'t, &'static str, u64>,
     dedupe: Table<'t, (&'static str, &'static str), u64>,
 }
@@ -281,43 +274,47 @@ struct Tables<'t> {
 impl<'t> Tables<'t> {
     fn open(txn: &'t WriteTransaction) -> Result<Self, PubSubError> {
         Ok(Self {
-            messages: txn.open_table(MESSAGES).map_err(internal)?,
+            batches: txn.open_table(BATCHES).map_err(internal)?,
             heads: txn.open_table(HEADS).map_err(internal)?,
             dedupe: txn.open_table(DEDUPE).map_err(internal)?,
         })
     }
 
-    fn publish(
+    /// Whether `message` was published within the dedupe window (by its idempotency key): it
+    /// is not stored again. Remembers the key otherwise.
+    fn seen(
         &mut self,
         topic: &str,
         message: &Message,
         now: u64,
         settings: &EmbeddedSettings,
-    ) -> Result<(), PubSubError> {
-        if let Some(id) = &message.id {
-            let seen = self.dedupe.get((topic, id.as_str())).map_err(internal)?;
-            if seen.is_some_and(|until| until.value() > now) {
-                return Ok(());
-            }
-            self.dedupe
-                .insert((topic, id.as_str()), now + ms(settings.dedupe_window))
-                .map_err(internal)?;
+    ) -> Result<bool, PubSubError> {
+        let Some(id) = &message.id else {
+            return Ok(false);
+        };
+        let seen = self.dedupe.get((topic, id.as_str())).map_err(internal)?;
+        if seen.is_some_and(|until| until.value() > now) {
+            return Ok(true);
         }
-        let seq = self
+        self.dedupe
+            .insert((topic, id.as_str()), now + ms(settings.dedupe_window))
+            .map_err(internal)?;
+        Ok(false)
+    }
+
+    /// Stores `batch` as `topic`'s next messages.
+    fn append(&mut self, topic: &str, batch: &Batch) -> Result<(), PubSubError> {
+        let head = self
             .heads
             .get(topic)
             .map_err(internal)?
-            .map_or(0, |v| v.value())
-            + 1;
-        self.heads.insert(topic, seq).map_err(internal)?;
-        let expires = message.ttl.map_or(0, |t| now + ms(t).max(1));
-        let mut record = Vec::with_capacity(16 + message.data.len());
-        record.extend_from_slice(&now.to_le_bytes());
-        record.extend_from_slice(&expires.to_le_bytes());
-        record.extend_from_slice(&message.data);
-        self.messages
-            .insert((topic, seq), record.as_slice())
+            .map_or(0, |v| v.value());
+        let full = || internal(format!("topic {topic:?} has used every sequence number"));
+        let last = head.checked_add(batch.len()).ok_or_else(full)?;
+        self.batches
+            .insert((topic, head + 1), batch.row())
             .map_err(internal)?;
+        self.heads.insert(topic, last).map_err(internal)?;
         Ok(())
     }
 
@@ -339,27 +336,7 @@ impl<'t> Tables<'t> {
         for topic in heads {
             // Without any group, messages wait (up to the retention time) for one to appear.
             let below = needed.get(topic.as_str()).copied().unwrap_or(0);
-            let mut doomed = Vec::new();
-            for entry in self
-                .messages
-                .range((topic.as_str(), 0)..=(topic.as_str(), u64::MAX))
-                .map_err(internal)?
-                .take(SWEEP_LIMIT)
-            {
-                let (k, v) = entry.map_err(internal)?;
-                let seq = k.value().1;
-                let published = u64_at(v.value(), 0);
-                if seq < below || published < cutoff {
-                    doomed.push(seq);
-                } else {
-                    break;
-                }
-            }
-            for seq in doomed {
-                self.messages
-                    .remove((topic.as_str(), seq))
-                    .map_err(internal)?;
-            }
+            batches::sweep(&mut self.batches, &topic, below, cutoff, SWEEP_LIMIT)?;
         }
         let stale: Vec<(String, String)> = self
             .dedupe

@@ -32,7 +32,8 @@ use redb::{
     WriteTransaction,
 };
 
-use super::commit::{Claimed, HEADS, MESSAGES, live_body, now_ms};
+use super::batches::{self, BATCHES};
+use super::commit::{Claimed, HEADS, now_ms};
 use super::internal;
 use crate::error::PubSubError;
 
@@ -389,14 +390,14 @@ pub(super) fn claim(
     let now = now_ms();
     // The snapshot first: what is reserved below is what it holds.
     let txn = db.begin_read().map_err(internal)?;
-    let messages = txn.open_table(MESSAGES).map_err(internal)?;
+    let messages = txn.open_table(BATCHES).map_err(internal)?;
     let head = txn
         .open_table(HEADS)
         .map_err(internal)?
         .get(topic)
         .map_err(internal)?
         .map_or(0, |v| v.value());
-    let oldest = oldest(&messages, topic, head)?;
+    let oldest = batches::oldest(&messages, topic, head)?;
     let mut out = Vec::new();
     while out.len() < max {
         let reserved = lock(groups).reserve(
@@ -413,30 +414,27 @@ pub(super) fn claim(
         // Reserved and not there to deliver: removed by retention, or expired.
         let mut gone = Vec::new();
         for (seq, attempt) in reserved.due {
-            let body = match messages.get((topic, seq)).map_err(internal)? {
-                Some(record) => live_body(record.value(), now)?,
-                None => None,
-            };
-            match body {
-                Some(data) => out.push((seq, attempt, data)),
-                None => gone.push(seq),
-            }
-        }
-        if !reserved.new.is_empty() {
-            let mut expected = reserved.new.start;
-            let range = (topic, reserved.new.start)..(topic, reserved.new.end);
-            for entry in messages.range(range).map_err(internal)? {
-                let (k, v) = entry.map_err(internal)?;
-                let seq = k.value().1;
-                gone.extend(expected..seq);
-                expected = seq + 1;
-                match live_body(v.value(), now)? {
-                    Some(data) => out.push((seq, 1, data)),
+            batches::read(
+                &messages,
+                topic,
+                seq..seq + 1,
+                now,
+                |seq, body| match body {
+                    Some(data) => out.push((seq, attempt, data)),
                     None => gone.push(seq),
-                }
-            }
-            gone.extend(expected..reserved.new.end);
+                },
+            )?;
         }
+        batches::read(
+            &messages,
+            topic,
+            reserved.new,
+            now,
+            |seq, body| match body {
+                Some(data) => out.push((seq, 1, data)),
+                None => gone.push(seq),
+            },
+        )?;
         if gone.is_empty() {
             break;
         }
@@ -449,20 +447,6 @@ pub(super) fn claim(
 /// for the disk under it.
 pub(super) fn lock(groups: &Mutex<Groups>) -> MutexGuard<'_, Groups> {
     groups.lock().expect("poisoned")
-}
-
-/// The oldest sequence number still stored for `topic`, or the next one to be used.
-fn oldest<M>(messages: &M, topic: &str, head: u64) -> Result<u64, PubSubError>
-where
-    M: ReadableTable<(&'static str, u64), &'static [u8]>,
-{
-    let first = messages
-        .range((topic, 0)..=(topic, u64::MAX))
-        .map_err(internal)?
-        .next()
-        .transpose()
-        .map_err(internal)?;
-    Ok(first.map_or(head + 1, |(k, _)| k.value().1))
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ async fn messages_and_unacknowledged_deliveries_survive_reopening() {
 }
 
 #[tokio::test]
-async fn a_file_with_the_older_layout_of_consumption_state_is_moved_to_the_new_one() {
+async fn a_file_with_the_older_layouts_is_moved_to_the_new_one() {
     use redb::{ReadableDatabase, TableDefinition, TableHandle};
     const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
     const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
@@ -210,8 +210,11 @@ async fn a_file_with_the_older_layout_of_consumption_state_is_moved_to_the_new_o
         .map(|t| t.name().to_string())
         .collect();
     assert!(names.contains(&"groups".to_string()), "{names:?}");
+    assert!(names.contains(&"batches".to_string()), "{names:?}");
     assert!(
-        !names.iter().any(|n| n == "cursors" || n == "pending"),
+        !names
+            .iter()
+            .any(|n| n == "cursors" || n == "pending" || n == "messages"),
         "{names:?}"
     );
 }
