@@ -4,6 +4,6 @@
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     herd_resilience::fuzzing::trip(data);
-    herd_resilience::fuzzing::retry(data);
+    herd_config::fuzzing::retry(data);
     herd_config::fuzzing::match_rule(data);
 });

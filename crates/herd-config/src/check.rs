@@ -77,7 +77,7 @@ impl<'a> Checker<'a> {
     ) -> Duration {
         match value {
             None => default,
-            Some(text) => match humantime::parse_duration(text) {
+            Some(text) => match crate::duration::parse(text) {
                 Ok(d) => d,
                 Err(e) => {
                     self.err(

@@ -1,5 +1,6 @@
 //! Entry points for the fuzz targets in `fuzz/` and the corpus replay test: `herd.toml` text
-//! and Dapr resource YAML loaded as herd loads them. Not part of the API.
+//! and Dapr resource YAML loaded as herd loads them, subscription `match` rules, and retry
+//! durations with the backoff they drive. Not part of the API.
 //!
 //! What must hold: loading never panics, and a refusal is a list of errors that each name the
 //! file, with a line inside it when there is one.
@@ -77,5 +78,34 @@ pub fn match_rule(data: &[u8]) {
     if let Some(kind) = SubscriptionSpec::parse_match(text) {
         let again = format!("event.type == \"{kind}\"");
         assert_eq!(SubscriptionSpec::parse_match(&again), Some(kind));
+    }
+}
+
+/// A retry policy's `duration` and `maxInterval` (two lines, Go-style durations as in Dapr's
+/// resiliency spec, read as herd's config reads them), then an attempt number: reading them
+/// and the delay never panic, and the delay stays within bounds.
+pub fn retry(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut lines = text.lines();
+    let mut duration = || {
+        lines
+            .next()
+            .and_then(|l| crate::duration::parse(l.trim()).ok())
+    };
+    let (Some(initial), Some(max)) = (duration(), duration()) else {
+        return;
+    };
+    let attempt = text.len() as u32;
+    for backoff in [
+        herd_resilience::Backoff::Constant(initial),
+        herd_resilience::Backoff::Exponential { initial, max },
+    ] {
+        for jitter in [0.0, 0.5, 0.999_999] {
+            let d = backoff.delay(attempt, jitter);
+            assert!(d <= initial.max(max), "{backoff:?} {attempt}: {d:?}");
+        }
+        let _ = backoff.delay(u32::MAX, 1.0) + std::time::Duration::ZERO;
     }
 }

@@ -17,6 +17,7 @@
 mod api;
 mod check;
 mod dapr;
+pub mod duration;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gateway;

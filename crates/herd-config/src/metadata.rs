@@ -127,7 +127,7 @@ impl<'a> Metadata<'a> {
         self.value(key)
             .map(|v| match (self.rules, v.parse::<u64>()) {
                 (Rules::Dapr, Ok(ms)) => Ok(Duration::from_millis(ms)),
-                _ => humantime::parse_duration(v)
+                _ => crate::duration::parse(v)
                     .map_err(|e| field_error(key, format!("invalid duration {v:?}: {e}"))),
             })
             .transpose()

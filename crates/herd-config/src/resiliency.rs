@@ -26,7 +26,7 @@ use crate::source::{ConfigError, KeyPath};
 pub(crate) type Report<'a> = dyn FnMut(&[&str], String) + 'a;
 
 fn duration(report: &mut Report<'_>, at: &[&str], text: &str) -> Option<Duration> {
-    match humantime::parse_duration(text) {
+    match crate::duration::parse(text) {
         Ok(d) => Some(d),
         Err(e) => {
             report(

@@ -240,7 +240,7 @@ pub(crate) fn configure(m: &Metadata<'_>) -> Result<NatsSettings, FieldError> {
             .map(str::trim)
             .filter(|d| !d.is_empty())
             .map(|d| {
-                humantime::parse_duration(d)
+                herd_config::duration::parse(d)
                     .map_err(|e| field_error("backOff", format!("invalid duration {d:?}: {e}")))
             })
             .collect::<Result<_, _>>()?;

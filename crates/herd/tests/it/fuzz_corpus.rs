@@ -9,7 +9,7 @@ type Entry = fn(&[u8]);
 
 fn expressions(data: &[u8]) {
     herd_resilience::fuzzing::trip(data);
-    herd_resilience::fuzzing::retry(data);
+    herd_config::fuzzing::retry(data);
     herd_config::fuzzing::match_rule(data);
 }
 
