@@ -96,7 +96,7 @@ impl Api {
     }
 }
 
-/// One request to `addr` on a fresh connection.
+/// One request to `addr` on a fresh connection, answered within the client's 10 s.
 pub fn call_at(
     addr: SocketAddr,
     method: &str,
@@ -104,9 +104,20 @@ pub fn call_at(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Response {
+    call_within(Client::new(addr), method, path, headers, body)
+}
+
+/// One request on a fresh connection of `client` (its address and read timeout).
+pub fn call_within(
+    mut client: Client,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     let mut all = vec![("Connection", "close")];
     all.extend_from_slice(headers);
-    Client::new(addr)
+    client
         .request(method, path, &all, body.as_bytes())
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::state::call_at;
-use crate::util::{Herd, Response, free_port, get, herd_bin, wait_for};
+use crate::state::{call_at, call_within};
+use crate::util::{Client, Herd, Response, free_port, get, herd_bin, wait_for};
 
 /// The directory of the shop's binaries, built on first use beside `herd`.
 pub fn shop_bin_dir() -> PathBuf {
@@ -165,12 +165,24 @@ impl Shop {
 
     /// `POST /orders` with `items` as `[(item, quantity)]`.
     pub fn order(&self, items: &[(&str, u32)], headers: &[(&str, &str)]) -> Response {
+        self.order_within(items, headers, Duration::from_secs(10))
+    }
+
+    /// [`Shop::order`], waiting up to `limit` for the answer: hundreds of orders at once queue
+    /// behind each other on a busy machine, and what such a test checks is their outcome.
+    pub fn order_within(
+        &self,
+        items: &[(&str, u32)],
+        headers: &[(&str, &str)],
+        limit: Duration,
+    ) -> Response {
         let items: Vec<Value> = items
             .iter()
             .map(|(item, quantity)| json!({ "item": item, "quantity": quantity }))
             .collect();
         let body = json!({ "items": items }).to_string();
-        self.call("POST", "/orders", headers, &body)
+        let client = Client::new(self.gateway).read_timeout(limit);
+        call_within(client, "POST", "/orders", headers, &body)
     }
 
     /// `PUT /items/{id}` with `available` units; the item answered.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::de::IgnoredAny;
 use shop::model::{self, Intake};
-use shop::sidecar::Error;
+use shop::sidecar::{Error, ms_from_env};
 use tokio_util::sync::CancellationToken;
 
 use crate::place::finish;
@@ -30,8 +30,9 @@ const CHUNK: usize = 100;
 
 /// Sweeps until `stop`.
 pub async fn run(shop: Arc<Shop>, stop: CancellationToken) {
-    let every = Duration::from_millis(ms_from_env("SHOP_SWEEP_EVERY_MS", EVERY_MS).max(1));
-    let age_ms = ms_from_env("SHOP_SWEEP_AFTER_MS", AGE_MS);
+    let ms = |name, default| ms_from_env(name).map_or(default, |d| d.as_millis() as u64);
+    let every = Duration::from_millis(ms("SHOP_SWEEP_EVERY_MS", EVERY_MS).max(1));
+    let age_ms = ms("SHOP_SWEEP_AFTER_MS", AGE_MS);
     let mut done = HashSet::new();
     // Instances started together sweep at different moments.
     let first = Duration::from_millis(fastrand::u64(0..every.as_millis() as u64));
@@ -48,15 +49,6 @@ pub async fn run(shop: Arc<Shop>, stop: CancellationToken) {
             _ = tokio::time::sleep(every) => {}
         }
     }
-}
-
-/// The milliseconds in environment variable `name`, or `default` when it is unset or not a
-/// number.
-fn ms_from_env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// One round over entries at least `age_ms` old; `done` holds the ids known to have their order.
