@@ -20,20 +20,12 @@ const YEAR_SECS: f64 = 31_557_600.0;
 /// below the sum of `10^digits` years. That admits every number of up to 11 digits, whatever
 /// its unit.
 pub fn parse(text: &str) -> Result<Duration, String> {
-    let mut bound = 0.0f64;
-    let mut digits = 0i32;
-    for c in text.chars().chain(std::iter::once('x')) {
-        match c {
-            '0'..='9' => digits += 1,
-            c if c.is_whitespace() => {}
-            _ => {
-                if digits > 0 {
-                    bound += 10f64.powi(digits) * YEAR_SECS;
-                    digits = 0;
-                }
-            }
-        }
-    }
+    let bound: f64 = text
+        .split(|c: char| !c.is_ascii_digit() && !c.is_whitespace())
+        .map(|run| run.chars().filter(char::is_ascii_digit).count())
+        .filter(|&digits| digits > 0)
+        .map(|digits| 10f64.powi(digits.min(400) as i32) * YEAR_SECS)
+        .sum();
     // Below u64::MAX by far more than the one second a carry adds.
     if bound >= u64::MAX as f64 / 2.0 {
         return Err("number is too large".into());

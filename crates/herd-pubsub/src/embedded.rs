@@ -1,9 +1,10 @@
 //! The embedded backend (`pubsub.embedded`, herd's default): a durable log per topic in a redb
-//! database in the data directory, stored a batch per commit (`embedded/batches.rs`). This is the handle callers use ([`EmbeddedLog`]); every
-//! write to the file goes to its one writer thread, whose commit path (numbered) is in
-//! `embedded/commit.rs`; the groups' consumption state is in `embedded/groups.rs`, in memory
-//! shared by the consumers (which claim and settle there, on their own side) and the writer
-//! (which writes it into its commits), and a group's deliveries come from `embedded/consume.rs`.
+//! database in the data directory, stored a batch per commit (`embedded/batches.rs`). This is
+//! the handle callers use ([`EmbeddedLog`]); every write to the file goes to its one writer
+//! thread, whose commit path (numbered) is in `embedded/commit.rs`; the groups' consumption
+//! state is in `embedded/groups.rs`, in memory shared by the consumers (which claim and settle
+//! there, on their own side) and the writer (which writes it into its commits), and a group's
+//! deliveries come from `embedded/consume.rs`.
 //!
 //! A new group starts at the oldest message still retained, so subscribers that appear after a
 //! publish (an app still starting) get it. Messages are removed once every group is past them,
